@@ -1,0 +1,114 @@
+"""One labelled structure (a *frame*) and the checks every reader applies to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnpot.errors import DatasetError
+
+__all__ = ["Frame", "validate_frame", "MAX_Z"]
+
+MAX_Z = 118  # the periodic table ends here; anything else is not an element
+
+
+@dataclass
+class Frame:
+    """A structure with its QM labels, in ASE units.
+
+    Attributes:
+        numbers: ``[n]`` int, atomic numbers.
+        positions: ``[n, 3]`` float, Angstrom.
+        cell: ``[3, 3]`` float, Angstrom, rows are the cell vectors (zeros if non-periodic).
+        pbc: ``[3]`` bool.
+        energy: total energy, eV.
+        forces: ``[n, 3]`` float, eV/Angstrom.
+        virial: ``[3, 3]`` float, eV (DeePMD convention, ``-stress * volume``), or None.
+        weight: per-frame weight in the loss (1 by default).
+    """
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    energy: float
+    forces: np.ndarray
+    virial: np.ndarray | None = None
+    weight: float = 1.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(len(self.numbers))
+
+    def to_atoms(self):
+        """The frame as an ``ase.Atoms`` with a SinglePointCalculator holding the labels."""
+        from ase import Atoms
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
+        results = {"energy": float(self.energy), "forces": np.array(self.forces)}
+        if self.virial is not None and atoms.cell.volume > 0:
+            results["stress"] = -np.asarray(self.virial) / atoms.cell.volume
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        return atoms
+
+
+def _fail(where: str, problem: str) -> DatasetError:
+    return DatasetError(f"{where}: {problem}")
+
+
+def validate_frame(frame: Frame, where: str) -> Frame:
+    """Check shapes, finiteness, elements and cell of ``frame``; return it with canonical dtypes.
+
+    ``where`` names the file and frame for the error message, e.g. ``"water.xyz: frame 3"``.
+    Raises :class:`~nnpot.errors.DatasetError` with a one-line message on the first problem.
+    """
+    numbers = np.asarray(frame.numbers)
+    n = numbers.shape[0] if numbers.ndim == 1 else -1
+    if numbers.ndim != 1 or n == 0:
+        raise _fail(where, f"atomic numbers must be a non-empty 1-D array, got shape {numbers.shape}")
+    if not np.issubdtype(numbers.dtype, np.integer):
+        raise _fail(where, f"atomic numbers must be integers, got dtype {numbers.dtype}")
+    bad = numbers[(numbers < 1) | (numbers > MAX_Z)]
+    if bad.size:
+        raise _fail(where, f"unknown element with atomic number {int(bad[0])}")
+    arrays = {}
+    for name, shape in (("positions", (n, 3)), ("forces", (n, 3)), ("cell", (3, 3))):
+        value = np.asarray(getattr(frame, name))
+        if value.shape != shape:
+            raise _fail(where, f"{name} has shape {value.shape}, expected {shape} for {n} atoms")
+        arrays[name] = value.astype(np.float64)
+    pbc = np.asarray(frame.pbc, dtype=bool).reshape(-1)
+    if pbc.shape != (3,):
+        raise _fail(where, f"pbc must hold 3 flags, got {pbc.shape}")
+    virial = None
+    if frame.virial is not None:
+        virial = np.asarray(frame.virial, dtype=np.float64)
+        if virial.size != 9:
+            raise _fail(where, f"virial has shape {virial.shape}, expected (3, 3) or (9,)")
+        virial = virial.reshape(3, 3)
+    try:
+        energy = float(np.asarray(frame.energy).reshape(()))
+    except (TypeError, ValueError):
+        raise _fail(where, f"energy must be one number, got {np.asarray(frame.energy).shape}") from None
+    scalars = {"energy": energy, "weight": float(frame.weight)}
+    for name, value in {**arrays, **scalars, "virial": virial}.items():
+        if value is not None and not np.all(np.isfinite(value)):
+            raise _fail(where, f"{name} contains NaN or inf")
+    if scalars["weight"] < 0:
+        raise _fail(where, f"weight must be >= 0, got {scalars['weight']}")
+    if pbc.any() and abs(np.linalg.det(arrays["cell"])) < 1e-6:
+        raise _fail(where, "the cell is singular (zero volume) but the frame is periodic")
+    return Frame(
+        numbers=numbers.astype(np.int32),
+        positions=arrays["positions"],
+        cell=arrays["cell"],
+        pbc=pbc,
+        energy=energy,
+        forces=arrays["forces"],
+        virial=virial,
+        weight=scalars["weight"],
+        info=dict(frame.info),
+    )

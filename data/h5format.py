@@ -1,0 +1,298 @@
+"""The nnpot HDF5 dataset format: reading (lazy) and writing (atomic, appendable).
+
+Schema, version 1 (all arrays chunked and compressed)::
+
+    /numbers        [n_atoms_total]       int32    atomic numbers
+    /positions      [n_atoms_total, 3]    float64  Angstrom
+    /forces         [n_atoms_total, 3]    float64  eV/Angstrom
+    /frame_offsets  [n_frames + 1]        int64    frame f owns atoms offsets[f]:offsets[f+1]
+    /energy         [n_frames]            float64  eV
+    /cell           [n_frames, 3, 3]      float64  Angstrom, rows are cell vectors
+    /pbc            [n_frames, 3]         bool
+    /weight         [n_frames]            float64  loss weight
+    /virial         [n_frames, 3, 3]      float64  eV (only if some frame has one)
+    /has_virial     [n_frames]            bool     (only with /virial)
+
+File attributes: ``format = "nnpot-dataset"``, ``format_version = 1``, ``length_unit``,
+``energy_unit``, ``force_unit``, ``virial_unit``, ``sources`` (JSON list of provenance
+records), ``nnpot_version``.
+
+Per-atom arrays are concatenated so frames of any size and composition share one file;
+per-frame arrays are small and are read into memory when the file is opened, per-atom arrays
+are read one frame at a time, so files larger than memory work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from nnpot.atomic import atomic_path
+from nnpot.data.frame import Frame, validate_frame
+from nnpot.errors import DatasetError
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "UNITS", "H5Dataset", "write_h5", "append_h5"]
+
+FORMAT_NAME = "nnpot-dataset"
+FORMAT_VERSION = 1
+UNITS = {"length_unit": "Angstrom", "energy_unit": "eV", "force_unit": "eV/Angstrom", "virial_unit": "eV"}
+_ATOM_CHUNK = 16384  # rows per chunk of a per-atom array (about 400 KB of float64 x3)
+_FRAME_CHUNK = 4096
+_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+_REQUIRED = ("numbers", "positions", "forces", "frame_offsets", "energy", "cell", "pbc")
+
+
+class H5Dataset(Sequence[Frame]):
+    """Random access to the frames of an nnpot HDF5 file, read lazily.
+
+    ``len(ds)`` is the number of frames and ``ds[i]`` a :class:`Frame`. The file handle is
+    opened on first use in each process, so the object can be handed to DataLoader workers.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        where = str(self.path)
+        if not self.path.is_file():
+            raise DatasetError(f"{where}: no such file")
+        try:
+            with h5py.File(self.path, "r") as fh:
+                self.attrs = {k: _attr(v) for k, v in fh.attrs.items()}
+                self._check_header(fh, where)
+                self.frame_offsets = np.asarray(fh["frame_offsets"][:], dtype=np.int64)
+                self.energy = np.asarray(fh["energy"][:], dtype=np.float64)
+                self.cell = np.asarray(fh["cell"][:], dtype=np.float64)
+                self.pbc = np.asarray(fh["pbc"][:], dtype=bool)
+                self.weight = np.asarray(fh["weight"][:]) if "weight" in fh else np.ones(len(self.energy))
+                self.has_virial = np.asarray(fh["has_virial"][:], bool) if "has_virial" in fh else None
+                n_atoms_total = fh["numbers"].shape[0]
+                for key in ("positions", "forces"):
+                    if fh[key].shape != (n_atoms_total, 3):
+                        raise DatasetError(f"{where}: /{key} has shape {fh[key].shape}, expected ({n_atoms_total}, 3)")
+        except OSError as exc:
+            raise DatasetError(f"{where}: not a readable HDF5 file (truncated or corrupt?): {exc}") from None
+        n = len(self.energy)
+        offsets = self.frame_offsets
+        if offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != n_atoms_total or np.any(np.diff(offsets) <= 0):
+            raise DatasetError(f"{where}: /frame_offsets is inconsistent with {n} frames of {n_atoms_total} atoms")
+        for key, arr, shape in (("cell", self.cell, (n, 3, 3)), ("pbc", self.pbc, (n, 3)), ("weight", self.weight, (n,))):
+            if arr.shape != shape:
+                raise DatasetError(f"{where}: /{key} has shape {arr.shape}, expected {shape}")
+        self._fh: h5py.File | None = None
+        self._pid = -1
+
+    @staticmethod
+    def _check_header(fh: h5py.File, where: str) -> None:
+        fmt = _attr(fh.attrs.get("format", ""))
+        if fmt != FORMAT_NAME:
+            raise DatasetError(f"{where}: not an nnpot dataset (format attribute is {fmt!r})")
+        version = int(fh.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise DatasetError(
+                f"{where}: dataset format version {version} is not supported by this nnpot "
+                f"(reads version {FORMAT_VERSION})"
+            )
+        for key, unit in UNITS.items():
+            found = _attr(fh.attrs.get(key, unit))
+            if found != unit:
+                raise DatasetError(f"{where}: {key} is {found!r}, nnpot datasets hold {unit!r}")
+        missing = [k for k in _REQUIRED if k not in fh]
+        if missing:
+            raise DatasetError(f"{where}: missing dataset(s) {', '.join('/' + k for k in missing)}")
+
+    def _file(self) -> h5py.File:
+        if self._fh is None or self._pid != os.getpid():
+            self._fh = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._fh
+
+    def close(self) -> None:
+        if self._fh is not None and self._pid == os.getpid():
+            self._fh.close()
+        self._fh = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fh"], state["_pid"] = None, -1
+        return state
+
+    def __len__(self) -> int:
+        return len(self.energy)
+
+    @property
+    def n_atoms(self) -> np.ndarray:
+        """``[n_frames]`` number of atoms per frame."""
+        return np.diff(self.frame_offsets)
+
+    @property
+    def sources(self) -> list:
+        return json.loads(self.attrs.get("sources", "[]"))
+
+    def numbers(self) -> np.ndarray:
+        """All atomic numbers, concatenated (``[n_atoms_total]``; small enough to load)."""
+        return np.asarray(self._file()["numbers"][:])
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = int(index)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"frame {index} out of range for {len(self)} frames")
+        a, b = self.frame_offsets[i], self.frame_offsets[i + 1]
+        fh = self._file()
+        try:
+            virial = None
+            if self.has_virial is not None and self.has_virial[i]:
+                virial = np.asarray(fh["virial"][i])
+            return Frame(
+                numbers=np.asarray(fh["numbers"][a:b]),
+                positions=np.asarray(fh["positions"][a:b]),
+                cell=self.cell[i],
+                pbc=self.pbc[i],
+                energy=float(self.energy[i]),
+                forces=np.asarray(fh["forces"][a:b]),
+                virial=virial,
+                weight=float(self.weight[i]),
+            )
+        except OSError as exc:
+            raise DatasetError(f"{self.path}: frame {i}: unreadable (truncated or corrupt file?): {exc}") from None
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+def _attr(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Writer:
+    """Appends frames to an open h5py file in blocks (keeps memory flat for huge sources)."""
+
+    def __init__(self, fh: h5py.File, block: int = 2048):
+        self.fh = fh
+        self.block = block
+        self.buffer: list[Frame] = []
+        if "energy" not in fh:
+            self._create()
+
+    def _create(self) -> None:
+        fh = self.fh
+        for name, shape, dtype, chunk in (
+            ("numbers", (0,), np.int32, (_ATOM_CHUNK,)),
+            ("positions", (0, 3), np.float64, (_ATOM_CHUNK, 3)),
+            ("forces", (0, 3), np.float64, (_ATOM_CHUNK, 3)),
+            ("energy", (0,), np.float64, (_FRAME_CHUNK,)),
+            ("cell", (0, 3, 3), np.float64, (_FRAME_CHUNK, 3, 3)),
+            ("pbc", (0, 3), bool, (_FRAME_CHUNK, 3)),
+            ("weight", (0,), np.float64, (_FRAME_CHUNK,)),
+        ):
+            fh.create_dataset(name, shape=shape, maxshape=(None,) + shape[1:], dtype=dtype, chunks=chunk, **_COMPRESSION)
+        fh.create_dataset("frame_offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(_FRAME_CHUNK,))
+
+    def add(self, frame: Frame) -> None:
+        self.buffer.append(frame)
+        if len(self.buffer) >= self.block:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        fh, frames = self.fh, self.buffer
+        n_old = fh["energy"].shape[0]
+        if any(f.virial is not None for f in frames) and "virial" not in fh:
+            fh.create_dataset("virial", data=np.zeros((n_old, 3, 3)), maxshape=(None, 3, 3), chunks=(_FRAME_CHUNK, 3, 3), **_COMPRESSION)
+            fh.create_dataset("has_virial", data=np.zeros(n_old, bool), maxshape=(None,), chunks=(_FRAME_CHUNK,), **_COMPRESSION)
+        per_atom = {
+            "numbers": np.concatenate([f.numbers for f in frames]),
+            "positions": np.concatenate([f.positions for f in frames]),
+            "forces": np.concatenate([f.forces for f in frames]),
+        }
+        per_frame = {
+            "energy": np.array([f.energy for f in frames]),
+            "cell": np.stack([f.cell for f in frames]),
+            "pbc": np.stack([f.pbc for f in frames]),
+            "weight": np.array([f.weight for f in frames]),
+        }
+        if "virial" in fh:
+            per_frame["virial"] = np.stack([f.virial if f.virial is not None else np.zeros((3, 3)) for f in frames])
+            per_frame["has_virial"] = np.array([f.virial is not None for f in frames])
+        end = int(fh["frame_offsets"][-1])
+        offsets = end + np.cumsum([f.n_atoms for f in frames])
+        per_frame_offsets = {"frame_offsets": offsets}
+        for group in (per_atom, per_frame, per_frame_offsets):
+            for name, values in group.items():
+                ds = fh[name]
+                old = ds.shape[0]
+                ds.resize((old + len(values),) + ds.shape[1:])
+                ds[old:] = values
+        self.buffer = []
+
+
+def _stamp(fh: h5py.File, sources: list[dict]) -> None:
+    from nnpot import __version__
+
+    fh.attrs["format"] = FORMAT_NAME
+    fh.attrs["format_version"] = FORMAT_VERSION
+    for key, unit in UNITS.items():
+        fh.attrs[key] = unit
+    fh.attrs["sources"] = json.dumps(sources)
+    fh.attrs["nnpot_version"] = __version__
+
+
+def write_h5(
+    frames: Iterable[Frame],
+    path: str | os.PathLike[str],
+    sources: list[dict] | None = None,
+    validate: bool = True,
+    progress: bool = False,
+) -> int:
+    """Write ``frames`` to a new nnpot HDF5 file atomically; return the number of frames.
+
+    Nothing is left at ``path`` if a frame fails validation or the source breaks.
+    """
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            n = _write_frames(fh, frames, str(path), validate, progress)
+            if n == 0:
+                raise DatasetError(f"{path}: no frames to write (the sources are empty)")
+            _stamp(fh, sources or [])
+    return n
+
+
+def append_h5(
+    frames: Iterable[Frame],
+    path: str | os.PathLike[str],
+    sources: list[dict] | None = None,
+    validate: bool = True,
+    progress: bool = False,
+) -> int:
+    """Append ``frames`` to an existing nnpot file; on failure the file is unchanged."""
+    import shutil
+
+    existing = H5Dataset(path)  # validates the header
+    old_sources = existing.sources
+    with atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as fh:
+            n = _write_frames(fh, frames, str(path), validate, progress)
+            _stamp(fh, old_sources + (sources or []))
+    return n
+
+
+def _write_frames(fh: h5py.File, frames: Iterable[Frame], where: str, validate: bool, progress: bool) -> int:
+    from tqdm.auto import tqdm
+
+    writer = _Writer(fh)
+    n = 0
+    for frame in tqdm(frames, desc=f"writing {Path(where).name}", unit=" frames", disable=not progress):
+        writer.add(validate_frame(frame, f"{where}: frame {n}") if validate else frame)
+        n += 1
+    writer.flush()
+    return n

@@ -1,0 +1,108 @@
+"""A batch of structures laid out for the model: atoms of all frames concatenated.
+
+Shapes (``N`` atoms in all, ``B`` frames, ``K = sum(capacity)`` neighbor slots):
+
+=============  ==============  =======================================================
+field          shape           meaning
+=============  ==============  =======================================================
+positions      [N, 3]          Angstrom
+types          [N]             model type of each atom (index into the type map)
+frame          [N]             frame of each atom
+cell           [B, 3, 3]       Angstrom, rows are cell vectors
+pbc            [B, 3]          periodic directions
+neighbors      PaddedNeighbors indices into the concatenated atoms, shifts in cells
+=============  ==============  =======================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nnpot.errors import UnknownElementError
+from nnpot.potentials.neighbors import PaddedNeighbors, build_neighbors
+
+__all__ = ["AtomsBatch", "make_batch", "types_from_numbers"]
+
+
+@dataclass
+class AtomsBatch:
+    positions: torch.Tensor
+    types: torch.Tensor
+    frame: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    neighbors: PaddedNeighbors
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.cell.shape[0])
+
+    def edge_vectors(self, positions: torch.Tensor | None = None, centers: slice | None = None) -> torch.Tensor:
+        """``[n, K, 3]`` vectors ``r_j + S @ cell - r_i`` (zero in empty slots) for ``centers``."""
+        pos = self.positions if positions is None else positions
+        sl = centers if centers is not None else slice(None)
+        index = self.neighbors.index[sl]
+        idx = index.clamp(min=0)
+        cell = self.cell[self.frame[sl]]  # [n, 3, 3]
+        shift = torch.einsum("nks,nsd->nkd", self.neighbors.shifts[sl].to(pos.dtype), cell.to(pos.dtype))
+        rij = pos[idx] + shift - pos[sl][:, None, :]
+        return rij * (index >= 0)[..., None]
+
+
+def types_from_numbers(numbers: np.ndarray, type_map: Sequence[str]) -> np.ndarray:
+    """Model types of atomic ``numbers``; an element not in ``type_map`` is a clear error."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    lookup = np.full(119, -1, dtype=np.int64)
+    for t, sym in enumerate(type_map):
+        lookup[atomic_numbers[sym]] = t
+    numbers = np.asarray(numbers)
+    types = lookup[numbers]
+    if np.any(types < 0):
+        bad = sorted({chemical_symbols[z] for z in numbers[types < 0]})
+        raise UnknownElementError(
+            f"element(s) {', '.join(bad)} not known to the model, whose type map is {list(type_map)}"
+        )
+    return types
+
+
+def make_batch(
+    structures: Sequence,
+    type_map: Sequence[str],
+    cutoff: float,
+    capacity: Sequence[int],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+    on_overflow: str = "error",
+) -> AtomsBatch:
+    """Batch ``structures`` (ASE ``Atoms`` or :class:`~nnpot.data.Frame`) with their neighbors."""
+    pos_l, typ_l, frame_l, cell_l, pbc_l, idx_l, sh_l = [], [], [], [], [], [], []
+    offset = 0
+    max_counts = np.zeros(len(capacity), dtype=np.int64)
+    dropped = 0
+    for f, s in enumerate(structures):
+        numbers = s.numbers
+        cell_arr = s.cell.array if hasattr(s.cell, "array") else np.asarray(s.cell)
+        pos = torch.as_tensor(np.asarray(s.positions), dtype=dtype, device=device)
+        cell = torch.as_tensor(np.asarray(cell_arr), dtype=dtype, device=device)
+        pbc = torch.as_tensor(np.asarray(s.pbc, dtype=bool))
+        types = torch.as_tensor(types_from_numbers(numbers, type_map), device=device)
+        nb = build_neighbors(pos, cell, pbc, types, cutoff, tuple(capacity), on_overflow, list(type_map))
+        pos_l.append(pos)
+        typ_l.append(types)
+        frame_l.append(torch.full((len(numbers),), f, dtype=torch.long, device=device))
+        cell_l.append(cell)
+        pbc_l.append(pbc)
+        idx_l.append(torch.where(nb.index >= 0, nb.index + offset, nb.index))
+        sh_l.append(nb.shifts)
+        offset += len(numbers)
+        max_counts = np.maximum(max_counts, nb.max_counts)
+        dropped += nb.n_dropped
+    neighbors = PaddedNeighbors(torch.cat(idx_l), torch.cat(sh_l), tuple(int(c) for c in capacity),
+                                tuple(int(m) for m in max_counts), dropped)
+    return AtomsBatch(torch.cat(pos_l), torch.cat(typ_l), torch.cat(frame_l), torch.stack(cell_l),
+                      torch.stack(pbc_l).to(device), neighbors)

@@ -1,0 +1,89 @@
+"""The ASE calculator: ``atoms.calc = NNPotCalculator("model.nnp")``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from nnpot.potentials.batch import make_batch
+from nnpot.potentials.derivatives import derivatives
+from nnpot.potentials.model import EnergyModel
+
+__all__ = ["NNPotCalculator", "resolve_device"]
+
+_DTYPES = {None: None, "float32": torch.float32, "float64": torch.float64,
+           torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` means CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class NNPotCalculator(Calculator):
+    """ASE calculator for an nnpot model.
+
+    Args:
+        model: a path to a ``.nnp`` model file or a loaded :class:`EnergyModel`.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        dtype: ``"float32"`` or ``"float64"``; default: the model's own.
+        chunk_size: evaluate this many atoms at a time (bounds memory for large systems).
+        on_overflow: ``"error"`` (default) or ``"count"`` when an atom has more neighbors of a
+            type than the model's ``sel``; ``"count"`` drops the farthest and records the number
+            in ``results["neighbor_overflow"]``.
+
+    Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/A),
+    ``stress`` (eV/A^3, Voigt xx yy zz yz xz xy, only when the cell has a volume).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | EnergyModel,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
+        chunk_size: int | None = 8192,
+        on_overflow: str = "error",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        from nnpot.potentials.modelfile import load_model
+
+        self.device = resolve_device(device)
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(Path(model), device=self.device)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.model = model.to(device=self.device)
+        if _DTYPES[dtype] is not None:
+            self.model = self.model.to(dtype=_DTYPES[dtype])
+        self.model.eval()
+        self.chunk_size = chunk_size
+        self.on_overflow = on_overflow
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        model = self.model
+        batch = make_batch([self.atoms], model.type_map, model.cutoff, model.sel, device=self.device,
+                           dtype=model.dtype, on_overflow=self.on_overflow)
+        out = derivatives(model, batch, chunk_size=self.chunk_size)
+        energy = float(out["energy"][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["atom_energy"].detach().cpu().double().numpy(),
+            "forces": out["forces"].detach().cpu().double().numpy(),
+            "neighbor_overflow": batch.neighbors.n_dropped,
+        }
+        volume = abs(np.linalg.det(self.atoms.cell.array))
+        if volume > 1e-10:
+            virial = out["virial"][0].detach().cpu().double().numpy()
+            self.results["stress"] = full_3x3_to_voigt_6_stress(-virial / volume)

@@ -1,0 +1,104 @@
+"""Typed model configuration; defaults are DeePMD-kit's water example (se_e2_a)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+from nnpot.errors import ConfigError
+
+__all__ = ["DescriptorConfig", "FittingConfig", "ModelConfig", "from_dict"]
+
+
+@dataclass
+class DescriptorConfig:
+    """se_e2_a descriptor (Zhang et al., "End-to-end symmetry preserving inter-atomic potential
+    energy model for finite and extended systems", NeurIPS 2018)."""
+
+    type: str = "se_e2_a"
+    rcut: float = 6.0  #: cutoff radius, Angstrom
+    rcut_smth: float = 0.5  #: the switch starts here, Angstrom
+    sel: list[int] = field(default_factory=lambda: [46, 92])  #: max neighbors per type
+    neuron: list[int] = field(default_factory=lambda: [25, 50, 100])  #: embedding widths
+    axis_neuron: int = 16  #: columns of G used in the contraction
+    activation: str = "tanh"
+    resnet_dt: bool = False
+
+
+@dataclass
+class FittingConfig:
+    neuron: list[int] = field(default_factory=lambda: [240, 240, 240])
+    activation: str = "tanh"
+    resnet_dt: bool = True
+
+
+@dataclass
+class ModelConfig:
+    type_map: list[str] = field(default_factory=lambda: ["O", "H"])
+    descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)
+    fitting: FittingConfig = field(default_factory=FittingConfig)
+    dtype: str = "float64"  #: parameter dtype: float64 or float32
+    seed: int = 1
+
+    def validate(self) -> "ModelConfig":
+        d = self.descriptor
+        if d.type != "se_e2_a":
+            raise ConfigError(f"descriptor.type: {d.type!r} is not known; allowed: 'se_e2_a'")
+        if len(d.sel) != len(self.type_map):
+            raise ConfigError(f"descriptor.sel has {len(d.sel)} entries but type_map has {len(self.type_map)}")
+        if not 0 <= d.rcut_smth < d.rcut:
+            raise ConfigError(f"descriptor: need 0 <= rcut_smth < rcut, got {d.rcut_smth} and {d.rcut}")
+        if not 0 < d.axis_neuron <= d.neuron[-1]:
+            raise ConfigError(f"descriptor.axis_neuron must lie in 1..{d.neuron[-1]}, got {d.axis_neuron}")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype: {self.dtype!r}; allowed: 'float32', 'float64'")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def from_dict(cls, data: dict[str, Any], prefix: str = ""):
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown key {name!r}; allowed keys: {', '.join(sorted(known))}")
+        default = getattr(cls(), key)
+        if is_dataclass(default):
+            kwargs[key] = from_dict(type(default), value, prefix=f"{name}.")
+        else:
+            kwargs[key] = _coerce(value, default, name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        try:
+            out = type(default)(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a {type(default).__name__}, got {value!r}") from None
+        if isinstance(default, int) and isinstance(value, float) and value != int(value):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return out
+    if isinstance(default, list):
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        if default and isinstance(default[0], (int, float)):
+            return [_coerce(v, default[0], f"{name}[{k}]") for k, v in enumerate(value)]
+        return [str(v).strip() for v in value]
+    if default is None or isinstance(default, str):
+        return value if value is None else str(value)
+    return value

@@ -1,0 +1,78 @@
+"""Energy, forces and virial of any per-atom-energy model, by one autograd call.
+
+The model is a function of the neighbor vectors ``r_ij = r_j + S_ij @ cell - r_i`` alone. With
+``g_ij = dE/dr_ij`` (one backward pass):
+
+* forces ``F_k = sum_j g_kj - sum_i g_ik`` (``dr_ij/dr_i = -1``, ``dr_ij/dr_j = +1``);
+* virial ``W = -sum_ij r_ij (x) g_ij`` (eV; ``W = -dE/d(strain)`` as DeePMD-kit defines it, so
+  the stress is ``-W / volume``);
+* per-atom virial: half of ``-r_ij (x) g_ij`` to each of ``i`` and ``j`` (sums to ``W``).
+
+Because the energy of atom i depends only on the vectors of atom i's own neighbor slots,
+the atoms can be processed in chunks with exact results and bounded memory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nnpot.potentials.batch import AtomsBatch
+
+__all__ = ["derivatives"]
+
+
+def derivatives(
+    model: torch.nn.Module,
+    batch: AtomsBatch,
+    create_graph: bool = False,
+    chunk_size: int | None = None,
+    atom_virial: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Energy ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virial ``[B, 3, 3]`` (eV), atom energies ``[N]``.
+
+    Args:
+        model: maps ``(rij, mask, types, capacity)`` to per-atom energies.
+        batch: the structures and their neighbors.
+        create_graph: keep the graph so losses on forces/virials can be differentiated
+            (training); forces training needs it.
+        chunk_size: process this many center atoms at a time (inference only).
+        atom_virial: also return ``"atom_virial"`` ``[N, 3, 3]``.
+    """
+    n = batch.positions.shape[0]
+    if create_graph or chunk_size is None or chunk_size >= n:
+        chunks = [slice(0, n)]
+    else:
+        chunks = [slice(a, min(n, a + chunk_size)) for a in range(0, n, chunk_size)]
+    dtype = batch.positions.dtype
+    forces = torch.zeros(n, 3, dtype=dtype, device=batch.positions.device)
+    virial = torch.zeros(batch.n_frames, 3, 3, dtype=dtype, device=forces.device)
+    atom_vir = torch.zeros(n, 3, 3, dtype=dtype, device=forces.device) if atom_virial else None
+    energies = []
+    for sl in chunks:
+        with torch.enable_grad():
+            rij = batch.edge_vectors(centers=sl)
+            if not rij.requires_grad:
+                rij.requires_grad_(True)
+            index = batch.neighbors.index[sl]
+            mask = index >= 0
+            e_atom = model(rij, mask, batch.types[sl], batch.neighbors.capacity)
+            (g,) = torch.autograd.grad(e_atom.sum(), rij, create_graph=create_graph)
+        if not create_graph:
+            rij, e_atom = rij.detach(), e_atom.detach()
+        g = g * mask[..., None]  # [n, K, 3]
+        centers = torch.arange(sl.start, sl.stop, device=forces.device)
+        forces = forces.index_add(0, centers, g.sum(dim=1))
+        forces = forces.index_add(0, index.clamp(min=0).reshape(-1), -g.reshape(-1, 3))
+        pair_w = -torch.einsum("nka,nkb->nab", rij, g)  # [n, 3, 3], each atom's edges
+        virial = virial.index_add(0, batch.frame[sl], pair_w)
+        if atom_vir is not None:
+            per_edge = -0.5 * torch.einsum("nka,nkb->nkab", rij, g)
+            atom_vir = atom_vir.index_add(0, centers, per_edge.sum(1))
+            atom_vir = atom_vir.index_add(0, index.clamp(min=0).reshape(-1), per_edge.reshape(-1, 3, 3))
+        energies.append(e_atom)
+    e_atom = torch.cat(energies)
+    energy = torch.zeros(batch.n_frames, dtype=e_atom.dtype, device=e_atom.device).index_add(0, batch.frame, e_atom)
+    out = {"energy": energy, "forces": forces, "virial": virial, "atom_energy": e_atom}
+    if atom_vir is not None:
+        out["atom_virial"] = atom_vir
+    return out

@@ -1,0 +1,111 @@
+"""The smooth-edition Deep Potential descriptor ``se_e2_a``.
+
+For a center atom i with neighbors j within ``rcut`` (Zhang et al., NeurIPS 2018; DeePMD-kit):
+
+* switch ``sw(r)``: 1 below ``rcut_smth``, ``u^3 (-6u^2 + 15u - 10) + 1`` with
+  ``u = (r - rcut_smth)/(rcut - rcut_smth)`` up to ``rcut``, 0 beyond (C2-continuous);
+* environment row ``R_ij = sw(r)/r * [1, x/r, y/r, z/r]``, normalised per (center type,
+  neighbor type) as ``(R_ij - davg) / dstd``;
+* embedding ``G_ij = g_{t_j}(R_ij[0])`` of width M1, one net per neighbor type
+  (``type_one_side``);
+* ``T_i = R_i^T G_i / N_sel`` ``[4, M1]`` and the descriptor ``D_i = T_i^T T_i[:, :M2]``
+  ``[M1, M2]``, flattened, with ``M2 = axis_neuron``.
+
+As in DeePMD-kit, every one of the ``sel[t]`` slots of a type contributes, and an empty slot
+holds the normalised zero row ``-davg/dstd``. This implementation accepts a neighbor layout
+of any capacity (e.g. a longer MD list with a skin) and adds the exact correction
+``(sel[t] - capacity[t])`` times an empty slot's contribution, so energies equal DeePMD-kit's
+definition for every capacity, provided no type has more than ``sel[t]`` neighbors inside
+``rcut``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nnpot.nn import MLP
+from nnpot.potentials.config import DescriptorConfig
+
+__all__ = ["SeE2A", "smooth_switch", "environment"]
+
+
+def smooth_switch(r: torch.Tensor, rcut_smth: float, rcut: float) -> torch.Tensor:
+    """DeePMD's switching function ``sw(r)`` (see the module docstring)."""
+    u = ((r - rcut_smth) / (rcut - rcut_smth)).clamp(0.0, 1.0)
+    return u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0
+
+
+def environment(rij: torch.Tensor, mask: torch.Tensor, rcut_smth: float, rcut: float) -> torch.Tensor:
+    """Raw environment rows ``sw(r)/r [1, x/r, y/r, z/r]``, zero for empty slots.
+
+    Args:
+        rij: ``[n, nnei, 3]`` neighbor vectors, Angstrom.
+        mask: ``[n, nnei]`` True for real neighbors.
+    Returns:
+        ``[n, nnei, 4]``.
+    """
+    safe = torch.where(mask[..., None], rij, torch.ones_like(rij))  # no 0/0 in empty slots
+    r = safe.norm(dim=-1, keepdim=True)
+    sw = smooth_switch(r, rcut_smth, rcut) * mask[..., None]
+    inv_r = 1.0 / r
+    return torch.cat([sw * inv_r, sw * safe * inv_r * inv_r], dim=-1)
+
+
+class SeE2A(nn.Module):
+    """se_e2_a: maps neighbor vectors to per-atom descriptors ``[n, M1 * M2]``."""
+
+    def __init__(self, config: DescriptorConfig, n_types: int, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        self.config = config
+        self.n_types = n_types
+        self.rcut = float(config.rcut)
+        self.rcut_smth = float(config.rcut_smth)
+        self.sel = [int(s) for s in config.sel]
+        self.nnei = sum(self.sel)
+        self.axis_neuron = int(config.axis_neuron)
+        widths = [1, *config.neuron]
+        self.embeddings = nn.ModuleList(
+            MLP(widths, act=config.activation, resnet=True, resnet_dt=config.resnet_dt, final_linear=False,
+                init="deepmd", dtype=dtype)
+            for _ in range(n_types)
+        )
+        # per (center type, neighbor type) statistics of the 4 environment components
+        self.register_buffer("davg", torch.zeros(n_types, n_types, 4, dtype=dtype))
+        self.register_buffer("dstd", torch.ones(n_types, n_types, 4, dtype=dtype))
+
+    @property
+    def dim_out(self) -> int:
+        return self.config.neuron[-1] * self.axis_neuron
+
+    def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+                capacity: tuple[int, ...]) -> torch.Tensor:
+        """Descriptors of the centers.
+
+        Args:
+            rij: ``[n, sum(capacity), 3]`` neighbor vectors, Angstrom, per-type blocks.
+            mask: ``[n, sum(capacity)]`` True for real neighbors.
+            center_types: ``[n]`` model types of the centers.
+            capacity: slots per neighbor type in ``rij``.
+        Returns:
+            ``[n, M1 * M2]``.
+        """
+        env = environment(rij, mask, self.rcut_smth, self.rcut)  # [n, nnei, 4]
+        davg, dstd = self.davg[center_types], self.dstd[center_types]  # [n, T, 4]
+        n = rij.shape[0]
+        m1 = self.config.neuron[-1]
+        T = rij.new_zeros(n, 4, m1)
+        start = 0
+        for t, (cap, embed) in enumerate(zip(capacity, self.embeddings)):
+            block = (env[:, start:start + cap] - davg[:, t, None]) / dstd[:, t, None]  # [n, cap, 4]
+            start += cap
+            if cap:
+                G = embed(block[..., :1])  # [n, cap, M1]
+                T = T + torch.einsum("nsc,nsm->ncm", block, G)
+            if cap != self.sel[t]:  # slots beyond capacity, as DeePMD-kit would have them
+                empty = -davg[:, t] / dstd[:, t]  # [n, 4]
+                G0 = embed(empty[:, :1])  # [n, M1]
+                T = T + (self.sel[t] - cap) * empty[:, :, None] * G0[:, None, :]
+        T = T / self.nnei
+        D = torch.einsum("ncm,nca->nma", T, T[:, :, : self.axis_neuron])  # [n, M1, M2]
+        return D.reshape(n, -1)

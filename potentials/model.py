@@ -1,0 +1,74 @@
+"""EnergyModel: descriptor -> per-element fitting net -> per-atom energy + per-element bias."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nnpot.nn import MLP
+from nnpot.potentials.batch import AtomsBatch
+from nnpot.potentials.config import ModelConfig
+from nnpot.potentials.descriptor import SeE2A
+
+__all__ = ["EnergyModel"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class EnergyModel(nn.Module):
+    """A DeePMD-style potential: ``E = sum_i [F_{t_i}(D_i) + bias_{t_i}]``.
+
+    The model sees only neighbor vectors, so forces and virials follow from one autograd
+    call in :func:`nnpot.potentials.derivatives.derivatives`.
+    """
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        config = (config or ModelConfig()).validate()
+        self.config = config
+        dtype = _DTYPES[config.dtype]
+        torch.manual_seed(config.seed)  # reproducible initial weights
+        n_types = len(config.type_map)
+        self.descriptor = SeE2A(config.descriptor, n_types, dtype=dtype)
+        widths = [self.descriptor.dim_out, *config.fitting.neuron, 1]
+        self.fittings = nn.ModuleList(
+            MLP(widths, act=config.fitting.activation, resnet=True, resnet_dt=config.fitting.resnet_dt,
+                final_linear=True, init="deepmd", dtype=dtype)
+            for _ in range(n_types)
+        )
+        self.register_buffer("energy_bias", torch.zeros(n_types, dtype=dtype))
+
+    @property
+    def type_map(self) -> list[str]:
+        return list(self.config.type_map)
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.config.descriptor.rcut)
+
+    @property
+    def sel(self) -> list[int]:
+        return list(self.config.descriptor.sel)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.energy_bias.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.energy_bias.device
+
+    def forward(self, rij: torch.Tensor, mask: torch.Tensor, types: torch.Tensor,
+                capacity: tuple[int, ...]) -> torch.Tensor:
+        """Per-atom energies ``[n]`` (eV) from neighbor vectors ``rij`` ``[n, K, 3]``."""
+        D = self.descriptor(rij, mask, types, capacity)
+        energy = self.energy_bias[types].clone()
+        for t, fit in enumerate(self.fittings):
+            sel = torch.nonzero(types == t, as_tuple=True)[0]
+            if sel.numel():
+                energy = energy.index_add(0, sel, fit(D[sel]).squeeze(-1))
+        return energy
+
+    def atomic_energies(self, batch: AtomsBatch) -> torch.Tensor:
+        """Per-atom energies ``[N]`` of a batch (no derivatives)."""
+        return self(batch.edge_vectors(), batch.neighbors.mask, batch.types, batch.neighbors.capacity)

@@ -1,0 +1,240 @@
+"""Neighbor search: periodic (triclinic, any cell size), mixed or no pbc, O(N), CPU and CUDA.
+
+Two layers:
+
+* :func:`neighbor_pairs` finds every pair ``(i, j, S)`` with ``|r_j + S @ cell - r_i| < cutoff``
+  (``S`` an integer cell shift; a pair and its reverse are both listed). Atoms are wrapped into
+  the cell, the periodic images within ``cutoff`` of the cell are generated (as many image
+  layers as a thin cell needs), and a cell list with bins of edge >= ``cutoff`` keeps the
+  search linear in the number of atoms. Everything is tensor code, so the same function runs
+  on any torch device.
+* :func:`padded_neighbors` turns pairs into the dense per-type layout that se_e2_a uses:
+  ``[n_atoms, sum(sel)]`` slots, type ``t`` in its own block of ``sel[t]`` slots, sorted by
+  distance within the block, ``-1`` for empty slots. More neighbors of a type than its block
+  holds raises :class:`~nnpot.errors.NeighborOverflowError` (or, with ``on_overflow="count"``,
+  drops the farthest and reports how many were dropped): never a silent truncation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from nnpot.errors import NeighborOverflowError
+
+__all__ = ["neighbor_pairs", "padded_neighbors", "PaddedNeighbors", "build_neighbors"]
+
+_CENTER_CHUNK = 32768  # centers handled at once in the cell-list search (bounds memory)
+
+
+def _effective_cell(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """``cell`` with the vectors of non-periodic directions replaced by orthonormal fill-ins.
+
+    Only the periodic vectors matter for shifts; the fill-ins make the matrix invertible so
+    fractional coordinates along periodic directions are defined for mixed pbc.
+    """
+    eff = cell.clone()
+    basis = []  # orthonormal basis of the span so far
+    for k in range(3):
+        if bool(pbc[k]):
+            v = eff[k] - sum(((eff[k] @ b) * b for b in basis), torch.zeros_like(eff[k]))
+            basis.append(v / v.norm())
+    for k in range(3):
+        if bool(pbc[k]):
+            continue
+        for axis in (k, (k + 1) % 3, (k + 2) % 3):  # the first axis not in the span so far
+            n = torch.zeros(3, dtype=cell.dtype, device=cell.device)
+            n[axis] = 1.0
+            n = n - sum(((n @ b) * b for b in basis), torch.zeros_like(n))
+            if float(n.norm()) > 0.1:
+                break
+        basis.append(n / n.norm())
+        eff[k] = basis[-1]
+    return eff
+
+
+@torch.no_grad()
+def neighbor_pairs(
+    positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All pairs within ``cutoff``.
+
+    Args:
+        positions: ``[n, 3]`` Angstrom.
+        cell: ``[3, 3]`` Angstrom, rows are cell vectors (ignored along non-periodic directions).
+        pbc: ``[3]`` bool.
+        cutoff: Angstrom.
+
+    Returns:
+        ``(i, j, shifts)``: ``[n_pairs]`` int64 centers and neighbors and ``[n_pairs, 3]`` int64
+        cell shifts such that ``r_ij = positions[j] + shifts @ cell - positions[i]``.
+    """
+    device, dtype = positions.device, positions.dtype
+    n = positions.shape[0]
+    pbc = torch.as_tensor(pbc, dtype=torch.bool).cpu()
+    cell = cell.to(device=device, dtype=dtype)
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    if n == 0:
+        return empty, empty, torch.zeros(0, 3, dtype=torch.long, device=device)
+    eff = _effective_cell(cell, pbc)
+    inv = torch.linalg.inv(eff)
+    pbc_dev = pbc.to(device)
+    frac = positions @ inv
+    wrap = torch.where(pbc_dev, torch.floor(frac), torch.zeros_like(frac))  # [n, 3]
+    pos_w = positions - wrap @ eff
+    # layers of images needed along each periodic direction: cutoff / plane spacing
+    spacing = 1.0 / torch.linalg.norm(inv, dim=0)  # distance between lattice planes [3]
+    n_img = [int(math.ceil(cutoff / float(spacing[k]))) if bool(pbc[k]) else 0 for k in range(3)]
+    shift_list = torch.tensor(
+        list(itertools.product(*(range(-m, m + 1) for m in n_img))), dtype=dtype, device=device
+    )  # [n_shifts, 3]
+    # image positions, kept only if within cutoff of the cell (in fractional units per axis)
+    margin = torch.tensor([cutoff / float(spacing[k]) if bool(pbc[k]) else math.inf for k in range(3)],
+                          dtype=dtype, device=device)
+    frac_w = pos_w @ inv  # in [0, 1) along periodic axes
+    img_frac = frac_w[None, :, :] + shift_list[:, None, :]  # [n_shifts, n, 3]
+    keep = ((img_frac >= -margin) & (img_frac < 1 + margin)).all(dim=-1)
+    shift_idx, atom_idx = keep.nonzero(as_tuple=True)
+    img_pos = pos_w[atom_idx] + shift_list[shift_idx] @ eff  # [n_img, 3]
+    img_shift = shift_list[shift_idx]
+    # cell list over the bounding box of all images, bins of edge >= cutoff
+    lo = img_pos.min(dim=0).values
+    span = img_pos.max(dim=0).values - lo
+    nbins = torch.clamp((span / cutoff).floor().long(), min=1)
+    bin_size = span / nbins + 1e-9
+    b3 = torch.minimum(((img_pos - lo) / torch.clamp(bin_size, min=1e-9)).long(), nbins - 1)
+    strides = torch.tensor([nbins[1] * nbins[2], nbins[2], 1], device=device)
+    bin_id = (b3 * strides).sum(-1)
+    order = torch.argsort(bin_id, stable=True)
+    total_bins = int(nbins.prod())
+    counts = torch.bincount(bin_id, minlength=total_bins)
+    starts = torch.cumsum(counts, 0) - counts
+    max_occ = int(counts.max())
+    # the central copies (zero shift) are the centers
+    zero_shift = (img_shift == 0).all(dim=-1)
+    center_img = torch.full((n,), -1, dtype=torch.long, device=device)
+    center_img[atom_idx[zero_shift]] = torch.nonzero(zero_shift, as_tuple=True)[0]
+    offsets = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), device=device)  # [27, 3]
+    out_i, out_j, out_s = [], [], []
+    slot = torch.arange(max_occ, device=device)
+    cut2 = cutoff * cutoff
+    for c0 in range(0, n, _CENTER_CHUNK):
+        centers = torch.arange(c0, min(n, c0 + _CENTER_CHUNK), device=device)
+        ci = center_img[centers]
+        nb3 = b3[ci][:, None, :] + offsets[None]  # [c, 27, 3]
+        valid_bin = ((nb3 >= 0) & (nb3 < nbins)).all(-1)
+        nb = (nb3.clamp(min=0) * strides).sum(-1).clamp(max=total_bins - 1)
+        cnt = torch.where(valid_bin, counts[nb], torch.zeros_like(nb))  # [c, 27]
+        cand_mask = slot[None, None, :] < cnt[..., None]  # [c, 27, occ]
+        cand_pos = (starts[nb][..., None] + slot).clamp(max=order.numel() - 1)
+        cand = order[cand_pos]  # image indices [c, 27, occ]
+        d = img_pos[cand] - pos_w[centers][:, None, None, :]
+        r2 = (d * d).sum(-1)
+        hit = cand_mask & (r2 < cut2) & (cand != ci[:, None, None])
+        cc, _, _ = hit.nonzero(as_tuple=True)
+        img = cand[hit]
+        i = centers[cc]
+        j = atom_idx[img]
+        out_i.append(i)
+        out_j.append(j)
+        out_s.append(img_shift[img] - wrap[j] + wrap[i])
+    i = torch.cat(out_i)
+    j = torch.cat(out_j)
+    s = torch.cat(out_s).round().long()
+    return i, j, s
+
+
+@dataclass
+class PaddedNeighbors:
+    """Neighbors in se_e2_a's per-type padded layout.
+
+    Attributes:
+        index: ``[n_atoms, sum(capacity)]`` int64 neighbor atom index, ``-1`` where empty.
+        shifts: ``[n_atoms, sum(capacity), 3]`` integer cell shifts (stored in the float dtype).
+        capacity: slots per neighbor type.
+        max_counts: ``[n_types]`` largest number of neighbors of each type seen around an atom.
+        n_dropped: neighbors that did not fit (only non-zero with ``on_overflow="count"``).
+    """
+
+    index: torch.Tensor
+    shifts: torch.Tensor
+    capacity: tuple[int, ...]
+    max_counts: tuple[int, ...]
+    n_dropped: int = 0
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.index >= 0
+
+
+@torch.no_grad()
+def padded_neighbors(
+    i: torch.Tensor,
+    j: torch.Tensor,
+    shifts: torch.Tensor,
+    distances: torch.Tensor,
+    types: torch.Tensor,
+    capacity: tuple[int, ...] | list[int],
+    n_atoms: int,
+    on_overflow: str = "error",
+    type_names: list[str] | None = None,
+) -> PaddedNeighbors:
+    """Arrange pairs into ``[n_atoms, sum(capacity)]`` slots, per neighbor type, nearest first.
+
+    ``types`` ``[n_atoms]`` holds the model type (0..n_types-1) of each atom.
+    """
+    device = i.device
+    n_types = len(capacity)
+    total = int(sum(capacity))
+    cap = torch.tensor(list(capacity), device=device)
+    block_start = torch.cumsum(cap, 0) - cap
+    tj = types[j]
+    group = i * n_types + tj
+    order = torch.argsort(distances, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]
+    g_sorted = group[order]
+    counts = torch.bincount(g_sorted, minlength=n_atoms * n_types)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(order.numel(), device=device) - first[g_sorted]
+    per_type = counts.view(n_atoms, n_types)
+    max_counts = per_type.max(dim=0).values if n_atoms else torch.zeros(n_types, dtype=torch.long)
+    over = max_counts > cap
+    n_dropped = 0
+    if bool(over.any()):
+        if on_overflow == "error":
+            t = int(torch.nonzero(over)[0])
+            name = type_names[t] if type_names else f"type {t}"
+            found = int(max_counts[t])
+            suggestion = [max(int(c), int(m)) for c, m in zip(capacity, max_counts.tolist())]
+            raise NeighborOverflowError(
+                f"an atom has {found} neighbors of {name} within the cutoff but sel allows {int(cap[t])}; "
+                f"use sel = {suggestion} or larger (nnpot data info --rcut gives the counts of a dataset)"
+            )
+        n_dropped = int((per_type - cap).clamp(min=0).sum())
+    keep = rank < cap[tj[order]]
+    o = order[keep]
+    slot = block_start[tj[o]] + rank[keep]
+    index = torch.full((n_atoms, total), -1, dtype=torch.long, device=device)
+    shift_out = torch.zeros(n_atoms, total, 3, dtype=torch.float64 if distances.dtype == torch.float64 else distances.dtype, device=device)
+    index[i[o], slot] = j[o]
+    shift_out[i[o], slot] = shifts[o].to(shift_out.dtype)
+    return PaddedNeighbors(index, shift_out, tuple(int(c) for c in capacity), tuple(int(m) for m in max_counts.tolist()), n_dropped)
+
+
+def build_neighbors(
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    pbc: torch.Tensor,
+    types: torch.Tensor,
+    cutoff: float,
+    capacity: tuple[int, ...] | list[int],
+    on_overflow: str = "error",
+    type_names: list[str] | None = None,
+) -> PaddedNeighbors:
+    """:func:`neighbor_pairs` followed by :func:`padded_neighbors` for one structure."""
+    i, j, s = neighbor_pairs(positions, cell, pbc, cutoff)
+    rij = positions[j] + s.to(positions.dtype) @ cell.to(positions.dtype) - positions[i]
+    return padded_neighbors(i, j, s, rij.norm(dim=-1), types, capacity, positions.shape[0], on_overflow, type_names)

@@ -1,0 +1,75 @@
+"""Statistics a model takes from its training data: environment-matrix normalisation and the
+per-element energy bias, both as DeePMD-kit computes them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from nnpot.potentials.batch import make_batch, types_from_numbers
+from nnpot.potentials.descriptor import environment
+
+__all__ = ["compute_env_stats", "fit_energy_bias", "apply_stats"]
+
+_PROTECTION = 1e-2  # smallest std accepted (DeePMD-kit's protection)
+
+
+@torch.no_grad()
+def compute_env_stats(model, structures: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """``davg, dstd`` ``[n_types, n_types, 4]`` over all ``sel`` slots (empty ones count as zero rows).
+
+    The radial component gets its mean and standard deviation; the three angular components
+    get mean 0 and the root mean square of all three, as in DeePMD-kit.
+    """
+    d = model.descriptor
+    n_types = d.n_types
+    sums = torch.zeros(n_types, n_types, 5, dtype=torch.float64)  # n, sum r, sum r^2, sum a, sum a^2
+    for s in structures:
+        batch = make_batch([s], model.type_map, d.rcut, d.sel, dtype=torch.float64)
+        env = environment(batch.edge_vectors(), batch.neighbors.mask, d.rcut_smth, d.rcut)  # [N, K, 4]
+        start = 0
+        for tj, cap in enumerate(d.sel):
+            block = env[:, start:start + cap]
+            start += cap
+            for ti in range(n_types):
+                b = block[batch.types == ti]
+                if b.numel() == 0:
+                    continue
+                sums[ti, tj] += torch.stack([
+                    torch.tensor(float(b.shape[0] * b.shape[1]), dtype=torch.float64),
+                    b[..., 0].sum(), (b[..., 0] ** 2).sum(), b[..., 1:].sum(), (b[..., 1:] ** 2).sum(),
+                ])
+    count = sums[..., 0].clamp(min=1)
+    avg_r = sums[..., 1] / count
+    std_r = (sums[..., 2] / count - avg_r ** 2).clamp(min=0).sqrt()
+    std_a = (sums[..., 4] / (3 * count)).sqrt()
+    std_r = torch.where(std_r < _PROTECTION, torch.full_like(std_r, _PROTECTION), std_r)
+    std_a = torch.where(std_a < _PROTECTION, torch.full_like(std_a, _PROTECTION), std_a)
+    davg = torch.zeros(n_types, n_types, 4, dtype=torch.float64)
+    davg[..., 0] = avg_r
+    dstd = torch.stack([std_r, std_a, std_a, std_a], dim=-1)
+    return davg, dstd
+
+
+def fit_energy_bias(energies: np.ndarray, numbers: Sequence[np.ndarray], type_map: Sequence[str]) -> np.ndarray:
+    """Per-element energies ``b`` minimising ``sum_f (E_f - sum_t n_ft b_t)^2`` (least squares).
+
+    When all frames share one composition the system is rank-deficient and the minimum-norm
+    solution is taken, as DeePMD-kit does.
+    """
+    counts = np.stack([np.bincount(types_from_numbers(z, type_map), minlength=len(type_map)) for z in numbers])
+    bias, *_ = np.linalg.lstsq(counts.astype(np.float64), np.asarray(energies, np.float64), rcond=None)
+    return bias
+
+
+def apply_stats(model, structures: Sequence, energies: np.ndarray | None = None) -> None:
+    """Compute and store davg/dstd (and the energy bias when ``energies`` are given) in ``model``."""
+    structures = list(structures)
+    davg, dstd = compute_env_stats(model, structures)
+    model.descriptor.davg.copy_(davg.to(model.descriptor.davg))
+    model.descriptor.dstd.copy_(dstd.to(model.descriptor.dstd))
+    if energies is not None:
+        bias = fit_energy_bias(energies, [s.numbers for s in structures], model.type_map)
+        model.energy_bias.copy_(torch.as_tensor(bias).to(model.energy_bias))
