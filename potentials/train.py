@@ -1,0 +1,310 @@
+"""The training loop behind ``nnpot train``.
+
+Adam on ``loss = p_e (dE/N)^2 + p_f mean(dF^2) + p_v mean((dW/N)^2)`` with DeePMD-kit's
+exponential learning-rate decay and prefactor schedule (Wang et al., Comput. Phys. Commun. 228,
+178 (2018)). The decay runs over ``num_steps`` or over the wall-clock budget ``max_time``,
+whichever is nearer, so a time-limited run still ends at ``stop_lr``.
+
+Outputs in the run folder: ``model.nnp`` (final), ``best.nnp`` (best validation score),
+``checkpoints/``, ``config.yaml`` (resolved), ``valid.jsonl`` (one line per validation) and
+``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnpot.data.convert import split_indices
+from nnpot.data.h5format import H5Dataset
+from nnpot.errors import NNPotError
+from nnpot.potentials.batch import make_batch
+from nnpot.potentials.calculator import resolve_device
+from nnpot.potentials.checkpoint import latest_checkpoint, save_checkpoint
+from nnpot.potentials.derivatives import derivatives
+from nnpot.potentials.evaluate import error_metrics, predict
+from nnpot.potentials.model import EnergyModel
+from nnpot.potentials.modelfile import save_model
+from nnpot.potentials.stats import apply_stats
+from nnpot.potentials.train_config import TrainConfig
+
+__all__ = ["Trainer", "TrainingError", "learning_rate", "prefactor"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(NNPotError, RuntimeError):
+    """Training cannot go on (non-finite loss, unusable data)."""
+
+
+def learning_rate(config: TrainConfig, progress: float) -> float:
+    """``start_lr * (stop_lr/start_lr)^progress``, progress in [0, 1]."""
+    p = min(max(progress, 0.0), 1.0)
+    return config.start_lr * (config.stop_lr / config.start_lr) ** p
+
+
+def prefactor(start: float, limit: float, lr: float, start_lr: float) -> float:
+    """DeePMD-kit's prefactor schedule: ``limit + (start - limit) * lr / start_lr``."""
+    return limit + (start - limit) * lr / start_lr
+
+
+class Trainer:
+    """Trains an :class:`EnergyModel` as ``config`` says, writing into ``out_dir``."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True):
+        self.config = config.validate()
+        self.out = Path(out_dir)
+        self.progress = progress
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = resolve_device(config.device)
+        self._load_data()
+        self.model = EnergyModel(config.model).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.start_lr)
+        self.ema = None
+        self.state = {"step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "best": math.inf, "stale": 0}
+        found = latest_checkpoint(self.out / "checkpoints") if resume else None
+        if resume and found is None:
+            raise TrainingError(f"{self.out}: nothing to resume (no readable checkpoint in checkpoints/)")
+        if found is not None:
+            self._restore(*found)
+        else:
+            self._initialise()
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def _load_data(self) -> None:
+        c = self.config
+        self.train_ds = H5Dataset(c.data)
+        if c.valid_data:
+            self.valid_ds = H5Dataset(c.valid_data)
+            self.train_idx = np.arange(len(self.train_ds))
+            self.valid_idx = np.arange(len(self.valid_ds))
+        else:
+            if len(self.train_ds) < 2:
+                raise TrainingError(f"{c.data}: need at least 2 frames to split off validation")
+            self.train_idx, self.valid_idx = (np.sort(p) for p in split_indices(
+                len(self.train_ds), [1 - c.valid_fraction, c.valid_fraction], c.split_seed))
+            self.valid_ds = self.train_ds
+        rng = np.random.default_rng(c.seed)
+        self.valid_subset = np.sort(rng.permutation(self.valid_idx)[: c.valid_frames])
+
+    def _initialise(self) -> None:
+        c = self.config
+        rng = np.random.default_rng(c.seed)
+        sample = np.sort(rng.permutation(self.train_idx)[: c.stat_frames])
+        frames = [self.train_ds[int(i)] for i in sample]
+        self._report_overlaps(frames, sample)
+        self.model.cpu()
+        apply_stats(self.model, frames, np.array([f.energy for f in frames]))
+        self.model.to(self.device)
+        self.out.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        (self.out / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+        if c.ema_decay:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        (self.out / "valid.jsonl").unlink(missing_ok=True)
+
+    def _report_overlaps(self, frames, indices) -> None:
+        from nnpot.potentials.neighbors import neighbor_pairs
+
+        thr = self.config.overlap_threshold
+        for f, idx in zip(frames, indices):
+            i, j, s = neighbor_pairs(torch.as_tensor(f.positions), torch.as_tensor(f.cell), torch.as_tensor(f.pbc), thr)
+            if len(i):
+                log.warning("training frame %d has atoms %d and %d closer than %.2f A", idx, int(i[0]), int(j[0]), thr)
+
+    def _restore(self, state: dict, path: Path) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.ema = state.get("ema")
+        self.state = dict(state["loop"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s at step %d", path, self.state["step"])
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.out / "checkpoints", {
+            "step": self.state["step"],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema,
+            "loop": dict(self.state),
+            "torch_rng": torch.get_rng_state(),
+            "config_json": json.dumps(self.config.to_dict()),
+        }, keep=self.config.keep_checkpoints)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _progress(self) -> float:
+        c, s = self.config, self.state
+        p = s["step"] / c.num_steps
+        budget = c.max_seconds()
+        if budget:
+            p = max(p, s["elapsed"] / budget)
+        return p
+
+    def _next_frames(self) -> list[int]:
+        c, s = self.config, self.state
+        picked = []
+        while len(picked) < c.batch_size:
+            order = np.random.default_rng([c.seed, s["epoch"]]).permutation(self.train_idx)
+            if s["pos"] >= len(order):
+                s["epoch"] += 1
+                s["pos"] = 0
+                continue
+            picked.append(int(order[s["pos"]]))
+            s["pos"] += 1
+        return picked
+
+    def loss(self, indices: list[int], lr: float) -> tuple[torch.Tensor, dict]:
+        """The loss of the frames ``indices`` at learning rate ``lr`` and its parts."""
+        c, lc = self.config, self.config.loss
+        frames = [self.train_ds[i] for i in indices]
+        model = self.model
+        batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype)
+        out = derivatives(model, batch, create_graph=True)
+        tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
+        n = tensor([f.n_atoms for f in frames])
+        e_ref = tensor([f.energy for f in frames])
+        f_ref = tensor(np.concatenate([f.forces for f in frames]))
+        l_e = (((out["energy"] - e_ref) / n) ** 2).mean()
+        l_f = ((out["forces"] - f_ref) ** 2).mean()
+        pe = prefactor(lc.start_pref_e, lc.limit_pref_e, lr, c.start_lr)
+        pf = prefactor(lc.start_pref_f, lc.limit_pref_f, lr, c.start_lr)
+        loss = pe * l_e + pf * l_f
+        parts = {"rmse_e": float(l_e.detach().sqrt()), "rmse_f": float(l_f.detach().sqrt())}
+        pv = prefactor(lc.start_pref_v, lc.limit_pref_v, lr, c.start_lr)
+        with_virial = [k for k, f in enumerate(frames) if f.virial is not None]
+        if pv > 0 and with_virial:
+            v_ref = tensor(np.stack([frames[k].virial for k in with_virial]))
+            l_v = (((out["virial"][with_virial] - v_ref) / n[with_virial, None, None]) ** 2).mean()
+            loss = loss + pv * l_v
+            parts["rmse_v"] = float(l_v.detach().sqrt())
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {float(loss)} at step {self.state['step']} on training frame(s) {indices} of "
+                f"{c.data}; check those frames (nnpot data info) or lower start_lr"
+            )
+        return loss, parts
+
+    def step(self) -> dict:
+        c = self.config
+        lr = learning_rate(c, self._progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        indices = self._next_frames()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, parts = self.loss(indices, lr)
+        loss.backward()
+        if c.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for k, v in self.model.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        self.ema[k].mul_(c.ema_decay).add_(v, alpha=1 - c.ema_decay)
+        self.state["step"] += 1
+        return {"loss": float(loss.detach()), "lr": lr, **parts}
+
+    def _eval_model(self) -> EnergyModel:
+        if self.ema is None:
+            return self.model
+        shadow = EnergyModel(self.config.model).to(self.device)
+        shadow.load_state_dict(self.ema)
+        return shadow
+
+    def validate(self, indices=None) -> dict:
+        """Validation metrics of the current (EMA) weights on ``indices`` (default: the subset)."""
+        idx = self.valid_subset if indices is None else indices
+        model = self._eval_model()
+        pred = predict(model, [self.valid_ds[int(i)] for i in idx], batch_size=max(1, self.config.batch_size))
+        metrics = error_metrics(pred)
+        lc = self.config.loss
+        metrics["score"] = lc.limit_pref_e * metrics["energy_rmse_per_atom"] ** 2 + lc.limit_pref_f * metrics["force_rmse"] ** 2
+        return metrics
+
+    def _log_validation(self, metrics: dict, train: dict) -> None:
+        s = self.state
+        row = {"step": s["step"], "time": round(s["elapsed"], 2), "lr": train.get("lr"), "train_loss": train.get("loss"),
+               **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
+        with open(self.out / "valid.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if metrics["score"] < s["best"]:
+            s["best"] = metrics["score"]
+            s["stale"] = 0
+            save_model(self._eval_model(), self.out / "best.nnp", provenance=self._provenance(metrics))
+        else:
+            s["stale"] += 1
+
+    def _provenance(self, metrics: dict | None = None) -> dict:
+        return {"data": str(Path(self.config.data).resolve()), "step": self.state["step"],
+                "elapsed_s": round(self.state["elapsed"], 1), "validation": metrics or {},
+                "train_config": self.config.to_dict()}
+
+    def _done(self) -> bool:
+        c, s = self.config, self.state
+        budget = c.max_seconds()
+        if s["step"] >= c.num_steps or (budget and s["elapsed"] >= budget):
+            return True
+        return bool(c.early_stop_patience and s["stale"] >= c.early_stop_patience)
+
+    def run(self) -> Path:
+        """Train until done; return the path of the final model."""
+        from tqdm.auto import tqdm
+
+        c, s = self.config, self.state
+        total = c.num_steps
+        bar = tqdm(total=total, initial=s["step"], disable=not self.progress, unit=" steps", dynamic_ncols=True)
+        last = {}
+        t0 = time.perf_counter() - s["elapsed"]
+        while not self._done():
+            last = self.step()
+            s["elapsed"] = time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.3g}", rmse_f=f"{last['rmse_f']:.3f}", lr=f"{last['lr']:.2e}", refresh=False)
+            if s["step"] % c.valid_freq == 0:
+                self._log_validation(self.validate(), last)
+                s["elapsed"] = time.perf_counter() - t0
+            if s["step"] % c.save_freq == 0:
+                self._checkpoint()
+        bar.close()
+        final = self.validate(self.valid_idx)
+        self._log_validation(final, last)
+        self._checkpoint()
+        path = save_model(self._eval_model(), self.out / "model.nnp", provenance=self._provenance(final))
+        (self.out / "final_metrics.json").write_text(json.dumps(final, indent=2))
+        plot_learning_curve(self.out / "valid.jsonl", self.out / "learning_curve.png")
+        return path
+
+
+def plot_learning_curve(log_path: Path, png: Path) -> Path | None:
+    """Validation energy and force RMSE against step, from ``valid.jsonl``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    if not rows:
+        return None
+    steps = [r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120)
+    axes[0].semilogy(steps, [r["energy_rmse_per_atom"] * 1e3 for r in rows], "o-", ms=3)
+    axes[0].set_ylabel("validation energy RMSE (meV/atom)")
+    axes[1].semilogy(steps, [r["force_rmse"] * 1e3 for r in rows], "o-", ms=3, color="C1")
+    axes[1].set_ylabel("validation force RMSE (meV/Å)")
+    for ax in axes:
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return png

@@ -1,0 +1,119 @@
+"""Typed training configuration. Defaults reproduce DeePMD-kit's water se_e2_a recipe."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nnpot.errors import ConfigError
+from nnpot.potentials.config import ModelConfig, from_dict
+
+__all__ = ["LossConfig", "TrainConfig", "parse_duration", "load_train_config"]
+
+
+@dataclass
+class LossConfig:
+    """``loss = p_e (dE/N)^2 + p_f mean(dF^2) + p_v mean((dW/N)^2)``; each prefactor moves
+    from ``start_*`` to ``limit_*`` as ``limit + (start - limit) * lr / start_lr``."""
+
+    start_pref_e: float = 0.02
+    limit_pref_e: float = 1.0
+    start_pref_f: float = 1000.0
+    limit_pref_f: float = 1.0
+    start_pref_v: float = 0.0
+    limit_pref_v: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  #: training HDF5 file
+    valid_data: str = ""  #: validation HDF5 file; empty: split valid_fraction off data
+    valid_fraction: float = 0.2
+    split_seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    num_steps: int = 1_000_000  #: the learning rate reaches stop_lr here (or at max_time)
+    max_time: str = ""  #: wall-clock budget, e.g. "10m", "2h"; the lr decays over it
+    start_lr: float = 1e-3
+    stop_lr: float = 3.51e-8
+    batch_size: int = 1  #: frames per step
+    seed: int = 1
+    stat_frames: int = 64  #: frames sampled for davg/dstd and the energy bias
+    valid_freq: int = 500  #: steps between validations
+    valid_frames: int = 32  #: validation frames evaluated each time (all at the end)
+    save_freq: int = 1000  #: steps between checkpoints
+    keep_checkpoints: int = 3
+    ema_decay: float = 0.0  #: 0 disables the exponential moving average of weights
+    grad_clip: float = 0.0  #: 0 disables gradient-norm clipping
+    early_stop_patience: int = 0  #: validations without improvement before stopping; 0: never
+    overlap_threshold: float = 0.5  #: Angstrom; closer atoms in the training set are reported
+    threads: int = 0  #: torch CPU threads; 0 keeps torch's default
+    device: str = "auto"
+
+    def max_seconds(self) -> float | None:
+        return parse_duration(self.max_time) if self.max_time else None
+
+    def validate(self) -> "TrainConfig":
+        self.model.validate()
+        if not self.data:
+            raise ConfigError("data: a training HDF5 file is required (--data FILE.h5)")
+        if not 0 < self.valid_fraction < 1 and not self.valid_data:
+            raise ConfigError(f"valid_fraction must lie in (0, 1), got {self.valid_fraction}")
+        if not 0 < self.stop_lr <= self.start_lr:
+            raise ConfigError(f"need 0 < stop_lr <= start_lr, got {self.stop_lr} and {self.start_lr}")
+        for name in ("batch_size", "num_steps", "valid_freq", "save_freq"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_time:
+            parse_duration(self.max_time)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"10m"``, ``"1.5h"`` or ``"1h30m"``."""
+    text = str(text).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
+    if not parts or "".join(a + b for a, b in parts) != text.replace(" ", ""):
+        raise ConfigError(f"max_time: cannot read duration {text!r}; use e.g. 90s, 10m, 1.5h")
+    return sum(float(v) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for v, u in parts)
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def load_train_config(path: str | None = None, overrides: list[str] | None = None,
+                      extra: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML/JSON config, apply ``key=value`` overrides (dotted keys), validate types."""
+    import yaml
+
+    tree: dict = {}
+    if path:
+        try:
+            with open(path) as fh:
+                tree = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
+    for key, value in (extra or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+    return from_dict(TrainConfig, tree)
