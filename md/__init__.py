@@ -1,1 +1,26 @@
-"""placeholder"""
+"""nnpot.md: molecular dynamics with the state on the device and ASE's driver interface.
+
+:mod:`~nnpot.md.state` holds the tensors, :mod:`~nnpot.md.integrators` the step functions,
+:mod:`~nnpot.md.forces` the force providers (an nnpot model with a reused neighbor list, or
+any ASE calculator), :mod:`~nnpot.md.driver` the ASE-style classes.
+"""
+
+from nnpot.md.driver import Langevin, MDError, MolecularDynamics, VelocityVerlet
+from nnpot.md.forces import ASEForces, ModelForces
+from nnpot.md.integrators import langevin_baoab_step, velocity_verlet_step
+from nnpot.md.state import MDState, snapshot, state_from_atoms, write_back
+
+__all__ = [
+    "MolecularDynamics",
+    "VelocityVerlet",
+    "Langevin",
+    "MDError",
+    "ModelForces",
+    "ASEForces",
+    "MDState",
+    "state_from_atoms",
+    "write_back",
+    "snapshot",
+    "velocity_verlet_step",
+    "langevin_baoab_step",
+]

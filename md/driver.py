@@ -1,0 +1,161 @@
+"""ASE-compatible MD drivers whose state lives on the device.
+
+``VelocityVerlet(atoms, timestep)`` and ``Langevin(atoms, timestep, temperature_K=...,
+friction=...)`` take ASE's arguments and behave like ASE's classes (``run``, ``attach``,
+``get_time``, ``nsteps``, trajectory and log files), but positions, momenta and forces stay in
+torch tensors between steps. ``atoms`` is updated only when an observer, the logger or the
+trajectory writer needs it, and at the end of ``run``. With an :class:`NNPotCalculator` the
+model runs directly on its device with a reused neighbor list; any other ASE calculator works
+through the host (slow, but the same integrator).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import units
+
+from nnpot.errors import NNPotError
+from nnpot.md.forces import ASEForces, ModelForces
+from nnpot.md.integrators import langevin_baoab_step, velocity_verlet_step
+from nnpot.md.state import snapshot, state_from_atoms, write_back
+
+__all__ = ["MolecularDynamics", "VelocityVerlet", "Langevin", "MDError"]
+
+
+class MDError(NNPotError, RuntimeError):
+    """The simulation went wrong (non-finite energy, atoms too close); the last frame is saved."""
+
+
+class MolecularDynamics:
+    """Base driver. ``timestep`` is in ASE time units (``0.5 * ase.units.fs``), as in ASE."""
+
+    def __init__(self, atoms, timestep: float, trajectory: str | os.PathLike[str] | None = None,
+                 logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 0.5,
+                 min_distance: float = 0.3):
+        from nnpot.potentials.calculator import NNPotCalculator
+
+        if atoms.calc is None:
+            raise NNPotError("atoms has no calculator; set atoms.calc = NNPotCalculator('model.nnp') first")
+        self.atoms = atoms
+        self.dt = float(timestep)
+        self.nsteps = 0
+        self.min_distance = min_distance
+        calc = atoms.calc
+        if isinstance(calc, NNPotCalculator):
+            self.force_fn = ModelForces(calc.model, atoms, skin=skin, chunk_size=calc.chunk_size)
+            device, dtype = calc.model.device, calc.model.dtype
+        else:
+            self.force_fn = ASEForces(calc, atoms)
+            device, dtype = torch.device("cpu"), torch.float64
+        self.state = state_from_atoms(atoms, device, dtype)
+        self.state.energy, self.state.forces, self.state.virial = self.force_fn(self.state.positions, self.state.cell)
+        self.observers: list[tuple] = []
+        self._files = []
+        if trajectory is not None:
+            self._attach_trajectory(trajectory, loginterval)
+        if logfile is not None:
+            fh = open(logfile, "w") if str(logfile) != "-" else None
+            self._files.append(fh)
+            self.attach(self._log, loginterval, fh)
+
+    # --- ASE's Dynamics interface ------------------------------------------------------------
+
+    def attach(self, function, interval: int = 1, *args, **kwargs) -> None:
+        """Call ``function(*args, **kwargs)`` every ``interval`` steps (``atoms`` is synced first)."""
+        self.observers.append((function, int(interval), args, kwargs))
+
+    def get_time(self) -> float:
+        """Simulated time in ASE units."""
+        return self.nsteps * self.dt
+
+    def run(self, steps: int = 50) -> bool:
+        """Advance ``steps`` steps; returns True like ASE's ``run`` does when it completes."""
+        if self.nsteps == 0:
+            self._call_observers()
+        for _ in range(int(steps)):
+            self.step()
+            self.nsteps += 1
+            self._check()
+            self._call_observers()
+        write_back(self.state, self.atoms)
+        return True
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for fh in self._files:
+            if fh is not None:
+                fh.close()
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _call_observers(self) -> None:
+        due = [o for o in self.observers if o[1] > 0 and self.nsteps % o[1] == 0]
+        if not due:
+            return
+        write_back(self.state, self.atoms)
+        for function, _, args, kwargs in due:
+            function(*args, **kwargs)
+
+    def _check(self) -> None:
+        if not bool(torch.isfinite(self.state.energy)) or not bool(torch.isfinite(self.state.positions).all()):
+            path = Path(f"md_failure_step{self.nsteps}.xyz")
+            snapshot(self.state, self.atoms).write(path)
+            raise MDError(f"non-finite energy or positions at step {self.nsteps}; last frame saved to {path}")
+
+    def _attach_trajectory(self, trajectory, interval: int) -> None:
+        from ase.io import Trajectory
+
+        if str(trajectory).endswith((".xyz", ".extxyz")):
+            fh = open(trajectory, "w")
+            self._files.append(fh)
+            self.attach(lambda: snapshot(self.state, self.atoms).write(fh, format="extxyz"), interval)
+        else:
+            traj = Trajectory(trajectory, "w")
+            self._files.append(traj)
+            self.attach(lambda: traj.write(snapshot(self.state, self.atoms)), interval)
+
+    def _log(self, fh) -> None:
+        s = self.state
+        epot = float(s.energy)
+        ekin = float(s.kinetic_energy())
+        n = len(self.atoms)
+        if self.nsteps == 0:
+            header = f"{'Time[ps]':>10} {'Etot/N[eV]':>12} {'Epot/N[eV]':>12} {'Ekin/N[eV]':>12} {'T[K]':>8}\n"
+            fh.write(header) if fh else print(header, end="")
+        line = (f"{self.get_time() / (1000 * units.fs):10.4f} {(epot + ekin) / n:12.6f} {epot / n:12.6f} "
+                f"{ekin / n:12.6f} {float(s.temperature()):8.1f}\n")
+        if fh is None:
+            print(line, end="")
+        else:
+            fh.write(line)
+            fh.flush()
+
+
+class VelocityVerlet(MolecularDynamics):
+    """NVE velocity Verlet, ``VelocityVerlet(atoms, timestep, trajectory=None, logfile=None, loginterval=1)``."""
+
+    def step(self) -> None:
+        velocity_verlet_step(self.state, self.force_fn, self.dt)
+
+
+class Langevin(MolecularDynamics):
+    """NVT Langevin dynamics (BAOAB). ``friction`` in 1/(ASE time), as in ASE's Langevin
+    (e.g. ``0.01 / ase.units.fs``)."""
+
+    def __init__(self, atoms, timestep: float, temperature_K: float, friction: float, *, seed: int | None = None,
+                 **kwargs):
+        super().__init__(atoms, timestep, **kwargs)
+        self.temperature_K = float(temperature_K)
+        self.friction = float(friction)
+        self.generator = torch.Generator(device=self.state.positions.device)
+        self.generator.manual_seed(np.random.SeedSequence(seed).generate_state(1)[0].item() if seed is None else seed)
+
+    def step(self) -> None:
+        langevin_baoab_step(self.state, self.force_fn, self.dt, units.kB * self.temperature_K, self.friction,
+                            generator=self.generator)
