@@ -30,7 +30,8 @@ def _header(frame: Frame) -> str:
     parts.append("Properties=species:S:1:pos:R:3:forces:R:3")
     parts.append(f"energy={_num(frame.energy)}")
     if frame.virial is not None:
-        parts.append('virial="' + " ".join(_num(v) for v in np.asarray(frame.virial).reshape(-1)) + '"')
+        # 3x3 info values are column-major in extxyz (ASE and QUIP read them that way)
+        parts.append('virial="' + " ".join(_num(v) for v in np.asarray(frame.virial).reshape(-1, order="F")) + '"')
     if frame.weight != 1.0:
         parts.append(f"weight={_num(frame.weight)}")
     parts.append('pbc="' + " ".join("T" if p else "F" for p in frame.pbc) + '"')

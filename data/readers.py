@@ -188,6 +188,7 @@ def _labels_from_atoms(atoms, where: str) -> Frame:
 def read_ase(path: str | os.PathLike[str], index: str = ":", format: str | None = None) -> Iterator[Frame]:
     """Frames of any file ``ase.io.iread`` understands."""
     import ase.io
+    from ase.io.formats import UnknownFileTypeError
 
     path = Path(path)
     try:
@@ -196,7 +197,8 @@ def read_ase(path: str | os.PathLike[str], index: str = ":", format: str | None 
             yield validate_frame(_labels_from_atoms(atoms, f"{path}: frame {i}"), f"{path}: frame {i}")
     except DatasetError:
         raise
-    except (ValueError, KeyError, IndexError, OSError, StopIteration, AssertionError, TypeError) as exc:
+    except (ValueError, KeyError, IndexError, OSError, StopIteration, AssertionError, TypeError,
+            UnknownFileTypeError) as exc:
         raise DatasetError(f"{path}: ASE cannot read it: {type(exc).__name__}: {exc}") from None
 
 

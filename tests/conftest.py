@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnpot.data import H5Dataset
+from nnpot.potentials import EnergyModel, ModelConfig, apply_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+WATER = ROOT / "examples" / "data" / "water.h5"
+
+
+def small_config(dtype: str = "float64") -> ModelConfig:
+    """se_e2_a with the water cutoff and sel but narrow nets, so physics tests run fast."""
+    cfg = ModelConfig(dtype=dtype)
+    cfg.descriptor.neuron = [8, 16]
+    cfg.descriptor.axis_neuron = 4
+    cfg.fitting.neuron = [16, 16]
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def water() -> H5Dataset:
+    return H5Dataset(WATER)
+
+
+@pytest.fixture(scope="session")
+def small_model(water) -> EnergyModel:
+    torch.set_num_threads(2)
+    model = EnergyModel(small_config())
+    frames = [water[i] for i in range(0, len(water), 40)]
+    apply_stats(model, frames, np.array([f.energy for f in frames]))
+    return model.eval()
+
+
+@pytest.fixture()
+def water_atoms(water):
+    atoms = water[3].to_atoms()
+    atoms.calc = None
+    return atoms
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
