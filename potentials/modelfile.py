@@ -62,9 +62,9 @@ def read_meta(path: str | os.PathLike[str]) -> tuple[dict, dict]:
         raise ModelFileError(f"{path}: no such model file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelFileError(f"{path}: refused to load: the file holds objects other than weights "
-                             f"(nnpot never unpickles code): {str(exc).splitlines()[0]}") from None
+    except pickle.UnpicklingError:
+        raise ModelFileError(f"{path}: refused to load: the file is truncated or holds objects other than "
+                             "tensors and plain values (nnpot never unpickles code)") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: not a readable nnpot model file (truncated or corrupt?): {exc}") from None
     if not isinstance(payload, dict) or "meta_json" not in payload or "state_dict" not in payload:
