@@ -189,7 +189,7 @@ class Trainer:
             parts["rmse_v"] = float(l_v.detach().sqrt())
         if not torch.isfinite(loss):
             raise TrainingError(
-                f"the loss became {float(loss)} at step {self.state['step']} on training frame(s) {indices} of "
+                f"the loss became {float(loss.detach())} at step {self.state['step']} on training frame(s) {indices} of "
                 f"{c.data}; check those frames (nnpot data info) or lower start_lr"
             )
         return loss, parts

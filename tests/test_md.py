@@ -1,0 +1,105 @@
+"""MD drivers against ASE, integrator order, energy conservation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import units
+from ase.calculators.lj import LennardJones
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.verlet import VelocityVerlet as AseVelocityVerlet
+
+from nnpot import NNPotCalculator
+from nnpot.md import Langevin, VelocityVerlet
+
+
+def _start(water, n=None, T=300.0):
+    atoms = water[0].to_atoms()
+    atoms.calc = None
+    MaxwellBoltzmannDistribution(atoms, temperature_K=T, rng=np.random.default_rng(1))
+    Stationary(atoms)
+    return atoms
+
+
+def _lj():
+    return LennardJones(sigma=0.7, epsilon=0.005, rc=5.0, smooth=True)
+
+
+def test_velocity_verlet_reproduces_ase_with_same_calculator(water):
+    a, b = _start(water), _start(water)
+    a.calc, b.calc = _lj(), _lj()
+    VelocityVerlet(a, 0.5 * units.fs).run(100)
+    AseVelocityVerlet(b, 0.5 * units.fs).run(100)
+    np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(a.get_momenta(), b.get_momenta(), rtol=0, atol=1e-10)
+
+
+def test_model_path_reproduces_ase_with_nnpot_calculator(water, small_model):
+    a, b = _start(water), _start(water)
+    a.calc, b.calc = NNPotCalculator(small_model, device="cpu"), NNPotCalculator(small_model, device="cpu")
+    dyn = VelocityVerlet(a, 0.5 * units.fs, skin=0.5)
+    dyn.run(20)
+    AseVelocityVerlet(b, 0.5 * units.fs).run(20)
+    np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-10)
+    assert dyn.nsteps == 20 and dyn.get_time() == pytest.approx(10 * units.fs)
+
+
+def test_langevin_without_friction_is_velocity_verlet(water):
+    a, b = _start(water), _start(water)
+    a.calc, b.calc = _lj(), _lj()
+    Langevin(a, 0.5 * units.fs, temperature_K=300, friction=0.0).run(50)
+    VelocityVerlet(b, 0.5 * units.fs).run(50)
+    np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-12)
+
+
+def test_verlet_second_order_and_time_reversible():
+    """Harmonic dimer: global error falls as dt^2; running back returns to the start."""
+    from ase import Atoms
+    from ase.calculators.harmonic import SpringCalculator
+
+    def final(dt_fs, steps, back=False):
+        atoms = Atoms("H", positions=[[1.0, 0, 0]], cell=[20, 20, 20])
+        atoms.set_momenta([[0.0, 0.0, 0.0]])
+        atoms.calc = SpringCalculator(ideal_positions=np.zeros((1, 3)), k=1.0)
+        dyn = VelocityVerlet(atoms, dt_fs * units.fs)
+        dyn.run(steps)
+        if back:
+            atoms.set_momenta(-atoms.get_momenta())
+            VelocityVerlet(atoms, dt_fs * units.fs).run(steps)
+        return atoms.positions[0, 0]
+
+    omega = np.sqrt(1.0 / 1.008)  # k = 1 eV/A^2, H mass
+    t_end = 40 * units.fs
+    errors, dts = [], [1.0, 0.5, 0.25, 0.125]
+    for dt in dts:
+        steps = int(round(40 / dt))
+        errors.append(abs(final(dt, steps) - np.cos(omega * t_end)))
+    slope = np.polyfit(np.log(dts), np.log(errors), 1)[0]
+    assert slope == pytest.approx(2.0, abs=0.05)
+    assert abs(final(0.5, 80, back=True) - 1.0) < 1e-12
+
+
+def test_nve_energy_conservation_small_model(water, small_model):
+    atoms = _start(water)
+    atoms.calc = NNPotCalculator(small_model, device="cpu")
+    dyn = VelocityVerlet(atoms, 0.25 * units.fs)
+    etot = []
+    dyn.attach(lambda: etot.append(float(dyn.state.energy + dyn.state.kinetic_energy())), 5)
+    dyn.run(60)
+    drift = (max(etot) - min(etot)) / len(atoms)
+    assert drift < 2e-5  # eV/atom over 15 fs
+
+
+def test_trajectory_and_log_written(tmp_path, water):
+    from ase.io import read
+
+    atoms = _start(water)
+    atoms.calc = _lj()
+    dyn = VelocityVerlet(atoms, 0.5 * units.fs, trajectory=tmp_path / "t.traj", logfile=tmp_path / "md.log",
+                         loginterval=5)
+    dyn.run(10)
+    dyn.close()
+    frames = read(tmp_path / "t.traj", index=":")
+    assert len(frames) == 3  # steps 0, 5, 10
+    np.testing.assert_allclose(frames[-1].positions, atoms.positions)
+    assert len((tmp_path / "md.log").read_text().splitlines()) == 4

@@ -1,0 +1,93 @@
+"""Training: schedule, losses fall, checkpoints resume exactly, bad input stops cleanly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nnpot.cli import main
+from nnpot.errors import ConfigError
+from nnpot.potentials.train import Trainer, TrainingError, learning_rate
+from nnpot.potentials.train_config import load_train_config, parse_duration
+
+from .conftest import WATER
+
+SMALL = ["model.descriptor.neuron=[8,16]", "model.descriptor.axis_neuron=4", "model.fitting.neuron=[16,16]",
+         "stat_frames=8", "valid_frames=4", "valid_fraction=0.05"]
+
+
+def _config(steps, extra=()):
+    return load_train_config(None, SMALL + [f"num_steps={steps}", "valid_freq=4", "save_freq=2", *extra],
+                             {"data": str(WATER)})
+
+
+def test_schedule_and_durations():
+    c = _config(10)
+    assert learning_rate(c, 0) == pytest.approx(1e-3)
+    assert learning_rate(c, 1) == pytest.approx(3.51e-8)
+    assert parse_duration("1h30m") == 5400 and parse_duration("10m") == 600
+    with pytest.raises(ConfigError, match="cannot read duration"):
+        parse_duration("ten minutes")
+
+
+def test_unknown_key_and_wrong_type_are_named():
+    with pytest.raises(ConfigError, match="unknown key 'model.fitting.neurons'; allowed keys: activation, neuron"):
+        load_train_config(None, ["model.fitting.neurons=[2]"], {"data": "x.h5"})
+    with pytest.raises(ConfigError, match="batch_size: expected a int, got 'many'"):
+        load_train_config(None, ["batch_size=many"], {"data": "x.h5"})
+
+
+def test_interrupted_run_resumes_to_identical_losses(tmp_path):
+    full = Trainer(_config(8), tmp_path / "full", progress=False)
+    full.run()
+    part = Trainer(_config(8), tmp_path / "part", progress=False)
+    for _ in range(4):  # then "killed": only the step-4 checkpoint survives
+        part.step()
+        if part.state["step"] % 2 == 0:
+            part._checkpoint()
+    resumed = Trainer(_config(8), tmp_path / "part", resume=True, progress=False)
+    assert resumed.state["step"] == 4
+    resumed.run()
+    a = json.loads((tmp_path / "full" / "final_metrics.json").read_text())
+    b = json.loads((tmp_path / "part" / "final_metrics.json").read_text())
+    assert a["force_rmse"] == pytest.approx(b["force_rmse"], rel=1e-12)
+    assert a["energy_rmse_per_atom"] == pytest.approx(b["energy_rmse_per_atom"], rel=1e-12)
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path):
+    t = Trainer(_config(4), tmp_path / "r", progress=False)
+    t.run()
+    ckpts = sorted((tmp_path / "r" / "checkpoints").glob("ckpt-*.pt"))
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:100])
+    resumed = Trainer(_config(4), tmp_path / "r", resume=True, progress=False)
+    assert resumed.state["step"] == int(ckpts[-2].stem.split("-")[1])
+
+
+def test_nan_frame_stops_with_its_index(tmp_path):
+    import shutil
+
+    import h5py
+
+    shutil.copy(WATER, tmp_path / "w.h5")
+    with h5py.File(tmp_path / "w.h5", "r+") as fh:
+        fh["energy"][:] = np.nan  # bypasses the readers' validation on purpose
+    c = load_train_config(None, SMALL + ["num_steps=2"], {"data": str(tmp_path / "w.h5")})
+    with pytest.raises(TrainingError, match=r"loss became nan at step 0 on training frame\(s\) \[\d+\]"):
+        Trainer(c, tmp_path / "r", progress=False).run()
+
+
+@pytest.mark.slow
+def test_cli_train_then_test_reduces_force_error(tmp_path, capsys):
+    args = ["train", "--data", str(WATER), "--out", str(tmp_path / "run"), "-q", "--set", "num_steps=150",
+            "--set", "valid_freq=25", "--set", "start_lr=0.005", "--set", "stop_lr=0.0005"] + [x for s in SMALL for x in ("--set", s)]
+    assert main(args) == 0
+    log = [json.loads(x) for x in (tmp_path / "run" / "valid.jsonl").read_text().splitlines()]
+    assert log[-1]["force_rmse"] < 0.9 * log[0]["force_rmse"]  # after 25 steps vs after 150
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
+    assert main(["test", "-m", str(tmp_path / "run" / "model.nnp"), "-d", str(WATER), "--max-frames", "8",
+                 "--json", str(tmp_path / "m.json"), "--plot", str(tmp_path / "plots"), "-q"]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert {"energy_rmse_per_atom", "energy_mae_per_atom", "force_rmse", "force_mae"} <= set(metrics)
+    assert (tmp_path / "plots" / "parity_forces.png").exists()
