@@ -17,6 +17,9 @@ nnpot_h5_format = ExternalIOFormat(
 )
 
 
+_PLUGINS: set | None = None
+
+
 def _plugins() -> set:
     try:
         from ase._4.plugins.plugin import CalculatorPlugin
@@ -31,4 +34,13 @@ def _plugins() -> set:
     }
 
 
-__ase_plugins__ = _plugins()
+def __getattr__(name: str):
+    # Built on first access, not at import: ASE imports this module while its own plug-in
+    # registry is still being initialised, and an eager import of that registry from here
+    # would re-enter it and register nothing.
+    global _PLUGINS
+    if name == "__ase_plugins__":
+        if _PLUGINS is None:
+            _PLUGINS = _plugins()
+        return _PLUGINS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
