@@ -1,0 +1,11 @@
+"""Train and evaluate from Python instead of the CLI."""
+
+from nnpot.potentials.evaluate import error_metrics, predict
+from nnpot.potentials.train import Trainer
+from nnpot.potentials.train_config import load_train_config
+
+config = load_train_config(None, ["max_time=2m", "valid_freq=200"], {"data": "examples/data/water.h5"})
+trainer = Trainer(config, "runs/water_py")
+model_path = trainer.run()
+frames = [trainer.valid_ds[int(i)] for i in trainer.valid_idx]
+print(error_metrics(predict(trainer._eval_model(), frames)))
