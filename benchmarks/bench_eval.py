@@ -1,0 +1,81 @@
+"""Energy+forces evaluation time and peak memory of the default se_e2_a water model.
+
+Water boxes are built by replicating frame 0 of the bundled data (192 atoms). Prints a table
+and writes JSON. Usage:
+    python benchmarks/bench_eval.py [--device cpu|cuda] [--sizes 192 1536] [--dtypes float64 float32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnpot.data import H5Dataset
+from nnpot.potentials import EnergyModel, apply_stats, derivatives, make_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def replicate_for(n_atoms: int) -> tuple[int, int, int]:
+    k = round((n_atoms / 192) ** (1 / 3))
+    if 192 * k ** 3 == n_atoms:
+        return (k, k, k)
+    for reps in ((2, 2, 2), (4, 4, 4), (8, 4, 4), (8, 8, 8), (16, 8, 8)):
+        if 192 * np.prod(reps) == n_atoms:
+            return reps
+    raise SystemExit(f"{n_atoms} is not 192 times a box replication")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--sizes", type=int, nargs="+", default=[192, 1536])
+    p.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chunk", type=int, default=8192)
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "eval.json"))
+    args = p.parse_args()
+    ds = H5Dataset(ROOT / "examples" / "data" / "water.h5")
+    base = ds[0].to_atoms()
+    model = EnergyModel()
+    frames = [ds[i] for i in range(0, 320, 40)]
+    apply_stats(model, frames, np.array([f.energy for f in frames]))
+    rows = []
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        m = model.to(device=args.device, dtype=dtype).eval()
+        for n in args.sizes:
+            atoms = base.repeat(replicate_for(n))
+            t0 = time.perf_counter()
+            batch = make_batch([atoms], m.type_map, m.cutoff, m.sel, device=args.device, dtype=dtype)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t_nl = time.perf_counter() - t0
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                out = derivatives(m, batch, chunk_size=args.chunk)
+                float(out["energy"][0])  # synchronises
+                times.append(time.perf_counter() - t0)
+            peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda")
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            best = min(times)
+            rows.append({"atoms": len(atoms), "dtype": dtype_name, "device": args.device, "neighbor_s": t_nl,
+                         "eval_s": best, "us_per_atom": best / len(atoms) * 1e6, "peak_MiB": peak})
+            r = rows[-1]
+            print(f"{r['atoms']:>8} {dtype_name:>8} {args.device:>5}  neighbors {t_nl * 1e3:9.1f} ms  "
+                  f"energy+forces {best * 1e3:10.1f} ms  {r['us_per_atom']:8.2f} us/atom  peak {peak:9.0f} MiB")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                           "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
