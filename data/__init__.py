@@ -7,6 +7,7 @@ stores frames in one versioned, chunked, compressed HDF5 file read lazily by
 """
 
 from nnpot.data.convert import convert, read_frames, split, split_indices
+from nnpot.data.deepmd_writer import write_deepmd
 from nnpot.data.extxyz import write_extxyz
 from nnpot.data.frame import Frame, validate_frame
 from nnpot.data.h5format import FORMAT_NAME, FORMAT_VERSION, H5Dataset, append_h5, write_h5
@@ -30,4 +31,5 @@ __all__ = [
     "split_indices",
     "read_frames",
     "write_extxyz",
+    "write_deepmd",
 ]

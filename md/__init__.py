@@ -5,7 +5,7 @@
 any ASE calculator), :mod:`~nnpot.md.driver` the ASE-style classes.
 """
 
-from nnpot.md.driver import Langevin, MDError, MolecularDynamics, VelocityVerlet
+from nnpot.md.driver import Bussi, Langevin, MDError, MolecularDynamics, NoseHoover, VelocityVerlet
 from nnpot.md.forces import ASEForces, ModelForces
 from nnpot.md.integrators import langevin_baoab_step, velocity_verlet_step
 from nnpot.md.state import MDState, snapshot, state_from_atoms, write_back
@@ -14,6 +14,8 @@ __all__ = [
     "MolecularDynamics",
     "VelocityVerlet",
     "Langevin",
+    "Bussi",
+    "NoseHoover",
     "MDError",
     "ModelForces",
     "ASEForces",

@@ -20,10 +20,16 @@ from ase import units
 
 from nnpot.errors import NNPotError
 from nnpot.md.forces import ASEForces, ModelForces
-from nnpot.md.integrators import langevin_baoab_step, velocity_verlet_step
+from nnpot.md.integrators import (
+    NoseHooverChain,
+    bussi_step,
+    langevin_baoab_step,
+    nose_hoover_step,
+    velocity_verlet_step,
+)
 from nnpot.md.state import snapshot, state_from_atoms, write_back
 
-__all__ = ["MolecularDynamics", "VelocityVerlet", "Langevin", "MDError"]
+__all__ = ["MolecularDynamics", "VelocityVerlet", "Langevin", "Bussi", "NoseHoover", "MDError"]
 
 
 class MDError(NNPotError, RuntimeError):
@@ -159,3 +165,43 @@ class Langevin(MolecularDynamics):
     def step(self) -> None:
         langevin_baoab_step(self.state, self.force_fn, self.dt, units.kB * self.temperature_K, self.friction,
                             generator=self.generator)
+
+
+def _n_dof(atoms) -> int:
+    """Degrees of freedom: 3N, less 3 when the total momentum is conserved (no external forces)."""
+    return 3 * len(atoms) - 3 if len(atoms) > 1 else 3
+
+
+class Bussi(MolecularDynamics):
+    """NVT by stochastic velocity rescaling (Bussi et al. 2007). ``taut`` in ASE time units,
+    as in ASE's ``Bussi(atoms, timestep, temperature_K, taut)``."""
+
+    def __init__(self, atoms, timestep: float, temperature_K: float, taut: float, *, seed: int | None = None,
+                 **kwargs):
+        super().__init__(atoms, timestep, **kwargs)
+        self.temperature_K, self.taut = float(temperature_K), float(taut)
+        self.rng = np.random.default_rng(seed)
+        self.n_dof = _n_dof(atoms)
+
+    def step(self) -> None:
+        bussi_step(self.state, self.force_fn, self.dt, units.kB * self.temperature_K, self.taut, self.n_dof, self.rng)
+
+
+class NoseHoover(MolecularDynamics):
+    """NVT by a Nose-Hoover chain. ``tdamp`` (the chain's period scale) in ASE time units, as in
+    ASE's ``NoseHooverChainNVT(atoms, timestep, temperature_K, tdamp, tchain=3)``."""
+
+    def __init__(self, atoms, timestep: float, temperature_K: float, tdamp: float, tchain: int = 3, **kwargs):
+        super().__init__(atoms, timestep, **kwargs)
+        self.temperature_K = float(temperature_K)
+        s = self.state
+        self.chain = NoseHooverChain(_n_dof(atoms), units.kB * self.temperature_K, float(tdamp), tchain,
+                                     dtype=s.positions.dtype, device=s.positions.device)
+
+    def step(self) -> None:
+        nose_hoover_step(self.state, self.force_fn, self.dt, self.chain)
+
+    def conserved_energy(self) -> float:
+        """Potential + kinetic + chain energy (eV); constant up to integration error."""
+        s = self.state
+        return float(s.energy + s.kinetic_energy() + self.chain.energy())

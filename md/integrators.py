@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from nnpot.md.state import MDState
 
-__all__ = ["velocity_verlet_step", "langevin_baoab_step"]
+__all__ = ["velocity_verlet_step", "langevin_baoab_step", "bussi_rescale", "bussi_step", "NoseHooverChain",
+           "nose_hoover_step"]
 
 
 def _update_forces(state: MDState, force_fn) -> None:
@@ -45,4 +47,87 @@ def langevin_baoab_step(state: MDState, force_fn, dt: float, kT: float, friction
     state.positions = state.positions + 0.5 * dt * state.momenta / m
     _update_forces(state, force_fn)
     state.momenta = state.momenta + 0.5 * dt * state.forces
+    return state
+
+
+def bussi_rescale(state: MDState, dt: float, kT: float, tau: float, n_dof: int, rng: np.random.Generator) -> None:
+    """Stochastic velocity rescaling over ``dt`` (Bussi, Donadio, Parrinello, J. Chem. Phys. 126,
+    014101 (2007), eq. A7): the kinetic energy K becomes ``alpha^2 K`` with
+
+    ``alpha^2 = c + (1 - c) (R1^2 + S) Kt / (Nf K) + 2 R1 sqrt(c (1 - c) Kt / (Nf K))``,
+
+    ``c = exp(-dt / tau)``, ``Kt = Nf kT / 2``, ``R1 ~ N(0, 1)``, ``S ~ chi^2(Nf - 1)``. The two
+    random numbers are drawn on the host, ``alpha`` is computed on the device (no sync).
+    """
+    c = math.exp(-dt / tau)
+    r1 = float(rng.standard_normal())
+    s = float(2.0 * rng.standard_gamma((n_dof - 1) / 2.0)) if n_dof > 1 else 0.0
+    kin = state.kinetic_energy()
+    kt = 0.5 * n_dof * kT
+    ratio = kt / (n_dof * kin)
+    alpha2 = c + (1 - c) * (r1 * r1 + s) * ratio + 2 * r1 * torch.sqrt(c * (1 - c) * ratio)
+    alpha = torch.sqrt(alpha2) * torch.sign(r1 + torch.sqrt(c / ((1 - c) * ratio)))
+    state.momenta = state.momenta * alpha
+
+
+def bussi_step(state: MDState, force_fn, dt: float, kT: float, tau: float, n_dof: int,
+               rng: np.random.Generator) -> MDState:
+    """Velocity Verlet with half-step stochastic velocity rescaling on either side."""
+    bussi_rescale(state, 0.5 * dt, kT, tau, n_dof, rng)
+    velocity_verlet_step(state, force_fn, dt)
+    bussi_rescale(state, 0.5 * dt, kT, tau, n_dof, rng)
+    return state
+
+
+class NoseHooverChain:
+    """Thermostat variables of a Nose-Hoover chain of length M (Martyna, Klein, Tuckerman,
+    J. Chem. Phys. 97, 2635 (1992)); masses ``Q_1 = Nf kT tau^2``, ``Q_j = kT tau^2``.
+
+    Conserved: ``H + sum_j p_j^2 / (2 Q_j) + Nf kT xi_1 + kT sum_{j>1} xi_j``.
+    """
+
+    def __init__(self, n_dof: int, kT: float, tau: float, length: int = 3, dtype=torch.float64, device="cpu"):
+        self.n_dof, self.kT, self.M = n_dof, kT, length
+        self.Q = torch.full((length,), kT * tau * tau, dtype=dtype, device=device)
+        self.Q[0] = n_dof * kT * tau * tau
+        self.v = torch.zeros(length, dtype=dtype, device=device)  # thermostat velocities p_j / Q_j
+        self.xi = torch.zeros(length, dtype=dtype, device=device)
+
+    def _force(self, j: int, v: list[torch.Tensor], k2: torch.Tensor) -> torch.Tensor:
+        if j == 0:
+            return (k2 - self.n_dof * self.kT) / self.Q[0]
+        return (self.Q[j - 1] * v[j - 1] ** 2 - self.kT) / self.Q[j]
+
+    def _update(self, j: int, v: list[torch.Tensor], k2: torch.Tensor, h: float) -> None:
+        if j == self.M - 1:
+            v[j] = v[j] + 0.5 * h * self._force(j, v, k2)
+        else:
+            damp = torch.exp(-0.25 * h * v[j + 1])
+            v[j] = (v[j] * damp + 0.5 * h * self._force(j, v, k2)) * damp
+
+    def half_step(self, state: MDState, dt: float) -> None:
+        """Propagate the chain and scale the momenta over ``dt / 2`` (the Trotter factor)."""
+        h = 0.5 * dt
+        v = list(self.v.unbind())
+        k2 = 2.0 * state.kinetic_energy()
+        for j in range(self.M - 1, -1, -1):  # from the chain's end down to the particles
+            self._update(j, v, k2, h)
+        scale = torch.exp(-h * v[0])
+        state.momenta = state.momenta * scale
+        k2 = k2 * scale * scale
+        self.xi = self.xi + h * torch.stack(v)
+        for j in range(self.M):  # and back up
+            self._update(j, v, k2, h)
+        self.v = torch.stack(v)
+
+    def energy(self) -> torch.Tensor:
+        """The chain's contribution to the conserved quantity (eV)."""
+        return (0.5 * self.Q * self.v ** 2).sum() + self.n_dof * self.kT * self.xi[0] + self.kT * self.xi[1:].sum()
+
+
+def nose_hoover_step(state: MDState, force_fn, dt: float, chain: NoseHooverChain) -> MDState:
+    """NVT by Nose-Hoover chain: chain half step, velocity Verlet, chain half step."""
+    chain.half_step(state, dt)
+    velocity_verlet_step(state, force_fn, dt)
+    chain.half_step(state, dt)
     return state

@@ -58,8 +58,12 @@ def _data_split(args) -> int:
 
 
 def _data_export(args) -> int:
-    from nnpot.data import H5Dataset, write_extxyz
+    from nnpot.data import H5Dataset, write_deepmd, write_extxyz
 
+    if args.format == "deepmd":
+        systems = write_deepmd(H5Dataset(args.file), args.output, type_map=args.type_map)
+        print(f"wrote {len(systems)} DeePMD-kit system(s) under {args.output}")
+        return 0
     n = write_extxyz(H5Dataset(args.file), args.output)
     print(f"wrote {n} frames to {args.output}")
     return 0
@@ -78,6 +82,8 @@ def _train(args) -> int:
                                                            "max_time": args.max_time})
     trainer = Trainer(config, out, resume=bool(args.resume), progress=not args.quiet)
     path = trainer.run()
+    if not trainer.dist.main:
+        return 0
     metrics = json.loads((out / "final_metrics.json").read_text())
     print(f"model: {path}  (best on validation: {out / 'best.nnp'})")
     print(f"validation: energy RMSE {metrics['energy_rmse_per_atom'] * 1e3:.2f} meV/atom, "
@@ -118,6 +124,28 @@ def _md(args) -> int:
     return 0
 
 
+def _approx(args) -> int:
+    import torch
+
+    from nnpot.approx import STUDIES
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.study == "learning-curve" and args.data:
+        from nnpot.approx.learning import LearningCurveConfig, learning_curve
+
+        config = LearningCurveConfig.quick() if args.quick else LearningCurveConfig()
+        config.data = args.data
+        result = learning_curve(config, quick=args.quick)
+    else:
+        result = STUDIES[args.study](quick=args.quick)
+    print(result.table())
+    if args.json:
+        result.write_json(args.json)
+    if args.plot:
+        print(f"plot: {result.plot(args.plot)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnpot", description="DeePMD-style machine-learned potentials: data, training, "
                                      "evaluation and GPU molecular dynamics.")
@@ -149,9 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", help="part names (default train valid); output FILE.NAME.h5")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_data_split)
-    p = dsub.add_parser("export", help="write an HDF5 dataset as extended XYZ")
+    p = dsub.add_parser("export", help="write an HDF5 dataset as extended XYZ or DeePMD-kit npy systems")
     p.add_argument("file")
-    p.add_argument("-o", "--output", required=True, help="output .xyz/.extxyz file")
+    p.add_argument("-o", "--output", required=True, help="output .xyz/.extxyz file, or a folder for --format deepmd")
+    p.add_argument("--format", choices=["extxyz", "deepmd"], default="extxyz")
+    p.add_argument("--type-map", nargs="+", help="element order of DeePMD-kit types (default: sorted symbols)")
     p.set_defaults(func=_data_export)
 
     p = sub.add_parser("train", help="train a potential on an HDF5 dataset",
@@ -178,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_test)
+
+    p = sub.add_parser("approx", help="approximation-error and convergence-rate studies",
+                       description="Measure an error against width, depth, samples or time step, fit the "
+                       "log-log slope with a bootstrap 95%% interval, and compare it with theory.")
+    p.add_argument("study", choices=["barron-mc", "random-features", "depth", "integrator-order", "learning-curve"])
+    p.add_argument("--data", help="learning-curve: your HDF5 dataset (default: the bundled water data)")
+    p.add_argument("--quick", action="store_true", help="the small setting (about a minute on 2 cores)")
+    p.add_argument("--json", help="write the table, slope, slope_ci and theory_slope as JSON")
+    p.add_argument("--plot", help="write the log-log plot with theory lines (PNG)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.set_defaults(func=_approx)
 
     p = sub.add_parser("md", help="run molecular dynamics from a YAML config")
     p.add_argument("config", help="YAML config: structure, model, ensemble, steps, output")

@@ -28,6 +28,7 @@ from nnpot.potentials.batch import make_batch
 from nnpot.potentials.calculator import resolve_device
 from nnpot.potentials.checkpoint import latest_checkpoint, save_checkpoint
 from nnpot.potentials.derivatives import derivatives
+from nnpot.potentials.distributed import average_gradients, init_distributed
 from nnpot.potentials.evaluate import error_metrics, predict
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import save_model
@@ -44,9 +45,14 @@ class TrainingError(NNPotError, RuntimeError):
 
 
 def learning_rate(config: TrainConfig, progress: float) -> float:
-    """``start_lr * (stop_lr/start_lr)^progress``, progress in [0, 1]."""
+    """``start_lr * (stop/start_lr)^progress``, progress in [0, 1].
+
+    ``stop`` is ``stop_lr``, or ``max(stop_lr, budget_stop_lr)`` when a ``max_time`` budget sets
+    the pace of the decay.
+    """
     p = min(max(progress, 0.0), 1.0)
-    return config.start_lr * (config.stop_lr / config.start_lr) ** p
+    stop = max(config.stop_lr, config.budget_stop_lr) if config.max_time else config.stop_lr
+    return config.start_lr * (stop / config.start_lr) ** p
 
 
 def prefactor(start: float, limit: float, lr: float, start_lr: float) -> float:
@@ -63,7 +69,7 @@ class Trainer:
         self.progress = progress
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.device = resolve_device(config.device)
+        self.dist, self.device = init_distributed(resolve_device(config.device))
         self._load_data()
         self.model = EnergyModel(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.start_lr)
@@ -104,13 +110,14 @@ class Trainer:
         self.model.cpu()
         apply_stats(self.model, frames, np.array([f.energy for f in frames]))
         self.model.to(self.device)
-        self.out.mkdir(parents=True, exist_ok=True)
-        import yaml
-
-        (self.out / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
         if c.ema_decay:
             self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        (self.out / "valid.jsonl").unlink(missing_ok=True)
+        if self.dist.main:
+            import yaml
+
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+            (self.out / "valid.jsonl").unlink(missing_ok=True)
 
     def _report_overlaps(self, frames, indices) -> None:
         from nnpot.potentials.neighbors import neighbor_pairs
@@ -130,6 +137,8 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.state["step"])
 
     def _checkpoint(self) -> None:
+        if not self.dist.main:
+            return
         save_checkpoint(self.out / "checkpoints", {
             "step": self.state["step"],
             "model": self.model.state_dict(),
@@ -151,9 +160,10 @@ class Trainer:
         return p
 
     def _next_frames(self) -> list[int]:
+        """This rank's frames of the next global batch (``batch_size`` per rank)."""
         c, s = self.config, self.state
         picked = []
-        while len(picked) < c.batch_size:
+        while len(picked) < c.batch_size * self.dist.world:
             order = np.random.default_rng([c.seed, s["epoch"]]).permutation(self.train_idx)
             if s["pos"] >= len(order):
                 s["epoch"] += 1
@@ -161,7 +171,7 @@ class Trainer:
                 continue
             picked.append(int(order[s["pos"]]))
             s["pos"] += 1
-        return picked
+        return picked[self.dist.rank * c.batch_size:(self.dist.rank + 1) * c.batch_size]
 
     def loss(self, indices: list[int], lr: float) -> tuple[torch.Tensor, dict]:
         """The loss of the frames ``indices`` at learning rate ``lr`` and its parts."""
@@ -203,6 +213,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss, parts = self.loss(indices, lr)
         loss.backward()
+        average_gradients(self.model.parameters(), self.dist)
         if c.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()
@@ -233,6 +244,10 @@ class Trainer:
 
     def _log_validation(self, metrics: dict, train: dict) -> None:
         s = self.state
+        if not self.dist.main:  # every rank tracks the best score, so early stopping agrees
+            s["stale"] = 0 if metrics["score"] < s["best"] else s["stale"] + 1
+            s["best"] = min(s["best"], metrics["score"])
+            return
         row = {"step": s["step"], "time": round(s["elapsed"], 2), "lr": train.get("lr"), "train_loss": train.get("loss"),
                **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
         with open(self.out / "valid.jsonl", "a") as fh:
@@ -279,9 +294,11 @@ class Trainer:
         final = self.validate(self.valid_idx)
         self._log_validation(final, last)
         self._checkpoint()
-        path = save_model(self._eval_model(), self.out / "model.nnp", provenance=self._provenance(final))
-        (self.out / "final_metrics.json").write_text(json.dumps(final, indent=2))
-        plot_learning_curve(self.out / "valid.jsonl", self.out / "learning_curve.png")
+        path = self.out / "model.nnp"
+        if self.dist.main:
+            save_model(self._eval_model(), path, provenance=self._provenance(final))
+            (self.out / "final_metrics.json").write_text(json.dumps(final, indent=2))
+            plot_learning_curve(self.out / "valid.jsonl", self.out / "learning_curve.png")
         return path
 
 

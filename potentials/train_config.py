@@ -37,6 +37,9 @@ class TrainConfig:
     max_time: str = ""  #: wall-clock budget, e.g. "10m", "2h"; the lr decays over it
     start_lr: float = 1e-3
     stop_lr: float = 3.51e-8
+    #: over a max_time budget the lr decays to max(stop_lr, budget_stop_lr): a run of minutes
+    #: cannot use the floor of a million-step schedule without wasting most of its steps
+    budget_stop_lr: float = 1e-5
     batch_size: int = 1  #: frames per step
     seed: int = 1
     stat_frames: int = 64  #: frames sampled for davg/dstd and the energy bias

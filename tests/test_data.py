@@ -270,3 +270,15 @@ def test_readers_property_based(tmp_path_factory, n_frames, n_atoms, bad_axis, v
     for f in frames:
         assert isinstance(f, Frame) and np.all(np.isfinite(f.forces)) and 1 <= f.numbers.min() <= 118
         assert f.positions.shape == f.forces.shape == (f.n_atoms, 3)
+
+
+def test_deepmd_export_round_trip(tmp_path, water):
+    from nnpot.data import write_deepmd
+
+    systems = write_deepmd([water[i] for i in range(5)], tmp_path / "dp", type_map=["O", "H"])
+    assert len(systems) == 1 and (systems[0] / "type_map.raw").read_text().split() == ["O", "H"]
+    convert([tmp_path / "dp"], tmp_path / "back.h5")
+    back = H5Dataset(tmp_path / "back.h5")
+    for i in range(5):
+        np.testing.assert_array_equal(back[i].positions, water[i].positions)
+        np.testing.assert_array_equal(back[i].forces, water[i].forces)

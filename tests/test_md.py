@@ -103,3 +103,54 @@ def test_trajectory_and_log_written(tmp_path, water):
     assert len(frames) == 3  # steps 0, 5, 10
     np.testing.assert_allclose(frames[-1].positions, atoms.positions)
     assert len((tmp_path / "md.log").read_text().splitlines()) == 4
+
+
+def _argon(seed=0):
+    from ase.build import bulk
+
+    atoms = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((2, 2, 2))  # 32 atoms
+    atoms.calc = LennardJones(sigma=3.4, epsilon=0.0104, rc=8.0, smooth=True)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=60, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    return atoms
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("thermostat", ["langevin", "bussi", "nose-hoover"])
+def test_thermostats_sample_the_canonical_kinetic_energy(thermostat):
+    """Mean temperature and the width of its distribution, sqrt(2 / N_dof) relative (chi-square)."""
+    from nnpot.md import Bussi, NoseHoover
+
+    target = 60.0
+    atoms = _argon()
+    dt = 5 * units.fs
+    if thermostat == "langevin":
+        dyn = Langevin(atoms, dt, temperature_K=target, friction=0.02 / units.fs, seed=1)
+    elif thermostat == "bussi":
+        dyn = Bussi(atoms, dt, temperature_K=target, taut=100 * units.fs, seed=1)
+    else:
+        dyn = NoseHoover(atoms, dt, temperature_K=target, tdamp=100 * units.fs)
+    temps = []
+    dyn.run(400)  # equilibrate
+    dyn.attach(lambda: temps.append(float(dyn.state.kinetic_energy()) * 2 / (3 * 31 * units.kB)), 5)
+    dyn.run(6000)
+    temps = np.array(temps[1:])
+    rel_width = temps.std() / temps.mean()
+    assert temps.mean() == pytest.approx(target, rel=0.06)
+    assert rel_width == pytest.approx(np.sqrt(2 / (3 * 31)), rel=0.25)
+
+
+def test_nose_hoover_conserved_quantity(water):
+    from nnpot.md import NoseHoover
+
+    atoms = _argon()
+    dyn = NoseHoover(atoms, 2 * units.fs, temperature_K=120, tdamp=50 * units.fs)
+    values = []
+    dyn.attach(lambda: values.append(dyn.conserved_energy()), 10)
+    dyn.run(1000)
+    kinetic_scale = 1.5 * len(atoms) * units.kB * 120
+    assert (max(values) - min(values)) < 1e-3 * kinetic_scale
+    temps = []
+    dyn.attach(lambda: temps.append(float(dyn.state.temperature())), 10)
+    dyn.run(500)
+    assert abs(np.mean(temps) - 120) < 40  # moved from 60 K towards the 120 K target

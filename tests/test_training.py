@@ -91,3 +91,36 @@ def test_cli_train_then_test_reduces_force_error(tmp_path, capsys):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert {"energy_rmse_per_atom", "energy_mae_per_atom", "force_rmse", "force_mae"} <= set(metrics)
     assert (tmp_path / "plots" / "parity_forces.png").exists()
+
+
+def _ddp_worker(rank, world, port, out):
+    import os
+
+    import torch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    torch.set_num_threads(1)
+    trainer = Trainer(_config(3, ["batch_size=1", "threads=1"]), out, progress=False)
+    for _ in range(3):
+        trainer.step()
+    if rank == 0:
+        torch.save(trainer.model.state_dict(), out / "ddp_state.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_equal_one_process_with_doubled_batch(tmp_path):
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, tmp_path / "ddp"), nprocs=2, join=True)
+    single = Trainer(_config(3, ["batch_size=2"]), tmp_path / "single", progress=False)
+    for _ in range(3):
+        single.step()
+    ddp = torch.load(tmp_path / "ddp" / "ddp_state.pt", weights_only=True)
+    for key, value in single.model.state_dict().items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-9, atol=1e-12)

@@ -1,0 +1,87 @@
+"""Learning curves of a potential: force and energy RMSE against training-set size and against
+fitting-net width at a fixed training budget (steps). This is the study to run on one's own data
+(``nnpot approx learning-curve --data FILE.h5``) to decide whether more data or a bigger network
+helps. No universal exponent exists; the fitted ones are the result.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnpot.approx.result import Series, StudyResult
+
+__all__ = ["LearningCurveConfig", "learning_curve"]
+
+
+@dataclass
+class LearningCurveConfig:
+    data: str = ""  #: HDF5 dataset; empty: the bundled water data
+    frames: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    widths: list[int] = field(default_factory=lambda: [30, 60, 120, 240])
+    steps: int = 2000
+    valid_frames: int = 64
+    embedding: list[int] = field(default_factory=lambda: [25, 50, 100])
+    axis_neuron: int = 16
+    fitting: list[int] = field(default_factory=lambda: [240, 240, 240])
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "LearningCurveConfig":
+        return cls(frames=[4, 16, 64], widths=[8, 32], steps=60, valid_frames=16, embedding=[8, 16],
+                   axis_neuron=4, fitting=[32, 32])
+
+
+def _train_and_score(c: LearningCurveConfig, train_path: Path, valid_path: Path, fitting: list[int], out: Path) -> dict:
+    from nnpot.potentials.train import Trainer
+    from nnpot.potentials.train_config import load_train_config
+
+    overrides = [f"num_steps={c.steps}", f"valid_freq={c.steps + 1}", f"save_freq={c.steps + 1}", "stat_frames=16",
+                 f"model.descriptor.neuron={c.embedding}", f"model.descriptor.axis_neuron={c.axis_neuron}",
+                 f"model.fitting.neuron={fitting}", f"seed={c.seed}", "stop_lr=1e-5"]
+    config = load_train_config(None, overrides, {"data": str(train_path), "valid_data": str(valid_path)})
+    trainer = Trainer(config, out, progress=False)
+    trainer.run()
+    return trainer.validate(trainer.valid_idx)
+
+
+def learning_curve(config: LearningCurveConfig | None = None, quick: bool = True) -> StudyResult:
+    from nnpot.data import H5Dataset, write_h5
+
+    c = config or (LearningCurveConfig.quick() if quick else LearningCurveConfig())
+    data = Path(c.data) if c.data else Path(__file__).resolve().parents[1] / "examples" / "data" / "water.h5"
+    t0 = time.perf_counter()
+    ds = H5Dataset(data)
+    order = np.random.default_rng(c.seed).permutation(len(ds))
+    valid_idx, pool = order[: c.valid_frames], order[c.valid_frames:]
+    if max(c.frames) > len(pool):
+        raise ValueError(f"{data}: {len(pool)} frames left after validation, fewer than {max(c.frames)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        valid_path = tmp / "valid.h5"
+        write_h5((ds[int(i)] for i in np.sort(valid_idx)), valid_path, validate=False)
+        force_n, energy_n = [], []
+        for n in c.frames:
+            path = tmp / f"train_{n}.h5"
+            write_h5((ds[int(i)] for i in np.sort(pool[:n])), path, validate=False)
+            m = _train_and_score(c, path, valid_path, c.fitting, tmp / f"run_{n}")
+            force_n.append([m["force_rmse"]])
+            energy_n.append([m["energy_rmse_per_atom"]])
+        full = tmp / f"train_{max(c.frames)}.h5"
+        force_w = []
+        for w in c.widths:
+            m = _train_and_score(c, full, valid_path, [w] * len(c.fitting), tmp / f"run_w{w}")
+            force_w.append([m["force_rmse"]])
+    frames = [float(n) for n in c.frames]
+    series = [Series("force RMSE vs training frames", frames, force_n, None, metric="RMSE (eV/A, eV/atom)"),
+              Series("energy RMSE per atom vs training frames", frames, energy_n, None, metric="RMSE (eV/A, eV/atom)"),
+              Series(f"force RMSE vs fitting width ({max(c.frames)} frames)", [float(w) for w in c.widths], force_w,
+                     None, metric="RMSE (eV/A, eV/atom)")]
+    for s in series:
+        s.fit_rate()
+    return StudyResult("learning-curve", "training frames / fitting-net width", series, time.perf_counter() - t0, quick,
+                       notes={"data": str(data), "steps": c.steps, "valid_frames": c.valid_frames})

@@ -1,0 +1,101 @@
+"""The result of a convergence study: measured errors per series, fitted rates, theory, plot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnpot.approx.rates import RateFit, fit_rate
+
+__all__ = ["Series", "StudyResult"]
+
+
+@dataclass
+class Series:
+    """One curve: errors at each parameter value, over seeds, with its fitted and theoretical rate."""
+
+    label: str
+    params: list[float]
+    errors: list[list[float]]  #: [len(params)][n_seeds]
+    theory_slope: float | None
+    drop: int = 0  #: leading points declared pre-asymptotic
+    metric: str = "RMSE"
+    fit: RateFit | None = None
+
+    def fit_rate(self) -> RateFit:
+        self.fit = fit_rate(np.array(self.params)[:, None] * np.ones((1, len(self.errors[0]))),
+                            np.array(self.errors), drop=self.drop, metric=self.metric)
+        return self.fit
+
+    def to_dict(self) -> dict:
+        e = np.array(self.errors)
+        return {"label": self.label, "params": self.params, "error_mean": e.mean(1).tolist(),
+                "error_std": e.std(1).tolist(), "errors": self.errors, "theory_slope": self.theory_slope,
+                "drop": self.drop, "metric": self.metric, "fit": self.fit.to_dict() if self.fit else None}
+
+
+@dataclass
+class StudyResult:
+    study: str
+    parameter: str  #: what the x axis is ("width m", "samples n", "1/dt", ...)
+    series: list[Series]
+    wall_s: float = 0.0
+    quick: bool = True
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def primary(self) -> Series:
+        return self.series[0]
+
+    def to_dict(self) -> dict:
+        p = self.primary
+        return {"study": self.study, "parameter": self.parameter, "quick": self.quick, "wall_s": self.wall_s,
+                "slope": p.fit.slope, "slope_ci": list(p.fit.slope_ci), "theory_slope": p.theory_slope,
+                "metric": p.metric, "series": [s.to_dict() for s in self.series], "notes": self.notes}
+
+    def table(self) -> str:
+        lines = [f"study {self.study} ({'quick' if self.quick else 'full'} setting, {self.wall_s:.1f} s)"]
+        for s in self.series:
+            e = np.array(s.errors)
+            lines.append(f"  {s.label}: {s.metric} against {self.parameter}")
+            for k, (x, m, sd) in enumerate(zip(s.params, e.mean(1), e.std(1))):
+                mark = "  (pre-asymptotic, not fitted)" if k < s.drop else ""
+                lines.append(f"    {x:>12.6g}   {m:.4e} +- {sd:.1e}{mark}")
+            theory = "n/a" if s.theory_slope is None else f"{s.theory_slope:+.3f}"
+            lines.append(f"    slope {s.fit.slope:+.3f}  95% CI [{s.fit.slope_ci[0]:+.3f}, {s.fit.slope_ci[1]:+.3f}]"
+                         f"  theory {theory}")
+        return "\n".join(lines)
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    def plot(self, path: str | Path) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+        for k, s in enumerate(self.series):
+            x, e = np.array(s.params), np.array(s.errors)
+            ax.errorbar(x, e.mean(1), yerr=e.std(1), fmt="o", color=f"C{k}", ms=4,
+                        label=f"{s.label}: slope {s.fit.slope:+.2f}")
+            xs = x[s.drop:]
+            ax.plot(xs, s.fit.prefactor * xs ** s.fit.slope, "-", color=f"C{k}", lw=1)
+            if s.theory_slope is not None:
+                x0, y0 = xs[0], s.fit.prefactor * xs[0] ** s.fit.slope
+                ax.plot(xs, y0 * (xs / x0) ** s.theory_slope, "--", color=f"C{k}", lw=0.8, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(self.parameter)
+        ax.set_ylabel(self.primary.metric)
+        ax.set_title(f"{self.study}  (dashed: theory)", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return Path(path)

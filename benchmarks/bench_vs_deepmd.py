@@ -1,0 +1,162 @@
+"""nnpot against DeePMD-kit 3.2 (PyTorch backend) on the same data, architecture and machine.
+
+Measures, in one run: training step time at batch 1 on the bundled water data (default water
+recipe in both), and energy+forces evaluation time per call for water boxes of several sizes
+(float64, DeePMD-kit's default precision). DeePMD-kit runs in its own virtual environment
+(see shared/peers/README.md); nothing of it is imported here.
+
+    python benchmarks/bench_vs_deepmd.py --dp-python .peers/dp/bin/python --sizes 192 1536 12288
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_eval import replicate_for  # noqa: E402
+
+DP_INPUT = {
+    "model": {
+        "type_map": ["O", "H"],
+        "descriptor": {"type": "se_e2_a", "sel": [46, 92], "rcut_smth": 0.5, "rcut": 6.0, "neuron": [25, 50, 100],
+                       "resnet_dt": False, "axis_neuron": 16, "type_one_side": True, "seed": 1},
+        "fitting_net": {"neuron": [240, 240, 240], "resnet_dt": True, "seed": 1},
+    },
+    "learning_rate": {"type": "exp", "decay_steps": 5000, "start_lr": 0.001, "stop_lr": 3.51e-8},
+    "loss": {"type": "ener", "start_pref_e": 0.02, "limit_pref_e": 1, "start_pref_f": 1000, "limit_pref_f": 1,
+             "start_pref_v": 0, "limit_pref_v": 0},
+    "training": {"training_data": {"systems": [], "batch_size": 1}, "numb_steps": 0, "seed": 10,
+                 "disp_file": "lcurve.out", "disp_freq": 100000, "save_freq": 100000},
+}
+
+DP_EVAL = r'''
+import json, sys, time
+import numpy as np
+from deepmd.infer import DeepPot
+args = json.loads(sys.argv[1])
+dp = DeepPot(args["model"])
+out = []
+for path in args["boxes"]:
+    d = np.load(path)
+    coord, cell, types = d["coord"][None], d["cell"].reshape(1, 9), d["types"].tolist()
+    try:
+        dp.eval(coord, cell, types)
+        times = []
+        for _ in range(args["repeats"]):
+            t0 = time.perf_counter(); e, f, v = dp.eval(coord, cell, types); times.append(time.perf_counter() - t0)
+        out.append({"atoms": len(types), "eval_s": min(times), "energy": float(np.ravel(e)[0])})
+    except Exception as exc:  # out of memory and the like are results too
+        out.append({"atoms": len(types), "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+print("JSON" + json.dumps(out))
+'''
+
+
+def run(cmd, cwd, env):
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0, proc.stdout
+
+
+def dp_train_time(dp_bin: Path, work: Path, env, steps: int) -> float:
+    cfg = json.loads(json.dumps(DP_INPUT))
+    cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((work / "dpdata").iterdir())]
+    cfg["training"]["numb_steps"] = steps
+    (work / "input.json").write_text(json.dumps(cfg, indent=1))
+    elapsed, _ = run([str(dp_bin), "--pt", "train", "input.json"], work, env)
+    return elapsed
+
+
+def nnpot_train_step_time(steps: int, threads: int) -> float:
+    from nnpot.potentials.train import Trainer
+    from nnpot.potentials.train_config import load_train_config
+
+    config = load_train_config(None, [f"num_steps={steps * 10}", "valid_freq=1000000", f"threads={threads}"],
+                               {"data": str(ROOT / "examples" / "data" / "water.h5")})
+    trainer = Trainer(config, ROOT / "runs" / "bench_nnpot_train", progress=False)
+    for _ in range(5):
+        trainer.step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
+    p.add_argument("--sizes", type=int, nargs="+", default=[192, 1536, 12288])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train-steps", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "vs_deepmd.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from nnpot.data import H5Dataset, write_deepmd
+    from nnpot.potentials import EnergyModel, apply_stats, derivatives, make_batch
+
+    work = ROOT / "runs" / "bench_dp"
+    work.mkdir(parents=True, exist_ok=True)
+    ds = H5Dataset(ROOT / "examples" / "data" / "water.h5")
+    write_deepmd(ds, work / "dpdata", type_map=["O", "H"])
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), DP_INTRA_OP_PARALLELISM_THREADS=str(args.threads),
+               DP_INTER_OP_PARALLELISM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    dp_bin = Path(args.dp_python).parent / "dp"
+    short, long_ = 10, 10 + args.train_steps
+    t_short = dp_train_time(dp_bin, work, env, short)
+    t_long = dp_train_time(dp_bin, work, env, long_)
+    dp_step = (t_long - t_short) / args.train_steps
+    run([str(dp_bin), "--pt", "freeze", "-o", "model.pth"], work, env)
+    nn_step = nnpot_train_step_time(args.train_steps, args.threads)
+
+    base = ds[0].to_atoms()
+    boxes = []
+    for n in args.sizes:
+        atoms = base.repeat(replicate_for(n))
+        path = work / f"box_{n}.npz"
+        np.savez(path, coord=atoms.positions.reshape(-1), cell=atoms.cell.array, types=(atoms.numbers == 1).astype(int))
+        boxes.append((atoms, path))
+    _, out = run([args.dp_python, "-c", DP_EVAL, json.dumps({"model": str(work / "model.pth"), "repeats": args.repeats,
+                                                            "boxes": [str(b[1]) for b in boxes]})], work, env)
+    dp_eval = json.loads(out.split("JSON", 1)[1])
+    model = EnergyModel()
+    frames = [ds[i] for i in range(0, 320, 40)]
+    apply_stats(model, frames, np.array([f.energy for f in frames]))
+    model.eval()
+    rows = []
+    for (atoms, _), dp_row in zip(boxes, dp_eval):
+        times = []
+        for _ in range(args.repeats + 1):
+            t0 = time.perf_counter()
+            batch = make_batch([atoms], model.type_map, model.cutoff, model.sel)
+            derivatives(model, batch, chunk_size=4096)
+            times.append(time.perf_counter() - t0)
+        nn_t = min(times[1:])
+        dp_t = dp_row.get("eval_s")
+        rows.append({"atoms": len(atoms), "nnpot_s": nn_t, "deepmd_s": dp_t, "deepmd_error": dp_row.get("error"),
+                     "speedup": (dp_t / nn_t) if dp_t else None})
+    print(f"training step, batch 1, water, {args.threads} threads: nnpot {nn_step:.3f} s, DeePMD-kit {dp_step:.3f} s "
+          f"-> {dp_step / nn_step:.2f}x")
+    print(f"{'atoms':>8} {'nnpot (s)':>10} {'DeePMD-kit (s)':>15} {'DeePMD/nnpot':>13}   (energy+forces, float64, CPU)")
+    for r in rows:
+        dp_text = f"{r['deepmd_s']:15.3f}" if r["deepmd_s"] else f"{'failed':>15}"
+        ratio = f"{r['speedup']:13.2f}" if r["speedup"] else f"{'-':>13}"
+        print(f"{r['atoms']:>8} {r['nnpot_s']:10.3f} {dp_text} {ratio}")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"threads": args.threads, "train_step_s": {"nnpot": nn_step, "deepmd": dp_step},
+                                           "eval": rows, "torch": torch.__version__}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
