@@ -41,7 +41,9 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "UNITS", "H5Dataset", "write_h5", "a
 FORMAT_NAME = "nnpot-dataset"
 FORMAT_VERSION = 1
 UNITS = {"length_unit": "Angstrom", "energy_unit": "eV", "force_unit": "eV/Angstrom", "virial_unit": "eV"}
-_ATOM_CHUNK = 16384  # rows per chunk of a per-atom array (about 400 KB of float64 x3)
+_ATOM_CHUNK = 4096  # rows per chunk of a per-atom array (96 KiB of float64 x3): small chunks keep
+# random access cheap, since every read decompresses whole chunks
+_CACHE_BYTES = 32 * 2**20  # HDF5 chunk cache per open dataset
 _FRAME_CHUNK = 4096
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _REQUIRED = ("numbers", "positions", "forces", "frame_offsets", "energy", "cell", "pbc")
@@ -83,6 +85,7 @@ class H5Dataset(Sequence[Frame]):
             if arr.shape != shape:
                 raise DatasetError(f"{where}: /{key} has shape {arr.shape}, expected {shape}")
         self._fh: h5py.File | None = None
+        self._ds: dict = {}
         self._pid = -1
 
     @staticmethod
@@ -106,18 +109,20 @@ class H5Dataset(Sequence[Frame]):
 
     def _file(self) -> h5py.File:
         if self._fh is None or self._pid != os.getpid():
-            self._fh = h5py.File(self.path, "r")
+            self._fh = h5py.File(self.path, "r", rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
             self._pid = os.getpid()
+            # dataset handles are kept: the chunk cache lives and dies with them
+            self._ds = {k: self._fh[k] for k in ("numbers", "positions", "forces") + (("virial",) if "virial" in self._fh else ())}
         return self._fh
 
     def close(self) -> None:
         if self._fh is not None and self._pid == os.getpid():
             self._fh.close()
-        self._fh = None
+        self._fh, self._ds = None, {}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_fh"], state["_pid"] = None, -1
+        state["_fh"], state["_pid"], state["_ds"] = None, -1, {}
         return state
 
     def __len__(self) -> int:
@@ -144,19 +149,20 @@ class H5Dataset(Sequence[Frame]):
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"frame {index} out of range for {len(self)} frames")
-        a, b = self.frame_offsets[i], self.frame_offsets[i + 1]
-        fh = self._file()
+        a, b = int(self.frame_offsets[i]), int(self.frame_offsets[i + 1])
+        self._file()
+        ds = self._ds
         try:
             virial = None
             if self.has_virial is not None and self.has_virial[i]:
-                virial = np.asarray(fh["virial"][i])
+                virial = np.asarray(ds["virial"][i])
             return Frame(
-                numbers=np.asarray(fh["numbers"][a:b]),
-                positions=np.asarray(fh["positions"][a:b]),
+                numbers=np.asarray(ds["numbers"][a:b]),
+                positions=np.asarray(ds["positions"][a:b]),
                 cell=self.cell[i],
                 pbc=self.pbc[i],
                 energy=float(self.energy[i]),
-                forces=np.asarray(fh["forces"][a:b]),
+                forces=np.asarray(ds["forces"][a:b]),
                 virial=virial,
                 weight=float(self.weight[i]),
             )
