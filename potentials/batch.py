@@ -78,8 +78,14 @@ def make_batch(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float64,
     on_overflow: str = "error",
+    tight: bool = False,
 ) -> AtomsBatch:
-    """Batch ``structures`` (ASE ``Atoms`` or :class:`~nnpot.data.Frame`) with their neighbors."""
+    """Batch ``structures`` (ASE ``Atoms`` or :class:`~nnpot.data.Frame`) with their neighbors.
+
+    With ``tight`` each type's block is cut to the largest neighbor count in the batch instead of
+    its full ``capacity``: less padding, the same energies (the descriptor corrects for the slot
+    count), but shapes that change from batch to batch.
+    """
     pos_l, typ_l, frame_l, cell_l, pbc_l, idx_l, sh_l = [], [], [], [], [], [], []
     offset = 0
     max_counts = np.zeros(len(capacity), dtype=np.int64)
@@ -102,7 +108,13 @@ def make_batch(
         offset += len(numbers)
         max_counts = np.maximum(max_counts, nb.max_counts)
         dropped += nb.n_dropped
-    neighbors = PaddedNeighbors(torch.cat(idx_l), torch.cat(sh_l), tuple(int(c) for c in capacity),
-                                tuple(int(m) for m in max_counts), dropped)
+    index, shifts = torch.cat(idx_l), torch.cat(sh_l)
+    capacity = tuple(int(c) for c in capacity)
+    if tight:
+        keep = torch.cat([torch.arange(start, start + min(int(m), c), device=index.device)
+                          for start, c, m in zip(np.cumsum((0,) + capacity[:-1]), capacity, max_counts)])
+        index, shifts = index[:, keep], shifts[:, keep]
+        capacity = tuple(min(int(m), c) for c, m in zip(capacity, max_counts))
+    neighbors = PaddedNeighbors(index, shifts, capacity, tuple(int(m) for m in max_counts), dropped)
     return AtomsBatch(torch.cat(pos_l), torch.cat(typ_l), torch.cat(frame_l), torch.stack(cell_l),
                       torch.stack(pbc_l).to(device), neighbors)

@@ -178,7 +178,8 @@ class Trainer:
         c, lc = self.config, self.config.loss
         frames = [self.train_ds[i] for i in indices]
         model = self.model
-        batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype)
+        batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype,
+                           tight=True)
         out = derivatives(model, batch, create_graph=True)
         tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
         n = tensor([f.n_atoms for f in frames])
