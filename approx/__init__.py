@@ -7,6 +7,7 @@ a plot. ``nnpot approx STUDY`` runs one from the command line.
 """
 
 from nnpot.approx.barron import BarronConfig, RandomFeaturesConfig, barron_mc, random_features
+from nnpot.approx.decomposition import DecompositionConfig, decomposition
 from nnpot.approx.depth import DepthConfig, depth_study, yarotsky_square
 from nnpot.approx.integrators import IntegratorConfig, integrator_order
 from nnpot.approx.learning import LearningCurveConfig, learning_curve
@@ -19,6 +20,7 @@ STUDIES = {
     "depth": depth_study,
     "integrator-order": integrator_order,
     "learning-curve": learning_curve,
+    "decomposition": decomposition,
 }
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "BarronConfig",
     "RandomFeaturesConfig",
     "DepthConfig",
+    "DecompositionConfig",
+    "decomposition",
     "IntegratorConfig",
     "LearningCurveConfig",
     "learning_curve",

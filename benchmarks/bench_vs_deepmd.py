@@ -56,7 +56,7 @@ for path in args["boxes"]:
             t0 = time.perf_counter(); e, f, v = dp.eval(coord, cell, types); times.append(time.perf_counter() - t0)
         out.append({"atoms": len(types), "eval_s": min(times), "energy": float(np.ravel(e)[0])})
     except Exception as exc:  # out of memory and the like are results too
-        out.append({"atoms": len(types), "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+        out.append({"atoms": len(types), "error": f"{type(exc).__name__}: {str(exc)[-400:]}"})
 print("JSON" + json.dumps(out))
 '''
 

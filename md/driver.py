@@ -37,7 +37,11 @@ class MDError(NNPotError, RuntimeError):
 
 
 class MolecularDynamics:
-    """Base driver. ``timestep`` is in ASE time units (``0.5 * ase.units.fs``), as in ASE."""
+    """Base driver. ``timestep`` is in ASE time units (``0.5 * ase.units.fs``), as in ASE.
+
+    ``trajectory`` may end in ``.traj`` (ASE), ``.xyz``/``.extxyz`` or ``.h5md`` (H5MD, readable
+    by other MD tools); ``logfile="-"`` prints the log.
+    """
 
     def __init__(self, atoms, timestep: float, trajectory: str | os.PathLike[str] | None = None,
                  logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 0.5,
@@ -117,7 +121,13 @@ class MolecularDynamics:
     def _attach_trajectory(self, trajectory, interval: int) -> None:
         from ase.io import Trajectory
 
-        if str(trajectory).endswith((".xyz", ".extxyz")):
+        if str(trajectory).endswith((".h5md", ".h5")):
+            from nnpot.md.h5md import H5MDWriter
+
+            writer = H5MDWriter(trajectory, self.atoms)
+            self._files.append(writer)
+            self.attach(lambda: writer.write(snapshot(self.state, self.atoms), self.nsteps, self.get_time()), interval)
+        elif str(trajectory).endswith((".xyz", ".extxyz")):
             fh = open(trajectory, "w")
             self._files.append(fh)
             self.attach(lambda: snapshot(self.state, self.atoms).write(fh, format="extxyz"), interval)

@@ -18,11 +18,13 @@ class MDConfig:
     structure: str = ""  #: any ASE-readable file, or an nnpot .h5 (frame `frame`)
     frame: int = 0
     model: str = ""  #: .nnp model file
-    ensemble: str = "nve"  #: nve (velocity Verlet) or langevin
+    ensemble: str = "nve"  #: nve (velocity Verlet), langevin, bussi or nose-hoover
     timestep_fs: float = 0.5
     steps: int = 1000
     temperature_K: float = 300.0  #: initial Maxwell-Boltzmann temperature and thermostat target
     friction_per_fs: float = 0.01  #: Langevin friction
+    tau_fs: float = 100.0  #: Bussi / Nose-Hoover time constant
+    trajectory: str = "md.traj"  #: file name in `output`: .traj, .extxyz or .h5md
     replicate: list[int] = field(default_factory=lambda: [1, 1, 1])  #: e.g. [2, 2, 2] for a supercell
     device: str = "auto"
     dtype: str = "float64"
@@ -56,25 +58,30 @@ def run_md(config: MDConfig, progress: bool = True) -> dict:
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from tqdm.auto import tqdm
 
-    from nnpot.md.driver import Langevin, VelocityVerlet
+    from nnpot.md.driver import Bussi, Langevin, NoseHoover, VelocityVerlet
     from nnpot.potentials.calculator import NNPotCalculator
 
-    if config.ensemble not in ("nve", "langevin"):
-        raise ConfigError(f"ensemble: {config.ensemble!r}; allowed: 'nve', 'langevin'")
+    ensembles = ("nve", "langevin", "bussi", "nose-hoover")
+    if config.ensemble not in ensembles:
+        raise ConfigError(f"ensemble: {config.ensemble!r}; allowed: {', '.join(map(repr, ensembles))}")
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     atoms = _structure(config)
     MaxwellBoltzmannDistribution(atoms, temperature_K=config.temperature_K, rng=np.random.default_rng(config.seed))
     Stationary(atoms)
     atoms.calc = NNPotCalculator(config.model, device=config.device, dtype=config.dtype)
-    common = {"trajectory": str(out / "md.traj"), "logfile": str(out / "md.log"), "loginterval": config.loginterval,
+    common = {"trajectory": str(out / config.trajectory), "logfile": str(out / "md.log"), "loginterval": config.loginterval,
               "skin": config.skin}
     dt = config.timestep_fs * units.fs
+    T, tau = config.temperature_K, config.tau_fs * units.fs
     if config.ensemble == "nve":
         dyn = VelocityVerlet(atoms, dt, **common)
+    elif config.ensemble == "langevin":
+        dyn = Langevin(atoms, dt, temperature_K=T, friction=config.friction_per_fs / units.fs, seed=config.seed, **common)
+    elif config.ensemble == "bussi":
+        dyn = Bussi(atoms, dt, temperature_K=T, taut=tau, seed=config.seed, **common)
     else:
-        dyn = Langevin(atoms, dt, temperature_K=config.temperature_K, friction=config.friction_per_fs / units.fs,
-                       seed=config.seed, **common)
+        dyn = NoseHoover(atoms, dt, temperature_K=T, tdamp=tau, **common)
     thermo = []
     dyn.attach(lambda: thermo.append((dyn.get_time() / units.fs, float(dyn.state.energy), float(dyn.state.kinetic_energy()),
                                       float(dyn.state.temperature()))), config.loginterval)

@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("approx", help="approximation-error and convergence-rate studies",
                        description="Measure an error against width, depth, samples or time step, fit the "
                        "log-log slope with a bootstrap 95%% interval, and compare it with theory.")
-    p.add_argument("study", choices=["barron-mc", "random-features", "depth", "integrator-order", "learning-curve"])
+    p.add_argument("study", choices=["barron-mc", "random-features", "depth", "decomposition", "integrator-order",
+                                          "learning-curve"])
     p.add_argument("--data", help="learning-curve: your HDF5 dataset (default: the bundled water data)")
     p.add_argument("--quick", action="store_true", help="the small setting (about a minute on 2 cores)")
     p.add_argument("--json", help="write the table, slope, slope_ci and theory_slope as JSON")

@@ -218,7 +218,7 @@ def padded_neighbors(
     o = order[keep]
     slot = block_start[tj[o]] + rank[keep]
     index = torch.full((n_atoms, total), -1, dtype=torch.long, device=device)
-    shift_out = torch.zeros(n_atoms, total, 3, dtype=torch.float64 if distances.dtype == torch.float64 else distances.dtype, device=device)
+    shift_out = torch.zeros(n_atoms, total, 3, dtype=distances.dtype, device=device)
     index[i[o], slot] = j[o]
     shift_out[i[o], slot] = shifts[o].to(shift_out.dtype)
     return PaddedNeighbors(index, shift_out, tuple(int(c) for c in capacity), tuple(int(m) for m in max_counts.tolist()), n_dropped)

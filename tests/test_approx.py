@@ -65,3 +65,12 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
     assert {"slope", "slope_ci", "theory_slope"} <= set(data)
     assert data["slope"] == pytest.approx(-2.0, abs=1e-9)
     assert (tmp_path / "d.png").stat().st_size > 1000
+
+
+def test_decomposition_gap_below_path_norm_bound():
+    from nnpot.approx.decomposition import decomposition
+
+    result = decomposition()
+    assert result.notes["gap_below_bound"]
+    bound = next(s for s in result.series if s.label.startswith("path-norm"))
+    assert bound.fit.slope == pytest.approx(-0.5, abs=0.1)

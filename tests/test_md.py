@@ -154,3 +154,20 @@ def test_nose_hoover_conserved_quantity(water):
     dyn.attach(lambda: temps.append(float(dyn.state.temperature())), 10)
     dyn.run(500)
     assert abs(np.mean(temps) - 120) < 40  # moved from 60 K towards the 120 K target
+
+
+def test_h5md_trajectory(tmp_path, water):
+    import h5py
+
+    atoms = _start(water)
+    atoms.calc = _lj()
+    dyn = VelocityVerlet(atoms, 0.5 * units.fs, trajectory=tmp_path / "t.h5md", loginterval=4)
+    dyn.run(8)
+    dyn.close()
+    with h5py.File(tmp_path / "t.h5md") as fh:
+        assert list(fh["h5md"].attrs["version"]) == [1, 1]
+        pos = fh["particles/all/position"]
+        assert pos["value"].shape == (3, 192, 3) and list(pos["step"][:]) == [0, 4, 8]
+        np.testing.assert_allclose(pos["value"][-1], atoms.positions)
+        assert pos["time"][-1] == pytest.approx(8 * 0.5e-3)  # ps
+        np.testing.assert_array_equal(fh["particles/all/species"][:], atoms.numbers)

@@ -1,0 +1,88 @@
+"""Accuracy at equal wall-clock time: nnpot against DeePMD-kit 3.2 on the bundled water data.
+
+Both train the default water se_e2_a architecture on the same 80% of the frames (seed 0) for the
+same wall-clock budget on the same cores, with the learning rate decaying from 1e-3 to 1e-5
+over the budget (DeePMD-kit gets the number of steps it manages in that time, measured first,
+and decay_steps = steps / 100), then both are evaluated on the same held-out 20%.
+
+    python benchmarks/bench_train_budget.py --budget 10m [--precision float64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_vs_deepmd import dp_config, dp_train_step, run  # noqa: E402
+
+
+def main() -> None:
+    import os
+
+    from nnpot.cli import main as nnpot_main
+    from nnpot.data import H5Dataset, split, write_deepmd
+    from nnpot.potentials.train_config import parse_duration
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="10m")
+    p.add_argument("--precision", default="float64", choices=["float64", "float32"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
+    p.add_argument("--skip-deepmd", action="store_true")
+    args = p.parse_args()
+    seconds = parse_duration(args.budget)
+    work = ROOT / "runs" / f"budget_{args.budget}_{args.precision}"
+    work.mkdir(parents=True, exist_ok=True)
+    split(ROOT / "examples" / "data" / "water.h5", [0.8, 0.2], [work / "train.h5", work / "valid.h5"], seed=0)
+    result = {"budget": args.budget, "precision": args.precision, "threads": args.threads}
+
+    t0 = time.perf_counter()
+    nnpot_main(["train", "--data", str(work / "train.h5"), "--valid-data", str(work / "valid.h5"), "--out",
+                str(work / "nnpot"), "--max-time", args.budget, "--set", f"threads={args.threads}", "--set",
+                f"model.dtype={args.precision}", "-q"])
+    result["nnpot_wall_s"] = time.perf_counter() - t0
+    nnpot_main(["test", "-m", str(work / "nnpot" / "model.nnp"), "-d", str(work / "valid.h5"), "--json",
+                str(work / "nnpot_test.json"), "-q"])
+    m = json.loads((work / "nnpot_test.json").read_text())
+    result["nnpot"] = {k: m[k] for k in ("energy_rmse_per_atom", "force_rmse")}
+    log = [json.loads(x) for x in (work / "nnpot" / "valid.jsonl").read_text().splitlines()]
+    result["nnpot"]["steps"] = log[-1]["step"]
+
+    if not args.skip_deepmd:
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), DP_INTRA_OP_PARALLELISM_THREADS=str(args.threads),
+                   DP_INTER_OP_PARALLELISM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+        dp_bin = Path(args.dp_python).parent / "dp"
+        dpw = work / "deepmd"
+        dpw.mkdir(exist_ok=True)
+        write_deepmd(H5Dataset(work / "train.h5"), dpw / "dpdata", type_map=["O", "H"])
+        write_deepmd(H5Dataset(work / "valid.h5"), dpw / "dpvalid", type_map=["O", "H"])
+        step = dp_train_step(dp_bin, dpw, env, 140, args.precision)
+        steps = int(seconds / step)
+        cfg = dp_config(args.precision)
+        cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((dpw / "dpdata").iterdir())]
+        cfg["training"].update(numb_steps=steps, disp_freq=max(1, steps // 20), save_freq=steps)
+        cfg["learning_rate"].update(decay_steps=max(1, steps // 100), stop_lr=1e-5)
+        (dpw / "input.json").write_text(json.dumps(cfg, indent=1))
+        t0 = time.perf_counter()
+        run([str(dp_bin), "--pt", "train", "input.json"], dpw, env)
+        result["deepmd_wall_s"] = time.perf_counter() - t0
+        run([str(dp_bin), "--pt", "freeze", "-o", "model.pth"], dpw, env)
+        _, out = run([str(dp_bin), "--pt", "test", "-m", "model.pth", "-s", str(dpw / "dpvalid"), "-n", "100000"], dpw,
+                     env, stderr=True)
+        e = re.findall(r"Energy RMSE/Natoms\s*:\s*([0-9.eE+-]+)", out)
+        f = re.findall(r"Force\s+RMSE\s*:\s*([0-9.eE+-]+)", out)
+        result["deepmd"] = {"energy_rmse_per_atom": float(e[-1]), "force_rmse": float(f[-1]), "steps": steps,
+                            "step_s": step}
+    print(json.dumps(result, indent=2))
+    out = ROOT / "benchmarks" / "results" / f"train_budget_{args.budget}_{args.precision}.json"
+    out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
