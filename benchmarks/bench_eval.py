@@ -32,6 +32,48 @@ def replicate_for(n_atoms: int) -> tuple[int, int, int]:
     raise SystemExit(f"{n_atoms} is not 192 times a box replication")
 
 
+def water_model(sel: tuple[int, int] | None = None):
+    """Frame 0 of the bundled water data (192 atoms, no calculator) and the default water model
+    (``sel`` changed if given) with statistics from 8 frames (random weights: speed does not
+    depend on them)."""
+    from nnpot.potentials import ModelConfig
+
+    ds = H5Dataset(ROOT / "examples" / "data" / "water.h5")
+    base = ds[0].to_atoms()
+    base.calc = None
+    config = ModelConfig()
+    if sel is not None:
+        config.descriptor.sel = list(sel)
+    model = EnergyModel(config)
+    frames = [ds[i] for i in range(0, 320, 40)]
+    apply_stats(model, frames, np.array([f.energy for f in frames]))
+    return base, model
+
+
+def measure(m, atoms, args, dtype) -> dict:
+    """Neighbor-list time, best-of-``repeats`` energy+forces time and peak memory for one box."""
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    batch = make_batch([atoms], m.type_map, m.cutoff, m.sel, device=args.device, dtype=dtype)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t_nl = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        out = derivatives(m, batch, chunk_size=args.chunk)
+        float(out["energy"][0])  # synchronises
+        times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    best = min(times)
+    return {"atoms": len(atoms), "dtype": str(dtype).replace("torch.", ""), "device": args.device, "neighbor_s": t_nl,
+            "eval_s": best, "us_per_atom": best / len(atoms) * 1e6, "peak_MiB": peak}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -41,37 +83,24 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=8192)
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "eval.json"))
     args = p.parse_args()
-    ds = H5Dataset(ROOT / "examples" / "data" / "water.h5")
-    base = ds[0].to_atoms()
-    model = EnergyModel()
-    frames = [ds[i] for i in range(0, 320, 40)]
-    apply_stats(model, frames, np.array([f.energy for f in frames]))
+    base, model = water_model()
     rows = []
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         m = model.to(device=args.device, dtype=dtype).eval()
         for n in args.sizes:
             atoms = base.repeat(replicate_for(n))
-            t0 = time.perf_counter()
-            batch = make_batch([atoms], m.type_map, m.cutoff, m.sel, device=args.device, dtype=dtype)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t_nl = time.perf_counter() - t0
-            times = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                out = derivatives(m, batch, chunk_size=args.chunk)
-                float(out["energy"][0])  # synchronises
-                times.append(time.perf_counter() - t0)
-            peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda")
-                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-            best = min(times)
-            rows.append({"atoms": len(atoms), "dtype": dtype_name, "device": args.device, "neighbor_s": t_nl,
-                         "eval_s": best, "us_per_atom": best / len(atoms) * 1e6, "peak_MiB": peak})
+            try:
+                rows.append(measure(m, atoms, args, dtype))
+            except Exception as exc:  # out of memory is a result too
+                rows.append({"atoms": len(atoms), "dtype": dtype_name, "device": args.device,
+                             "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                print(f"{len(atoms):>8} {dtype_name:>8} {args.device:>5}  {rows[-1]['error']}")
+                continue
             r = rows[-1]
-            print(f"{r['atoms']:>8} {dtype_name:>8} {args.device:>5}  neighbors {t_nl * 1e3:9.1f} ms  "
-                  f"energy+forces {best * 1e3:10.1f} ms  {r['us_per_atom']:8.2f} us/atom  peak {peak:9.0f} MiB")
+            print(f"{r['atoms']:>8} {dtype_name:>8} {args.device:>5}  neighbors {r['neighbor_s'] * 1e3:9.1f} ms  "
+                  f"energy+forces {r['eval_s'] * 1e3:10.1f} ms  {r['us_per_atom']:8.2f} us/atom  peak {r['peak_MiB']:9.0f} MiB",
+                  flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
                                            "rows": rows}, indent=2))

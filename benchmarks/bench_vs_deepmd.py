@@ -76,7 +76,7 @@ def dp_config(precision: str) -> dict:
     return cfg
 
 
-def dp_train_step(dp_bin: Path, work: Path, env, steps: int, precision: str, every: int = 20) -> float:
+def dp_train_step(dp_cmd: list[str], work: Path, env, steps: int, precision: str, every: int = 20) -> float:
     """Seconds per training step from DeePMD-kit's own log ("Batch N: total wall time = T s" per
     ``every`` batches), leaving out the first interval (start-up, statistics)."""
     import re
@@ -86,19 +86,19 @@ def dp_train_step(dp_bin: Path, work: Path, env, steps: int, precision: str, eve
     cfg["training"]["numb_steps"] = steps
     cfg["training"]["disp_freq"] = every
     (work / "input.json").write_text(json.dumps(cfg, indent=1))
-    _, out = run([str(dp_bin), "--pt", "train", "input.json"], work, env, stderr=True)
+    _, out = run([*dp_cmd, "--pt", "train", "input.json"], work, env, stderr=True)
     walls = [float(t) for t in re.findall(r"Batch\s+\d+: total wall time = ([0-9.]+) s", out)]
     if len(walls) < 3:
         raise SystemExit(f"could not read DeePMD-kit's timings:\n{out[-2000:]}")
     return float(np.mean(walls[2:])) / every
 
 
-def nnpot_train_step_time(steps: int, threads: int, precision: str) -> float:
+def nnpot_train_step_time(steps: int, threads: int, precision: str, device: str = "cpu") -> float:
     from nnpot.potentials.train import Trainer
     from nnpot.potentials.train_config import load_train_config
 
     config = load_train_config(None, [f"num_steps={steps * 10}", "valid_freq=1000000", f"threads={threads}",
-                                      f"model.dtype={precision}"],
+                                      f"model.dtype={precision}", f"device={device}"],
                                {"data": str(ROOT / "examples" / "data" / "water.h5")})
     trainer = Trainer(config, ROOT / "runs" / "bench_nnpot_train", progress=False)
     for _ in range(5):
@@ -106,6 +106,8 @@ def nnpot_train_step_time(steps: int, threads: int, precision: str) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
         trainer.step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return (time.perf_counter() - t0) / steps
 
 
@@ -117,9 +119,10 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--precision", choices=["float64", "float32"], default="float64", help="both codes, same precision")
-    p.add_argument("--json", help="default benchmarks/results/vs_deepmd_<precision>.json")
+    p.add_argument("--device", default="cpu", help="cpu or cuda, for both codes")
+    p.add_argument("--json", help="default benchmarks/results/vs_deepmd_<precision>[_cuda].json")
     args = p.parse_args()
-    args.json = args.json or str(ROOT / "benchmarks" / "results" / f"vs_deepmd_{args.precision}.json")
+    args.json = args.json or str(ROOT / "benchmarks" / "results" / f"vs_deepmd_{args.precision}{'_cuda' if args.device != 'cpu' else ''}.json")
     torch.set_num_threads(args.threads)
     from nnpot.data import H5Dataset, write_deepmd
     from nnpot.potentials import EnergyModel, apply_stats, derivatives, make_batch
@@ -129,11 +132,13 @@ def main() -> None:
     ds = H5Dataset(ROOT / "examples" / "data" / "water.h5")
     write_deepmd(ds, work / "dpdata", type_map=["O", "H"])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), DP_INTRA_OP_PARALLELISM_THREADS=str(args.threads),
-               DP_INTER_OP_PARALLELISM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    dp_bin = Path(args.dp_python).parent / "dp"
-    dp_step = dp_train_step(dp_bin, work, env, 40 + args.train_steps, args.precision)
-    run([str(dp_bin), "--pt", "freeze", "-o", "model.pth"], work, env)
-    nn_step = nnpot_train_step_time(args.train_steps, args.threads, args.precision)
+               DP_INTER_OP_PARALLELISM_THREADS="1")
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    dp_cmd = [args.dp_python, "-m", "deepmd"]
+    dp_step = dp_train_step(dp_cmd, work, env, 40 + args.train_steps, args.precision)
+    run([*dp_cmd, "--pt", "freeze", "-o", "model.pth"], work, env)
+    nn_step = nnpot_train_step_time(args.train_steps, args.threads, args.precision, args.device)
 
     base = ds[0].to_atoms()
     boxes = []
@@ -148,29 +153,30 @@ def main() -> None:
     model = EnergyModel()
     frames = [ds[i] for i in range(0, 320, 40)]
     apply_stats(model, frames, np.array([f.energy for f in frames]))
-    model = model.to(dtype=getattr(torch, args.precision)).eval()
+    model = model.to(dtype=getattr(torch, args.precision), device=args.device).eval()
     rows = []
     for (atoms, _), dp_row in zip(boxes, dp_eval):
         times = []
         for _ in range(args.repeats + 1):
             t0 = time.perf_counter()
-            batch = make_batch([atoms], model.type_map, model.cutoff, model.sel, dtype=model.dtype)
-            derivatives(model, batch, chunk_size=4096)
+            batch = make_batch([atoms], model.type_map, model.cutoff, model.sel, dtype=model.dtype,
+                               device=args.device)
+            float(derivatives(model, batch, chunk_size=8192)["energy"][0])  # synchronises
             times.append(time.perf_counter() - t0)
         nn_t = min(times[1:])
         dp_t = dp_row.get("eval_s")
         rows.append({"atoms": len(atoms), "nnpot_s": nn_t, "deepmd_s": dp_t, "deepmd_error": dp_row.get("error"),
                      "speedup": (dp_t / nn_t) if dp_t else None})
     print(f"precision {args.precision}")
-    print(f"training step, batch 1, water, {args.threads} threads: nnpot {nn_step:.3f} s, DeePMD-kit {dp_step:.3f} s "
+    print(f"training step, batch 1, water, {args.device}, {args.threads} threads: nnpot {nn_step:.3f} s, DeePMD-kit {dp_step:.3f} s "
           f"-> {dp_step / nn_step:.2f}x")
-    print(f"{'atoms':>8} {'nnpot (s)':>10} {'DeePMD-kit (s)':>15} {'DeePMD/nnpot':>13}   (energy+forces, {args.precision}, CPU)")
+    print(f"{'atoms':>8} {'nnpot (s)':>10} {'DeePMD-kit (s)':>15} {'DeePMD/nnpot':>13}   (energy+forces, {args.precision}, {args.device})")
     for r in rows:
         dp_text = f"{r['deepmd_s']:15.3f}" if r["deepmd_s"] else f"{'failed':>15}"
         ratio = f"{r['speedup']:13.2f}" if r["speedup"] else f"{'-':>13}"
         print(f"{r['atoms']:>8} {r['nnpot_s']:10.3f} {dp_text} {ratio}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"precision": args.precision, "threads": args.threads, "train_step_s": {"nnpot": nn_step, "deepmd": dp_step},
+    Path(args.json).write_text(json.dumps({"precision": args.precision, "device": args.device, "threads": args.threads, "train_step_s": {"nnpot": nn_step, "deepmd": dp_step},
                                            "eval": rows, "torch": torch.__version__}, indent=2))
 
 

@@ -2,12 +2,14 @@
 
 :mod:`~nnpot.md.state` holds the tensors, :mod:`~nnpot.md.integrators` the step functions,
 :mod:`~nnpot.md.forces` the force providers (an nnpot model with a reused neighbor list, or
-any ASE calculator), :mod:`~nnpot.md.driver` the ASE-style classes.
+any ASE calculator), :mod:`~nnpot.md.driver` the ASE-style classes, :mod:`~nnpot.md.graphs` the CUDA-graph replay
+of whole steps and :mod:`~nnpot.md.replicas` many replicas in one batch.
 """
 
 from nnpot.md.driver import Bussi, Langevin, MDError, MolecularDynamics, NoseHoover, VelocityVerlet
 from nnpot.md.forces import ASEForces, ModelForces
 from nnpot.md.integrators import langevin_baoab_step, velocity_verlet_step
+from nnpot.md.replicas import Replicas
 from nnpot.md.state import MDState, snapshot, state_from_atoms, write_back
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "Bussi",
     "NoseHoover",
     "MDError",
+    "Replicas",
     "ModelForces",
     "ASEForces",
     "MDState",

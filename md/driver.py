@@ -41,11 +41,19 @@ class MolecularDynamics:
 
     ``trajectory`` may end in ``.traj`` (ASE), ``.xyz``/``.extxyz`` or ``.h5md`` (H5MD, readable
     by other MD tools); ``logfile="-"`` prints the log.
+
+    Keyword-only options beyond ASE's: ``skin`` (Angstrom) of the reused neighbor list;
+    ``cuda_graphs`` (default: on for an nnpot model on a CUDA device with an integrator that
+    allows it) replays blocks of ``graph_block`` steps from CUDA graphs
+    (:mod:`nnpot.md.graphs`).
     """
+
+    #: whether :meth:`_advance` is free of host synchronisation (can be captured in a CUDA graph)
+    graph_safe = False
 
     def __init__(self, atoms, timestep: float, trajectory: str | os.PathLike[str] | None = None,
                  logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 0.5,
-                 min_distance: float = 0.3):
+                 cuda_graphs: bool | None = None, graph_block: int = 10):
         from nnpot.potentials.calculator import NNPotCalculator
 
         if atoms.calc is None:
@@ -53,7 +61,6 @@ class MolecularDynamics:
         self.atoms = atoms
         self.dt = float(timestep)
         self.nsteps = 0
-        self.min_distance = min_distance
         calc = atoms.calc
         if isinstance(calc, NNPotCalculator):
             self.force_fn = ModelForces(calc.model, atoms, skin=skin, chunk_size=calc.chunk_size)
@@ -63,6 +70,9 @@ class MolecularDynamics:
             device, dtype = torch.device("cpu"), torch.float64
         self.state = state_from_atoms(atoms, device, dtype)
         self.state.energy, self.state.forces, self.state.virial = self.force_fn(self.state.positions, self.state.cell)
+        self._cuda_graphs = cuda_graphs
+        self._graph_block = int(graph_block)
+        self._graphs = None
         self.observers: list[tuple] = []
         self._files = []
         if trajectory is not None:
@@ -86,16 +96,48 @@ class MolecularDynamics:
         """Advance ``steps`` steps; returns True like ASE's ``run`` does when it completes."""
         if self.nsteps == 0:
             self._call_observers()
-        for _ in range(int(steps)):
-            self.step()
-            self.nsteps += 1
-            self._check()
+        left = int(steps)
+        while left > 0:
+            k = min(left, self._steps_to_observer())
+            self._advance_steps(k)
+            left -= k
             self._call_observers()
         write_back(self.state, self.atoms)
         return True
 
     def step(self) -> None:
+        """One integrator step (eager; ``run`` may use CUDA graphs instead)."""
+        self._advance(self.state, self.force_fn)
+
+    def _advance(self, state, force_fn) -> None:
         raise NotImplementedError
+
+    def _use_graphs(self) -> bool:
+        if self._cuda_graphs is False or not self.graph_safe or not isinstance(self.force_fn, ModelForces):
+            return False
+        return self.state.positions.device.type == "cuda"
+
+    def _advance_steps(self, k: int) -> None:
+        if self._use_graphs():
+            if self._graphs is None:
+                from nnpot.md.graphs import GraphedSteps
+
+                self._graphs = GraphedSteps(self.state, self.force_fn, self._advance, self._graph_block,
+                                            generator=getattr(self, "generator", None))
+            try:
+                self._graphs.run(k)
+            except FloatingPointError as exc:
+                self._fail(str(exc))
+            self.nsteps += k
+            return
+        for _ in range(k):
+            self.step()
+            self.nsteps += 1
+            self._check()
+
+    def _steps_to_observer(self) -> int:
+        intervals = [o[1] for o in self.observers if o[1] > 0]
+        return min((i - self.nsteps % i for i in intervals), default=1 << 62)
 
     def close(self) -> None:
         for fh in self._files:
@@ -113,10 +155,13 @@ class MolecularDynamics:
             function(*args, **kwargs)
 
     def _check(self) -> None:
-        if not bool(torch.isfinite(self.state.energy)) or not bool(torch.isfinite(self.state.positions).all()):
-            path = Path(f"md_failure_step{self.nsteps}.xyz")
-            snapshot(self.state, self.atoms).write(path)
-            raise MDError(f"non-finite energy or positions at step {self.nsteps}; last frame saved to {path}")
+        if not bool(torch.isfinite(self.state.energy).all()) or not bool(torch.isfinite(self.state.positions).all()):
+            self._fail(f"non-finite energy or positions at step {self.nsteps}")
+
+    def _fail(self, reason: str) -> None:
+        path = Path(f"md_failure_step{self.nsteps}.xyz")
+        snapshot(self.state, self.atoms).write(path)
+        raise MDError(f"{reason}; last good frame saved to {path}")
 
     def _attach_trajectory(self, trajectory, interval: int) -> None:
         from ase.io import Trajectory
@@ -156,8 +201,10 @@ class MolecularDynamics:
 class VelocityVerlet(MolecularDynamics):
     """NVE velocity Verlet, ``VelocityVerlet(atoms, timestep, trajectory=None, logfile=None, loginterval=1)``."""
 
-    def step(self) -> None:
-        velocity_verlet_step(self.state, self.force_fn, self.dt)
+    graph_safe = True
+
+    def _advance(self, state, force_fn) -> None:
+        velocity_verlet_step(state, force_fn, self.dt)
 
 
 class Langevin(MolecularDynamics):
@@ -172,8 +219,10 @@ class Langevin(MolecularDynamics):
         self.generator = torch.Generator(device=self.state.positions.device)
         self.generator.manual_seed(np.random.SeedSequence(seed).generate_state(1)[0].item() if seed is None else seed)
 
-    def step(self) -> None:
-        langevin_baoab_step(self.state, self.force_fn, self.dt, units.kB * self.temperature_K, self.friction,
+    graph_safe = True
+
+    def _advance(self, state, force_fn) -> None:
+        langevin_baoab_step(state, force_fn, self.dt, units.kB * self.temperature_K, self.friction,
                             generator=self.generator)
 
 
@@ -193,8 +242,8 @@ class Bussi(MolecularDynamics):
         self.rng = np.random.default_rng(seed)
         self.n_dof = _n_dof(atoms)
 
-    def step(self) -> None:
-        bussi_step(self.state, self.force_fn, self.dt, units.kB * self.temperature_K, self.taut, self.n_dof, self.rng)
+    def _advance(self, state, force_fn) -> None:
+        bussi_step(state, force_fn, self.dt, units.kB * self.temperature_K, self.taut, self.n_dof, self.rng)
 
 
 class NoseHoover(MolecularDynamics):
@@ -208,8 +257,8 @@ class NoseHoover(MolecularDynamics):
         self.chain = NoseHooverChain(_n_dof(atoms), units.kB * self.temperature_K, float(tdamp), tchain,
                                      dtype=s.positions.dtype, device=s.positions.device)
 
-    def step(self) -> None:
-        nose_hoover_step(self.state, self.force_fn, self.dt, self.chain)
+    def _advance(self, state, force_fn) -> None:
+        nose_hoover_step(state, force_fn, self.dt, self.chain)
 
     def conserved_energy(self) -> float:
         """Potential + kinetic + chain energy (eV); constant up to integration error."""

@@ -4,61 +4,144 @@ neighbor list (skin), or any ASE calculator as a slow but general fallback."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from nnpot.potentials.batch import AtomsBatch, make_batch
-from nnpot.potentials.derivatives import derivatives
+from nnpot.errors import NeighborOverflowError
+from nnpot.potentials.batch import AtomsBatch, types_from_numbers
+from nnpot.potentials.derivatives import chunk_slices, derivatives
+from nnpot.potentials.neighbors import PaddedNeighbors, neighbor_pairs, padded_neighbors
 
 __all__ = ["ModelForces", "ASEForces"]
 
 
 class ModelForces:
-    """Energy and forces of an :class:`~nnpot.potentials.EnergyModel` on device tensors.
+    """Energy, forces and virial of an :class:`~nnpot.potentials.EnergyModel` on device tensors,
+    for one structure or for several independent replicas integrated together.
 
-    The neighbor list is built with cutoff ``rcut + skin`` and reused until some atom has
-    moved more than ``skin / 2`` since the last build (then no pair can have crossed into the
-    cutoff unseen). The longer list has proportionally more slots per type; the se_e2_a
-    descriptor corrects exactly for slot counts above ``sel``.
+    The neighbor list is built on the model's device with cutoff ``rcut + skin`` and reused
+    until some atom has moved more than ``skin / 2`` since the build (then no pair can have
+    crossed into the cutoff unseen). Each type's block of slots is cut to the largest count
+    found plus a fraction ``margin`` (rounded up to 8) instead of padding to ``sel``; the se_e2_a
+    descriptor corrects exactly for any slot count, so energies are those of the model's
+    ``sel`` as long as no atom has more than ``sel[t]`` neighbors of type ``t`` inside
+    ``rcut`` (checked at every build, :class:`~nnpot.errors.NeighborOverflowError` otherwise).
+
+    The index buffers keep their addresses from build to build while the slot counts fit,
+    so a CUDA graph that captured :meth:`evaluate` stays valid; :attr:`layout_version` changes
+    when they had to grow. :attr:`max_displacement` (a device scalar) holds the largest
+    displacement since the last build seen by any :meth:`evaluate`.
+
+    Args:
+        model: the potential (its device and dtype are used).
+        images: one ASE ``Atoms`` or a list of them (replicas; cells may differ).
+        skin: Angstrom.
+        chunk_size: evaluate this many atoms at a time (bounds memory).
+        margin: spare slots per type, as a fraction of the largest count at a build.
     """
 
-    def __init__(self, model, atoms, skin: float = 0.5, chunk_size: int | None = None):
+    def __init__(self, model, images, skin: float = 0.5, chunk_size: int | None = None, margin: float = 0.1):
         self.model = model
-        self.skin = float(skin)
-        scale = ((model.cutoff + self.skin) / model.cutoff) ** 3
-        self.capacity = tuple(int(math.ceil(s * scale)) for s in model.sel)
+        self.single = not isinstance(images, Sequence)
+        images = [images] if self.single else list(images)
+        self.skin, self.margin = float(skin), float(margin)
         self.chunk_size = chunk_size
-        self.numbers = atoms.numbers.copy()
-        self.pbc = np.array(atoms.pbc)
+        device = model.device
+        self.sizes = [len(a) for a in images]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        numbers = np.concatenate([a.numbers for a in images])
+        self.types = torch.as_tensor(types_from_numbers(numbers, model.type_map), device=device)
+        self.frame = torch.repeat_interleave(torch.arange(len(images), device=device),
+                                             torch.as_tensor(self.sizes, device=device))
+        self.pbc = [torch.as_tensor(np.asarray(a.pbc, dtype=bool)) for a in images]
+        self.pbc_all = torch.stack(self.pbc).to(device)
+        n = int(self.offsets[-1])
+        self.chunks = chunk_slices(n, chunk_size)
+        self.groups = [model.type_groups(self.types[sl]) for sl in self.chunks]
+        self.capacity: tuple[int, ...] | None = None
+        self.layout_version = 0
         self.n_builds = 0
-        self._batch: AtomsBatch | None = None
-        self._ref_pos: torch.Tensor | None = None
+        self.neighbors: PaddedNeighbors | None = None
+        self.ref_positions: torch.Tensor | None = None
+        self.max_displacement = torch.zeros((), dtype=model.dtype, device=device)
 
-    def _build(self, positions: torch.Tensor, cell: torch.Tensor) -> None:
-        from ase import Atoms
+    # --- neighbor list ----------------------------------------------------------------------
 
-        atoms = Atoms(numbers=self.numbers, positions=positions.detach().cpu().double().numpy(),
-                      cell=cell.detach().cpu().double().numpy(), pbc=self.pbc)
-        self._batch = make_batch([atoms], self.model.type_map, self.model.cutoff + self.skin, self.capacity,
-                                 device=positions.device, dtype=positions.dtype)
-        self._ref_pos = positions.detach().clone()
+    def _pairs(self, positions: torch.Tensor, cells: torch.Tensor):
+        """Pairs within ``rcut + skin`` of every replica, with global atom indices."""
+        cutoff = self.model.cutoff + self.skin
+        parts = []
+        for f, pbc in enumerate(self.pbc):
+            a, b = int(self.offsets[f]), int(self.offsets[f + 1])
+            i, j, s = neighbor_pairs(positions[a:b], cells[f], pbc, cutoff)
+            parts.append((i + a, j + a, s))
+        i, j, s = (torch.cat(x) for x in zip(*parts))
+        rij = positions[j] + torch.einsum("ps,psd->pd", s.to(positions.dtype), cells[self.frame[i]]) - positions[i]
+        return i, j, s, rij.norm(dim=-1)
+
+    def _check_sel(self, counts: torch.Tensor) -> None:
+        sel = torch.as_tensor(self.model.sel, device=counts.device)
+        over = counts.max(dim=0).values > sel
+        if bool(over.any()):
+            t = int(torch.nonzero(over)[0])
+            raise NeighborOverflowError(
+                f"an atom has {int(counts[:, t].max())} neighbors of {self.model.type_map[t]} within the model's "
+                f"cutoff {self.model.cutoff} A but sel allows {int(sel[t])}; the structure is denser than the "
+                f"training data (or atoms collapsed)")
+
+    @torch.no_grad()
+    def build(self, positions: torch.Tensor, cells: torch.Tensor) -> None:
+        """(Re)build the neighbor list at ``positions`` (``cells``: ``[B, 3, 3]``)."""
+        n, n_types = positions.shape[0], len(self.model.type_map)
+        i, j, s, d = self._pairs(positions, cells)
+        group = i * n_types + self.types[j]
+        inner = d < self.model.cutoff
+        self._check_sel(torch.bincount(group[inner], minlength=n * n_types).view(n, n_types))
+        found = torch.bincount(group, minlength=n * n_types).view(n, n_types).max(dim=0).values.tolist()
+        if self.capacity is None or any(f > c for f, c in zip(found, self.capacity)):
+            self.capacity = tuple(8 * math.ceil((f * (1 + self.margin) + 4) / 8) for f in found)
+            self.layout_version += 1
+            self.neighbors = None
+        nb = padded_neighbors(i, j, s, d, self.types, self.capacity, n, type_names=self.model.type_map)
+        if self.neighbors is None:
+            self.neighbors = nb
+            self.ref_positions = positions.detach().clone()
+        else:  # same shapes: refill in place so captured graphs see the new list
+            self.neighbors.index.copy_(nb.index)
+            self.neighbors.shifts.copy_(nb.shifts)
+            self.neighbors.max_counts = nb.max_counts
+            self.ref_positions.copy_(positions)
+        self.max_displacement.zero_()
         self.n_builds += 1
 
     def needs_rebuild(self, positions: torch.Tensor) -> bool:
-        if self._batch is None:
+        """Host-side decision (synchronises): no list yet, or an atom moved more than skin/2."""
+        if self.neighbors is None:
             return True
-        moved = (positions - self._ref_pos).norm(dim=-1).max()
-        return bool(moved > 0.5 * self.skin)
+        return bool((positions - self.ref_positions).norm(dim=-1).max() > 0.5 * self.skin)
 
-    def __call__(self, positions: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(energy [], forces [N, 3], virial [3, 3])`` at ``positions`` (eV, eV/A, eV)."""
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, positions: torch.Tensor, cells: torch.Tensor):
+        """Energies ``[B]``, forces ``[N, 3]``, virials ``[B, 3, 3]`` with the current list;
+        never waits on the device. Tracks :attr:`max_displacement`."""
+        moved = (positions.detach() - self.ref_positions).norm(dim=-1).max()
+        self.max_displacement.copy_(torch.maximum(self.max_displacement, moved))
+        batch = AtomsBatch(positions, self.types, self.frame, cells, self.pbc_all, self.neighbors)
+        out = derivatives(self.model, batch, chunk_size=self.chunk_size, groups=self.groups)
+        return out["energy"], out["forces"], out["virial"]
+
+    def __call__(self, positions: torch.Tensor, cell: torch.Tensor):
+        """``(energy, forces [N, 3], virial)`` at ``positions`` (eV, eV/A, eV), rebuilding the list
+        when needed. ``cell`` is ``[3, 3]`` for one structure (scalar energy, ``[3, 3]`` virial)
+        or ``[B, 3, 3]`` for replicas (``[B]`` energies and ``[B, 3, 3]`` virials)."""
+        cells = cell[None] if self.single else cell
         if self.needs_rebuild(positions):
-            self._build(positions, cell)
-        b = self._batch
-        batch = AtomsBatch(positions, b.types, b.frame, cell[None], b.pbc, b.neighbors)
-        out = derivatives(self.model, batch, chunk_size=self.chunk_size)
-        return out["energy"][0], out["forces"], out["virial"][0]
+            self.build(positions, cells)
+        e, f, w = self.evaluate(positions, cells)
+        return (e[0], f, w[0]) if self.single else (e, f, w)
 
 
 class ASEForces:

@@ -25,7 +25,31 @@ import torch
 from nnpot.errors import UnknownElementError
 from nnpot.potentials.neighbors import PaddedNeighbors, build_neighbors
 
-__all__ = ["AtomsBatch", "make_batch", "types_from_numbers"]
+__all__ = ["AtomsBatch", "make_batch", "types_from_numbers", "NeighborCache"]
+
+
+class NeighborCache:
+    """Neighbor lists of structures that do not move (training frames), kept compactly (int32
+    indices, int16 shifts) on their device up to ``max_bytes``; keys are the caller's (e.g. the
+    frame index). A cached list is the one the search would return, so results are unchanged."""
+
+    def __init__(self, max_bytes: int = 2 << 30):
+        self.max_bytes, self.bytes = int(max_bytes), 0
+        self._store: dict = {}
+
+    def get(self, key, dtype: torch.dtype) -> PaddedNeighbors | None:
+        item = self._store.get(key)
+        if item is None:
+            return None
+        index, shifts, capacity, max_counts = item
+        return PaddedNeighbors(index.long(), shifts.to(dtype), capacity, max_counts)
+
+    def put(self, key, nb: PaddedNeighbors) -> None:
+        size = nb.index.numel() * 10
+        if key in self._store or self.bytes + size > self.max_bytes or nb.n_dropped:
+            return
+        self._store[key] = (nb.index.int(), nb.shifts.to(torch.int16), nb.capacity, nb.max_counts)
+        self.bytes += size
 
 
 @dataclass
@@ -79,12 +103,15 @@ def make_batch(
     dtype: torch.dtype = torch.float64,
     on_overflow: str = "error",
     tight: bool = False,
+    cache: NeighborCache | None = None,
+    keys: Sequence | None = None,
 ) -> AtomsBatch:
     """Batch ``structures`` (ASE ``Atoms`` or :class:`~nnpot.data.Frame`) with their neighbors.
 
     With ``tight`` each type's block is cut to the largest neighbor count in the batch instead of
     its full ``capacity``: less padding, the same energies (the descriptor corrects for the slot
-    count), but shapes that change from batch to batch.
+    count), but shapes that change from batch to batch. With a ``cache`` and one key per
+    structure, neighbor lists are searched once per structure and reused.
     """
     pos_l, typ_l, frame_l, cell_l, pbc_l, idx_l, sh_l = [], [], [], [], [], [], []
     offset = 0
@@ -97,7 +124,12 @@ def make_batch(
         cell = torch.as_tensor(np.asarray(cell_arr), dtype=dtype, device=device)
         pbc = torch.as_tensor(np.asarray(s.pbc, dtype=bool))
         types = torch.as_tensor(types_from_numbers(numbers, type_map), device=device)
-        nb = build_neighbors(pos, cell, pbc, types, cutoff, tuple(capacity), on_overflow, list(type_map))
+        key = None if cache is None or keys is None else (keys[f], float(cutoff), tuple(capacity))
+        nb = cache.get(key, dtype) if key is not None else None
+        if nb is None:
+            nb = build_neighbors(pos, cell, pbc, types, cutoff, tuple(capacity), on_overflow, list(type_map))
+            if key is not None:
+                cache.put(key, nb)
         pos_l.append(pos)
         typ_l.append(types)
         frame_l.append(torch.full((len(numbers),), f, dtype=torch.long, device=device))

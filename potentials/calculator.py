@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -62,10 +63,10 @@ class NNPotCalculator(Calculator):
             model = load_model(Path(model), device=self.device)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.model = model.to(device=self.device)
-        if _DTYPES[dtype] is not None:
-            self.model = self.model.to(dtype=_DTYPES[dtype])
-        self.model.eval()
+        target = _DTYPES[dtype] or model.dtype
+        if model.device != self.device or model.dtype != target:  # convert a copy, not the caller's model
+            model = copy.deepcopy(model).to(device=self.device, dtype=target)
+        self.model = model.eval()
         self.chunk_size = chunk_size
         self.on_overflow = on_overflow
 

@@ -12,10 +12,12 @@ __all__ = ["DescriptorConfig", "FittingConfig", "ModelConfig", "from_dict"]
 
 @dataclass
 class DescriptorConfig:
-    """se_e2_a descriptor (Zhang et al., "End-to-end symmetry preserving inter-atomic potential
-    energy model for finite and extended systems", NeurIPS 2018)."""
+    """The descriptor: ``se_e2_a`` (Zhang et al., "End-to-end symmetry preserving inter-atomic
+    potential energy model for finite and extended systems", NeurIPS 2018) or ``e3nn`` (an
+    E(3)-equivariant strictly local descriptor, :mod:`nnpot.potentials.equivariant`).
+    ``rcut`` and ``sel`` serve both; the fields below are marked with the one that uses them."""
 
-    type: str = "se_e2_a"
+    type: str = "se_e2_a"  #: se_e2_a or e3nn
     rcut: float = 6.0  #: cutoff radius, Angstrom
     rcut_smth: float = 0.5  #: the switch starts here, Angstrom
     sel: list[int] = field(default_factory=lambda: [46, 92])  #: max neighbors per type
@@ -23,6 +25,11 @@ class DescriptorConfig:
     axis_neuron: int = 16  #: columns of G used in the contraction
     activation: str = "tanh"
     resnet_dt: bool = False
+    lmax: int = 2  #: e3nn: largest angular momentum of the spherical harmonics and features
+    channels: int = 16  #: e3nn: channels per irrep
+    num_basis: int = 8  #: e3nn: Bessel radial functions
+    radial_neuron: list[int] = field(default_factory=lambda: [32, 32])  #: e3nn: radial MLP widths
+    layers: int = 1  #: e3nn: interaction layers (body order grows, receptive field stays rcut)
 
 
 @dataclass
@@ -42,8 +49,10 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         d = self.descriptor
-        if d.type != "se_e2_a":
-            raise ConfigError(f"descriptor.type: {d.type!r} is not known; allowed: 'se_e2_a'")
+        if d.type not in ("se_e2_a", "e3nn"):
+            raise ConfigError(f"descriptor.type: {d.type!r} is not known; allowed: 'se_e2_a', 'e3nn'")
+        if d.type == "e3nn" and not (0 <= d.lmax <= 6 and d.channels > 0 and d.num_basis > 0 and d.layers >= 0):
+            raise ConfigError("descriptor: e3nn needs 0 <= lmax <= 6, channels > 0, num_basis > 0 and layers >= 0")
         if len(d.sel) != len(self.type_map):
             raise ConfigError(f"descriptor.sel has {len(d.sel)} entries but type_map has {len(self.type_map)}")
         if not 0 <= d.rcut_smth < d.rcut:

@@ -18,7 +18,14 @@ import torch
 
 from nnpot.potentials.batch import AtomsBatch
 
-__all__ = ["derivatives"]
+__all__ = ["derivatives", "chunk_slices"]
+
+
+def chunk_slices(n: int, chunk_size: int | None) -> list[slice]:
+    """The center-atom chunks :func:`derivatives` processes one at a time."""
+    if chunk_size is None or chunk_size >= n:
+        return [slice(0, n)]
+    return [slice(a, min(n, a + chunk_size)) for a in range(0, n, chunk_size)]
 
 
 def derivatives(
@@ -27,6 +34,7 @@ def derivatives(
     create_graph: bool = False,
     chunk_size: int | None = None,
     atom_virial: bool = False,
+    groups: list[list[torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Energy ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virial ``[B, 3, 3]`` (eV), atom energies ``[N]``.
 
@@ -37,25 +45,26 @@ def derivatives(
             (training); forces training needs it.
         chunk_size: process this many center atoms at a time (inference only).
         atom_virial: also return ``"atom_virial"`` ``[N, 3, 3]``.
+        groups: for each chunk (see :func:`chunk_slices`), the atoms of each type relative to
+            the chunk's start (``model.type_groups``); with them nothing here waits on the
+            device, so the call can be captured in a CUDA graph.
     """
     n = batch.positions.shape[0]
-    if create_graph or chunk_size is None or chunk_size >= n:
-        chunks = [slice(0, n)]
-    else:
-        chunks = [slice(a, min(n, a + chunk_size)) for a in range(0, n, chunk_size)]
+    chunks = chunk_slices(n, None if create_graph else chunk_size)
     dtype = batch.positions.dtype
     forces = torch.zeros(n, 3, dtype=dtype, device=batch.positions.device)
     virial = torch.zeros(batch.n_frames, 3, 3, dtype=dtype, device=forces.device)
     atom_vir = torch.zeros(n, 3, 3, dtype=dtype, device=forces.device) if atom_virial else None
     energies = []
-    for sl in chunks:
+    for c, sl in enumerate(chunks):
         with torch.enable_grad():
             rij = batch.edge_vectors(centers=sl)
             if not rij.requires_grad:
                 rij.requires_grad_(True)
             index = batch.neighbors.index[sl]
             mask = index >= 0
-            e_atom = model(rij, mask, batch.types[sl], batch.neighbors.capacity)
+            kwargs = {} if groups is None else {"groups": groups[c]}
+            e_atom = model(rij, mask, batch.types[sl], batch.neighbors.capacity, **kwargs)
             (g,) = torch.autograd.grad(e_atom.sum(), rij, create_graph=create_graph)
         if not create_graph:
             rij, e_atom = rij.detach(), e_atom.detach()

@@ -29,7 +29,12 @@ class EnergyModel(nn.Module):
         dtype = _DTYPES[config.dtype]
         torch.manual_seed(config.seed)  # reproducible initial weights
         n_types = len(config.type_map)
-        self.descriptor = SeE2A(config.descriptor, n_types, dtype=dtype)
+        if config.descriptor.type == "e3nn":
+            from nnpot.potentials.equivariant import E3nnDescriptor
+
+            self.descriptor = E3nnDescriptor(config.descriptor, n_types, dtype=dtype)
+        else:
+            self.descriptor = SeE2A(config.descriptor, n_types, dtype=dtype)
         widths = [self.descriptor.dim_out, *config.fitting.neuron, 1]
         self.fittings = nn.ModuleList(
             MLP(widths, act=config.fitting.activation, resnet=True, resnet_dt=config.fitting.resnet_dt,
@@ -58,13 +63,21 @@ class EnergyModel(nn.Module):
     def device(self) -> torch.device:
         return self.energy_bias.device
 
+    def type_groups(self, types: torch.Tensor) -> list[torch.Tensor]:
+        """Indices of the atoms of each type; passing them to :meth:`forward` avoids the
+        host synchronisation of finding them there (needed inside CUDA graphs)."""
+        return [torch.nonzero(types == t, as_tuple=True)[0] for t in range(len(self.fittings))]
+
     def forward(self, rij: torch.Tensor, mask: torch.Tensor, types: torch.Tensor,
-                capacity: tuple[int, ...]) -> torch.Tensor:
-        """Per-atom energies ``[n]`` (eV) from neighbor vectors ``rij`` ``[n, K, 3]``."""
+                capacity: tuple[int, ...], groups: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Per-atom energies ``[n]`` (eV) from neighbor vectors ``rij`` ``[n, K, 3]``.
+
+        ``groups``: the result of :meth:`type_groups` for ``types``, when known beforehand.
+        """
         D = self.descriptor(rij, mask, types, capacity)
         energy = self.energy_bias[types].clone()
-        for t, fit in enumerate(self.fittings):
-            sel = torch.nonzero(types == t, as_tuple=True)[0]
+        groups = self.type_groups(types) if groups is None else groups
+        for sel, fit in zip(groups, self.fittings):
             if sel.numel():
                 energy = energy.index_add(0, sel, fit(D[sel]).squeeze(-1))
         return energy

@@ -65,11 +65,12 @@ def fit_energy_bias(energies: np.ndarray, numbers: Sequence[np.ndarray], type_ma
 
 
 def apply_stats(model, structures: Sequence, energies: np.ndarray | None = None) -> None:
-    """Compute and store davg/dstd (and the energy bias when ``energies`` are given) in ``model``."""
+    """Compute and store davg/dstd (se_e2_a; and the energy bias when ``energies`` are given) in ``model``."""
     structures = list(structures)
-    davg, dstd = compute_env_stats(model, structures)
-    model.descriptor.davg.copy_(davg.to(model.descriptor.davg))
-    model.descriptor.dstd.copy_(dstd.to(model.descriptor.dstd))
+    if hasattr(model.descriptor, "davg"):  # se_e2_a normalises its environment rows
+        davg, dstd = compute_env_stats(model, structures)
+        model.descriptor.davg.copy_(davg.to(model.descriptor.davg))
+        model.descriptor.dstd.copy_(dstd.to(model.descriptor.dstd))
     if energies is not None:
         bias = fit_energy_bias(energies, [s.numbers for s in structures], model.type_map)
         model.energy_bias.copy_(torch.as_tensor(bias).to(model.energy_bias))

@@ -24,7 +24,7 @@ import torch
 from nnpot.data.convert import split_indices
 from nnpot.data.h5format import H5Dataset
 from nnpot.errors import NNPotError
-from nnpot.potentials.batch import make_batch
+from nnpot.potentials.batch import NeighborCache, make_batch
 from nnpot.potentials.calculator import resolve_device
 from nnpot.potentials.checkpoint import latest_checkpoint, save_checkpoint
 from nnpot.potentials.derivatives import derivatives
@@ -71,6 +71,7 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.dist, self.device = init_distributed(resolve_device(config.device))
         self._load_data()
+        self.neighbor_cache = NeighborCache()  # training frames keep their neighbor lists
         self.model = EnergyModel(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.start_lr)
         self.ema = None
@@ -179,7 +180,7 @@ class Trainer:
         frames = [self.train_ds[i] for i in indices]
         model = self.model
         batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype,
-                           tight=True)
+                           tight=True, cache=self.neighbor_cache, keys=indices)
         out = derivatives(model, batch, create_graph=True)
         tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
         n = tensor([f.n_atoms for f in frames])

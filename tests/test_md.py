@@ -171,3 +171,65 @@ def test_h5md_trajectory(tmp_path, water):
         np.testing.assert_allclose(pos["value"][-1], atoms.positions)
         assert pos["time"][-1] == pytest.approx(8 * 0.5e-3)  # ps
         np.testing.assert_array_equal(fh["particles/all/species"][:], atoms.numbers)
+
+
+def test_replicas_equal_single_runs(water, small_model):
+    """Three replicas (different cells and starts) in one batch follow their single-run trajectories."""
+    from nnpot.md import Replicas
+
+    starts = []
+    for k in range(3):
+        a = water[k].to_atoms()
+        a.calc = None
+        MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(k))
+        starts.append(a)
+    reps = Replicas([a.copy() for a in starts], small_model, 0.5 * units.fs, device="cpu")
+    reps.run(15)
+    for a, b in zip(starts, reps.images):
+        a.calc = NNPotCalculator(small_model, device="cpu")
+        VelocityVerlet(a, 0.5 * units.fs).run(15)
+        np.testing.assert_allclose(b.positions, a.positions, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(b.get_momenta(), a.get_momenta(), rtol=0, atol=1e-10)
+    assert reps.potential_energies().shape == (3,) and reps.kinetic_energies().shape == (3,)
+
+
+def test_tight_neighbor_blocks_keep_the_energy(water, small_model):
+    """The MD list (skin, blocks cut to the largest count) gives the calculator's energy and forces."""
+    import torch
+
+    from nnpot.md import ModelForces
+
+    atoms = water[0].to_atoms()
+    calc = NNPotCalculator(small_model, device="cpu")
+    atoms.calc = calc
+    fn = ModelForces(small_model, atoms, skin=1.0)
+    pos = torch.as_tensor(atoms.positions)
+    e, f, w = fn(pos, torch.as_tensor(atoms.cell.array))
+    assert sum(fn.capacity) < sum(small_model.sel) * ((small_model.cutoff + 1.0) / small_model.cutoff) ** 3
+    assert float(e) == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
+    np.testing.assert_allclose(f.numpy(), atoms.get_forces(), atol=1e-10)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_steps_match_eager(water, small_model):
+    """CUDA-graph replay (blocks, device-side rebuild decision, rollbacks) equals the eager loop."""
+    import torch
+
+    from nnpot.potentials import EnergyModel
+
+    gpu = EnergyModel(small_model.config)
+    gpu.load_state_dict(small_model.state_dict())
+    gpu = gpu.to("cuda")
+    a, b = _start(water, T=1500.0), _start(water, T=1500.0)  # hot: several rebuilds in 60 steps
+    a.calc, b.calc = NNPotCalculator(gpu, device="cuda"), NNPotCalculator(gpu, device="cuda")
+    fast = VelocityVerlet(a, 1.0 * units.fs, skin=0.3, graph_block=7)
+    slow = VelocityVerlet(b, 1.0 * units.fs, skin=0.3, cuda_graphs=False)
+    fast.run(60)
+    slow.run(60)
+    assert fast._graphs is not None and fast.force_fn.n_builds > 1
+    np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(a.get_momenta(), b.get_momenta(), rtol=0, atol=1e-9)
+    lang = Langevin(a, 0.5 * units.fs, temperature_K=300, friction=0.01 / units.fs, seed=3)
+    lang.run(30)
+    assert np.isfinite(a.positions).all() and lang._graphs is not None
+    torch.cuda.synchronize()

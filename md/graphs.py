@@ -1,0 +1,157 @@
+"""Integrator steps replayed from CUDA graphs, with the neighbor-list decision on the device.
+
+A block of ``k`` steps (forces, autograd and integrator together: a few hundred kernels per
+step) is captured once and replayed with one launch. Inside the graph every force evaluation
+records the largest displacement since the last neighbor build (a device scalar, no host
+sync). After a block one small read tells whether any atom went further than ``skin / 2``
+or anything became non-finite; if so, the state saved at the block's start is restored, the
+list is rebuilt there and the block is run again. The trajectory is therefore exactly the one
+an eager loop with a per-step check would produce (up to the random numbers of a thermostat).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+
+from nnpot.md.forces import ModelForces
+from nnpot.md.state import MDState
+
+__all__ = ["GraphedSteps"]
+
+_FIELDS = ("positions", "momenta", "forces", "energy", "virial")
+
+
+class GraphedSteps:
+    """Replays captured blocks of integrator steps on a CUDA device.
+
+    Args:
+        state: the MD state (its tensors are rebound to fixed buffers).
+        force_fn: the model's forces with a neighbor list; its :meth:`ModelForces.evaluate`
+            is what the graph calls.
+        advance: ``advance(state, force_fn)`` performs one integrator step in place on a
+            (shallow copy of the) state, without host synchronisation.
+        block: steps per captured graph.
+        generator: a CUDA generator the step draws from, registered with the graphs.
+    """
+
+    def __init__(self, state: MDState, force_fn: ModelForces, advance: Callable, block: int = 10,
+                 generator: torch.Generator | None = None):
+        self.state, self.force_fn, self.advance = state, force_fn, advance
+        self.block = max(1, int(block))
+        self.generator = generator
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.layout = force_fn.layout_version
+        self.static = {name: getattr(state, name).clone() for name in _FIELDS}
+        self.backup = {name: t.clone() for name, t in self.static.items()}
+        self.n_rollbacks = 0
+
+    # --- state buffers --------------------------------------------------------------------
+
+    def _bind(self) -> None:
+        """Point the state at the static buffers (copying in whatever an eager step left)."""
+        for name in _FIELDS:
+            value = getattr(self.state, name)
+            if value is not self.static[name]:
+                self.static[name].copy_(value)
+                setattr(self.state, name, self.static[name])
+
+    def _save(self) -> None:
+        for name in _FIELDS:
+            self.backup[name].copy_(self.static[name])
+
+    def _restore(self) -> None:
+        for name in _FIELDS:
+            self.static[name].copy_(self.backup[name])
+
+    def _forces(self, positions: torch.Tensor, cell: torch.Tensor):
+        f = self.force_fn
+        e, forces, w = f.evaluate(positions, cell[None] if f.single else cell)
+        return (e[0], forces, w[0]) if f.single else (e, forces, w)
+
+    def _body(self, k: int) -> None:
+        s = copy.copy(self.state)
+        for _ in range(k):
+            self.advance(s, self._forces)
+        for name in _FIELDS:
+            self.static[name].copy_(getattr(s, name))
+
+    def _capture(self, k: int) -> torch.cuda.CUDAGraph:
+        self._save()
+        disp = self.force_fn.max_displacement.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the capture (autograd, cuBLAS handles)
+            self._body(1)
+        torch.cuda.current_stream().wait_stream(side)
+        self._restore()
+        graph = torch.cuda.CUDAGraph()
+        if self.generator is not None:
+            graph.register_generator_state(self.generator)
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._body(k)
+        self._restore()
+        self.force_fn.max_displacement.copy_(disp)
+        return graph
+
+    def _graph(self, k: int) -> torch.cuda.CUDAGraph:
+        if self.force_fn.layout_version != self.layout:  # the neighbor buffers were replaced
+            torch.cuda.synchronize()
+            self.graphs.clear()
+            self.pool = torch.cuda.graph_pool_handle()
+            self.layout = self.force_fn.layout_version
+        if k not in self.graphs:
+            self.graphs[k] = self._capture(k)
+        return self.graphs[k]
+
+    # --- running ----------------------------------------------------------------------------
+
+    def _replay(self, k: int) -> tuple[bool, bool]:
+        """Run ``k`` steps; returns (stayed within skin/2, all finite)."""
+        self._save()
+        self._graph(k).replay()
+        flags = torch.stack([self.force_fn.max_displacement <= 0.5 * self.force_fn.skin,
+                             torch.isfinite(self.static["energy"]).all() & torch.isfinite(self.static["positions"]).all()])
+        ok_disp, finite = flags.tolist()
+        return bool(ok_disp), bool(finite)
+
+    def _rebuild(self) -> None:
+        cells = self.state.cell[None] if self.force_fn.single else self.state.cell
+        self.force_fn.build(self.state.positions, cells)
+
+    def run(self, steps: int) -> None:
+        """Advance ``steps`` steps (whole blocks from the graph, a remainder eagerly). Raises
+        ``FloatingPointError`` (state left at the last good block start) when something became
+        non-finite or atoms move more than ``skin / 2`` within one block right after a build."""
+        self._bind()
+        if self.force_fn.neighbors is None:
+            self._rebuild()
+        left = int(steps)
+        while left >= self.block:
+            before = float(self.force_fn.max_displacement)
+            ok_disp, finite = self._replay(self.block)
+            if not ok_disp:  # an atom went past skin/2 inside the block: redo it with a fresh list
+                self.n_rollbacks += 1
+                self._restore()
+                self._rebuild()
+                before = 0.0
+                ok_disp, finite = self._replay(self.block)
+                if not ok_disp:
+                    self._restore()
+                    raise FloatingPointError(
+                        f"atoms move more than skin/2 = {0.5 * self.force_fn.skin} A within {self.block} steps; "
+                        f"reduce the timestep or graph_block, or enlarge the skin")
+            if not finite:
+                self._restore()
+                raise FloatingPointError("non-finite energy or positions")
+            left -= self.block
+            # rebuild ahead of time when the next block could cross skin/2 (avoids a rollback)
+            now = float(self.force_fn.max_displacement)
+            if now + 1.5 * max(now - before, 0.0) > 0.5 * self.force_fn.skin:
+                self._rebuild()
+        for _ in range(left):  # the remainder, eagerly (the force call checks the list itself)
+            self.advance(self.state, self.force_fn)
+        self._bind()

@@ -1,0 +1,118 @@
+"""An E(3)-equivariant, strictly local descriptor built with e3nn (``descriptor.type: e3nn``).
+
+It takes the same inputs as se_e2_a (neighbor vectors in the padded per-type layout) and
+feeds the same per-element fitting nets, so training, model files, the calculator and MD work
+unchanged. For a center atom i with neighbors k inside ``rcut``:
+
+* edge features: real spherical harmonics ``Y_lm(r_ik / r_ik)`` up to ``lmax`` (e3nn,
+  ``component`` normalisation, parity ``(-1)^l``) and a radial basis of ``num_basis`` Bessel
+  functions ``sqrt(2/rc) sin(b pi r / rc) / r``;
+* a radial MLP (:class:`nnpot.nn.MLP`, SiLU) of the basis and the one-hot center and neighbor
+  elements gives ``channels`` weights per ``l``, multiplied by the polynomial envelope of
+  NequIP (p = 6; value, slope and curvature vanish at ``rcut``, so energies and forces are
+  continuous as atoms cross the cutoff);
+* the atomic density ``A_i = sum_k R_l(r_ik) Y_lm(r_ik)``, irreps
+  ``C x 0e + C x 1o + C x 2e + ...``, scaled by ``1/sqrt(sum(sel))``; empty slots contribute
+  exactly zero, so any slot count gives the same energy;
+* ``layers`` interaction layers ``h <- h + Linear(Gate(TP(h, A)))`` with e3nn's fully connected
+  tensor product and gated nonlinearity (SiLU on scalars, sigmoid gates on l > 0). They couple
+  the atom's own features with its density again: the body order grows with each layer while
+  the receptive field stays ``rcut`` (no message passing), so every atom's energy depends on
+  its own neighbor slots only, exactly as for se_e2_a: chunked evaluation, the neighbor-list
+  skin and domain decomposition stay valid;
+* the invariant readout: the scalars of ``h`` and ``2C`` invariants of ``TP(h, h)``.
+
+float32 is fine for this descriptor (no ``1/r`` normalisation statistics); the finite-difference
+checks of the test helpers need float64 as for any model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from e3nn.nn import Gate
+from torch import nn
+
+from nnpot.nn import MLP
+from nnpot.potentials.config import DescriptorConfig
+
+__all__ = ["E3nnDescriptor", "bessel_basis", "polynomial_envelope"]
+
+
+def bessel_basis(r: torch.Tensor, rcut: float, n: int) -> torch.Tensor:
+    """``[..., n]`` Bessel radial functions ``sqrt(2/rc) sin(b pi r / rc) / r``, b = 1..n."""
+    b = torch.arange(1, n + 1, dtype=r.dtype, device=r.device) * (math.pi / rcut)
+    return math.sqrt(2.0 / rcut) * torch.sin(b * r[..., None]) / r[..., None]
+
+
+def polynomial_envelope(x: torch.Tensor, p: int = 6) -> torch.Tensor:
+    """NequIP's cutoff envelope of ``x = r / rcut``: 1 at 0, C2-smoothly 0 at 1 and beyond."""
+    x = x.clamp(max=1.0)
+    out = (1.0 - 0.5 * (p + 1) * (p + 2) * x ** p + p * (p + 2) * x ** (p + 1) - 0.5 * p * (p + 1) * x ** (p + 2))
+    return out * (x < 1.0)
+
+
+class E3nnDescriptor(nn.Module):
+    """Maps neighbor vectors to per-atom invariant descriptors ``[n, dim_out]`` (see module doc)."""
+
+    def __init__(self, config: DescriptorConfig, n_types: int, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        self.config = config
+        self.n_types = n_types
+        self.rcut = float(config.rcut)
+        self.lmax, self.channels, self.num_basis = int(config.lmax), int(config.channels), int(config.num_basis)
+        C = self.channels
+        self.irreps_sh = o3.Irreps.spherical_harmonics(self.lmax)
+        self.irreps_h = o3.Irreps([(C, (l, (-1) ** l)) for l in range(self.lmax + 1)])
+        self.radial = MLP([self.num_basis + 2 * n_types, *config.radial_neuron, C * (self.lmax + 1)], act="silu",
+                          init="torch", dtype=dtype)
+        self.norm = 1.0 / math.sqrt(sum(config.sel))
+        scalars = o3.Irreps(f"{C}x0e")
+        gated = o3.Irreps([(C, (l, (-1) ** l)) for l in range(1, self.lmax + 1)])
+        self.tps, self.gates, self.linears = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for _ in range(int(config.layers)):
+            gate = Gate(scalars, [nn.functional.silu], o3.Irreps(f"{gated.num_irreps}x0e"), [torch.sigmoid], gated)
+            self.tps.append(o3.FullyConnectedTensorProduct(self.irreps_h, self.irreps_h, gate.irreps_in))
+            self.gates.append(gate)
+            self.linears.append(o3.Linear(gate.irreps_out, self.irreps_h))
+        self.readout = o3.FullyConnectedTensorProduct(self.irreps_h, self.irreps_h, o3.Irreps(f"{2 * C}x0e"))
+        self.to(dtype)
+
+    @property
+    def dim_out(self) -> int:
+        return 3 * self.channels
+
+    def density(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+                capacity: tuple[int, ...]) -> torch.Tensor:
+        """The equivariant atomic density ``A`` ``[n, irreps_h.dim]``."""
+        n, K, _ = rij.shape
+        safe = torch.where(mask[..., None], rij, torch.ones_like(rij))  # no 0/0 in empty slots
+        r = safe.norm(dim=-1)
+        envelope = polynomial_envelope(r / self.rcut) * mask
+        slot_types = torch.repeat_interleave(torch.arange(self.n_types, device=rij.device),
+                                             torch.as_tensor(capacity, device=rij.device), output_size=K)
+        eye = torch.eye(self.n_types, dtype=rij.dtype, device=rij.device)
+        features = torch.cat([bessel_basis(r, self.rcut, self.num_basis), eye[slot_types].expand(n, K, -1),
+                              eye[center_types][:, None, :].expand(n, K, -1)], dim=-1)
+        R = self.radial(features) * envelope[..., None]  # [n, K, C (lmax + 1)]
+        Y = o3.spherical_harmonics(self.irreps_sh, safe, normalize=True, normalization="component")
+        C = self.channels
+        blocks = [torch.einsum("nkc,nkm->ncm", R[..., l * C:(l + 1) * C], Y[..., l * l:(l + 1) ** 2]).reshape(n, -1)
+                  for l in range(self.lmax + 1)]
+        return torch.cat(blocks, dim=-1) * self.norm
+
+    def features(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+                 capacity: tuple[int, ...]) -> torch.Tensor:
+        """Equivariant per-atom features ``h`` ``[n, irreps_h.dim]`` after the interaction layers."""
+        A = self.density(rij, mask, center_types, capacity)
+        h = A
+        for tp, gate, linear in zip(self.tps, self.gates, self.linears):
+            h = h + linear(gate(tp(h, A)))
+        return h
+
+    def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+                capacity: tuple[int, ...]) -> torch.Tensor:
+        h = self.features(rij, mask, center_types, capacity)
+        return torch.cat([h[:, : self.channels], self.readout(h, h)], dim=-1)
