@@ -32,7 +32,7 @@ def replicate_for(n_atoms: int) -> tuple[int, int, int]:
     raise SystemExit(f"{n_atoms} is not 192 times a box replication")
 
 
-def water_model(sel: tuple[int, int] | None = None):
+def water_model(sel: tuple[int, int] | None = None, descriptor: str = "se_e2_a"):
     """Frame 0 of the bundled water data (192 atoms, no calculator) and the default water model
     (``sel`` changed if given) with statistics from 8 frames (random weights: speed does not
     depend on them)."""
@@ -42,6 +42,7 @@ def water_model(sel: tuple[int, int] | None = None):
     base = ds[0].to_atoms()
     base.calc = None
     config = ModelConfig()
+    config.descriptor.type = descriptor
     if sel is not None:
         config.descriptor.sel = list(sel)
     model = EnergyModel(config)
@@ -81,9 +82,19 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunk", type=int, default=8192)
+    p.add_argument("--descriptors", nargs="+", default=["se_e2_a"], help="se_e2_a and/or e3nn (default settings)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "eval.json"))
     args = p.parse_args()
-    base, model = water_model()
+    rows = []
+    for descriptor in args.descriptors:
+        base, model = water_model(descriptor=descriptor)
+        rows += measure_all(base, model, args, descriptor)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                           "rows": rows}, indent=2))
+
+
+def measure_all(base, model, args, descriptor: str) -> list[dict]:
     rows = []
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
@@ -91,19 +102,17 @@ def main() -> None:
         for n in args.sizes:
             atoms = base.repeat(replicate_for(n))
             try:
-                rows.append(measure(m, atoms, args, dtype))
+                rows.append({"descriptor": descriptor, **measure(m, atoms, args, dtype)})
             except Exception as exc:  # out of memory is a result too
                 rows.append({"atoms": len(atoms), "dtype": dtype_name, "device": args.device,
                              "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                 print(f"{len(atoms):>8} {dtype_name:>8} {args.device:>5}  {rows[-1]['error']}")
                 continue
             r = rows[-1]
-            print(f"{r['atoms']:>8} {dtype_name:>8} {args.device:>5}  neighbors {r['neighbor_s'] * 1e3:9.1f} ms  "
+            print(f"{descriptor:>8} {r['atoms']:>8} {dtype_name:>8} {args.device:>5}  neighbors {r['neighbor_s'] * 1e3:9.1f} ms  "
                   f"energy+forces {r['eval_s'] * 1e3:10.1f} ms  {r['us_per_atom']:8.2f} us/atom  peak {r['peak_MiB']:9.0f} MiB",
                   flush=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                                           "rows": rows}, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=16384, help="atoms per model chunk")
     p.add_argument("--ase-max", type=int, default=98304, help="largest size for ASE's VelocityVerlet + calculator")
     p.add_argument("--eager-max", type=int, default=12288, help="largest size for the eager (no CUDA graph) driver")
+    p.add_argument("--compile-sizes", type=int, nargs="*", default=[], help="sizes to also run with torch.compile")
     p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
     p.add_argument("--dp-model", default=str(ROOT / "runs" / "bench_dp" / "model.pth"))
     p.add_argument("--dp-max", type=int, default=12288)
@@ -150,7 +151,14 @@ def main() -> None:
                 row["steps_done"] = dyn.nsteps
                 row["rollbacks"] = dyn._graphs.n_rollbacks if dyn._graphs is not None else None
                 row["slots"] = list(dyn.force_fn.capacity)
+                row["inner_slots"] = list(dyn.force_fn.inner)
                 del dyn
+                if n in args.compile_sizes:
+                    d = atoms0.copy()
+                    d.calc = a.calc
+                    fused = VelocityVerlet(d, 0.5 * units.fs, compile=True)
+                    row["driver_compiled"] = rate(fused.run, args.seconds, args.device, first=30)
+                    del fused
                 if gpu and n <= args.eager_max:
                     b = atoms0.copy()
                     b.calc = a.calc
@@ -170,7 +178,8 @@ def main() -> None:
             f = lambda x: f"{x:.1f}" if isinstance(x, float) else ("-" if x is None else "fail")  # noqa: E731
             print(f"{n:>8} {dtype:>8}  {f(row.get('driver')):>10} {f(row.get('us_per_atom_step')):>12} "
                   f"{f(row.get('driver_eager')):>9} {f(row.get('ase_vv_nnpot_calc')):>11} {f(dp):>10} {f(dp_v):>9} "
-                  f"{f(row['ratio_vs_deepmd']):>8}  {row.get('error', '')}", flush=True)
+                  f"{f(row['ratio_vs_deepmd']):>8}  compiled {f(row.get('driver_compiled'))} builds {row.get('neighbor_builds')} "
+                  f"rollbacks {row.get('rollbacks')} slots {row.get('slots')} {row.get('error', '')}", flush=True)
     for r in args.replicas:
         images = []
         for k in range(r):

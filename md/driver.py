@@ -42,18 +42,19 @@ class MolecularDynamics:
     ``trajectory`` may end in ``.traj`` (ASE), ``.xyz``/``.extxyz`` or ``.h5md`` (H5MD, readable
     by other MD tools); ``logfile="-"`` prints the log.
 
-    Keyword-only options beyond ASE's: ``skin`` (Angstrom) of the reused neighbor list;
+    Keyword-only options beyond ASE's: ``skin`` (Angstrom) of the reused neighbor list (the
+    fastest hydrogen atoms of a large 300 K water box cover 0.5 A in about 15 steps of 0.5 fs);
     ``cuda_graphs`` (default: on for an nnpot model on a CUDA device with an integrator that
     allows it) replays blocks of ``graph_block`` steps from CUDA graphs
-    (:mod:`nnpot.md.graphs`).
+    (:mod:`nnpot.md.graphs`); ``compile`` runs the model through ``torch.compile``.
     """
 
     #: whether :meth:`_advance` is free of host synchronisation (can be captured in a CUDA graph)
     graph_safe = False
 
     def __init__(self, atoms, timestep: float, trajectory: str | os.PathLike[str] | None = None,
-                 logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 0.5,
-                 cuda_graphs: bool | None = None, graph_block: int = 10):
+                 logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 1.0,
+                 cuda_graphs: bool | None = None, graph_block: int = 5, compile: bool = False):
         from nnpot.potentials.calculator import NNPotCalculator
 
         if atoms.calc is None:
@@ -63,7 +64,7 @@ class MolecularDynamics:
         self.nsteps = 0
         calc = atoms.calc
         if isinstance(calc, NNPotCalculator):
-            self.force_fn = ModelForces(calc.model, atoms, skin=skin, chunk_size=calc.chunk_size)
+            self.force_fn = ModelForces(calc.model, atoms, skin=skin, chunk_size=calc.chunk_size, compile=compile)
             device, dtype = calc.model.device, calc.model.dtype
         else:
             self.force_fn = ASEForces(calc, atoms)

@@ -29,6 +29,10 @@ class ModelForces:
     ``sel`` as long as no atom has more than ``sel[t]`` neighbors of type ``t`` inside
     ``rcut`` (checked at every build, :class:`~nnpot.errors.NeighborOverflowError` otherwise).
 
+    Each evaluation first cuts the list (on the device) to the neighbors inside ``rcut``, keeping
+    per type the ``inner[t]`` nearest (the largest count at the build plus ``margin``), so the
+    model works on about as many slots as for a single evaluation however large the skin.
+
     The index buffers keep their addresses from build to build while the slot counts fit,
     so a CUDA graph that captured :meth:`evaluate` stays valid; :attr:`layout_version` changes
     when they had to grow. :attr:`max_displacement` (a device scalar) holds the largest
@@ -40,9 +44,12 @@ class ModelForces:
         skin: Angstrom.
         chunk_size: evaluate this many atoms at a time (bounds memory).
         margin: spare slots per type, as a fraction of the largest count at a build.
+        compile: evaluate the model through ``torch.compile`` (fuses the elementwise work of
+            forward and backward; the first steps pay for the compilation).
     """
 
-    def __init__(self, model, images, skin: float = 0.5, chunk_size: int | None = None, margin: float = 0.1):
+    def __init__(self, model, images, skin: float = 1.0, chunk_size: int | None = None, margin: float = 0.1,
+                 compile: bool = False):
         self.model = model
         self.single = not isinstance(images, Sequence)
         images = [images] if self.single else list(images)
@@ -66,6 +73,9 @@ class ModelForces:
         self.neighbors: PaddedNeighbors | None = None
         self.ref_positions: torch.Tensor | None = None
         self.max_displacement = torch.zeros((), dtype=model.dtype, device=device)
+        self.inner: tuple[int, ...] | None = None
+        self.overflow = torch.zeros((), dtype=torch.bool, device=device)
+        self.compiled = torch.compile(model, dynamic=False) if compile else None
 
     # --- neighbor list ----------------------------------------------------------------------
 
@@ -98,10 +108,15 @@ class ModelForces:
         i, j, s, d = self._pairs(positions, cells)
         group = i * n_types + self.types[j]
         inner = d < self.model.cutoff
-        self._check_sel(torch.bincount(group[inner], minlength=n * n_types).view(n, n_types))
+        inner_counts = torch.bincount(group[inner], minlength=n * n_types).view(n, n_types)
+        self._check_sel(inner_counts)
         found = torch.bincount(group, minlength=n * n_types).view(n, n_types).max(dim=0).values.tolist()
-        if self.capacity is None or any(f > c for f, c in zip(found, self.capacity)):
-            self.capacity = tuple(8 * math.ceil((f * (1 + self.margin) + 4) / 8) for f in found)
+        found_inner = inner_counts.max(dim=0).values.tolist()
+        grow = lambda f: 8 * math.ceil((f * (1 + self.margin) + 4) / 8)  # noqa: E731
+        if (self.capacity is None or any(f > c for f, c in zip(found, self.capacity))
+                or any(f > c for f, c in zip(found_inner, self.inner))):
+            self.capacity = tuple(grow(f) for f in found)
+            self.inner = tuple(min(grow(f), s, c) for f, s, c in zip(found_inner, self.model.sel, self.capacity))
             self.layout_version += 1
             self.neighbors = None
         nb = padded_neighbors(i, j, s, d, self.types, self.capacity, n, type_names=self.model.type_map)
@@ -114,13 +129,36 @@ class ModelForces:
             self.neighbors.max_counts = nb.max_counts
             self.ref_positions.copy_(positions)
         self.max_displacement.zero_()
+        self.overflow.zero_()
         self.n_builds += 1
 
     def needs_rebuild(self, positions: torch.Tensor) -> bool:
         """Host-side decision (synchronises): no list yet, or an atom moved more than skin/2."""
         if self.neighbors is None:
             return True
-        return bool((positions - self.ref_positions).norm(dim=-1).max() > 0.5 * self.skin)
+        moved = (positions - self.ref_positions).norm(dim=-1).max() > 0.5 * self.skin
+        return bool(moved | self.overflow)
+
+    @torch.no_grad()
+    def inner_neighbors(self, batch: AtomsBatch) -> PaddedNeighbors:
+        """The list cut to the neighbors now inside ``rcut``: per type the ``inner[t]`` nearest
+        (slots beyond ``rcut`` act as empty ones, so the energy is unchanged). Sets
+        :attr:`overflow` when some atom has more than ``inner[t]`` neighbors of type ``t`` inside
+        ``rcut`` (the list must then be rebuilt with more slots). No host synchronisation."""
+        nb = self.neighbors
+        r = batch.edge_vectors().norm(dim=-1)
+        r = torch.where((nb.index >= 0) & (r < self.model.cutoff), r, torch.full_like(r, math.inf))
+        index, shifts, start = [], [], 0
+        for cap, keep in zip(nb.capacity, self.inner):
+            block = r[:, start:start + cap]
+            counts = torch.isfinite(block).sum(dim=1)
+            self.overflow.copy_(self.overflow | (counts > keep).any())
+            dist, pick = torch.topk(block, keep, dim=1, largest=False)
+            idx = torch.gather(nb.index[:, start:start + cap], 1, pick)
+            index.append(torch.where(torch.isfinite(dist), idx, torch.full_like(idx, -1)))
+            shifts.append(torch.gather(nb.shifts[:, start:start + cap], 1, pick[..., None].expand(-1, -1, 3)))
+            start += cap
+        return PaddedNeighbors(torch.cat(index, 1), torch.cat(shifts, 1), self.inner, nb.max_counts)
 
     # --- evaluation ---------------------------------------------------------------------------
 
@@ -130,7 +168,9 @@ class ModelForces:
         moved = (positions.detach() - self.ref_positions).norm(dim=-1).max()
         self.max_displacement.copy_(torch.maximum(self.max_displacement, moved))
         batch = AtomsBatch(positions, self.types, self.frame, cells, self.pbc_all, self.neighbors)
-        out = derivatives(self.model, batch, chunk_size=self.chunk_size, groups=self.groups)
+        batch.neighbors = self.inner_neighbors(batch)
+        model = self.model if self.compiled is None else self.compiled
+        out = derivatives(model, batch, chunk_size=self.chunk_size, groups=self.groups)
         return out["energy"], out["forces"], out["virial"]
 
     def __call__(self, positions: torch.Tensor, cell: torch.Tensor):
@@ -141,6 +181,9 @@ class ModelForces:
         if self.needs_rebuild(positions):
             self.build(positions, cells)
         e, f, w = self.evaluate(positions, cells)
+        if bool(self.overflow):  # more neighbors inside rcut than the inner blocks hold
+            self.build(positions, cells)
+            e, f, w = self.evaluate(positions, cells)
         return (e[0], f, w[0]) if self.single else (e, f, w)
 
 

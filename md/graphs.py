@@ -48,6 +48,7 @@ class GraphedSteps:
         self.static = {name: getattr(state, name).clone() for name in _FIELDS}
         self.backup = {name: t.clone() for name, t in self.static.items()}
         self.n_rollbacks = 0
+        self.n_eager_blocks = 0
 
     # --- state buffers --------------------------------------------------------------------
 
@@ -110,10 +111,11 @@ class GraphedSteps:
     # --- running ----------------------------------------------------------------------------
 
     def _replay(self, k: int) -> tuple[bool, bool]:
-        """Run ``k`` steps; returns (stayed within skin/2, all finite)."""
+        """Run ``k`` steps; returns (the list stayed valid: moves within skin/2, inner blocks
+        large enough; all finite)."""
         self._save()
         self._graph(k).replay()
-        flags = torch.stack([self.force_fn.max_displacement <= 0.5 * self.force_fn.skin,
+        flags = torch.stack([(self.force_fn.max_displacement <= 0.5 * self.force_fn.skin) & ~self.force_fn.overflow,
                              torch.isfinite(self.static["energy"]).all() & torch.isfinite(self.static["positions"]).all()])
         ok_disp, finite = flags.tolist()
         return bool(ok_disp), bool(finite)
@@ -125,7 +127,8 @@ class GraphedSteps:
     def run(self, steps: int) -> None:
         """Advance ``steps`` steps (whole blocks from the graph, a remainder eagerly). Raises
         ``FloatingPointError`` (state left at the last good block start) when something became
-        non-finite or atoms move more than ``skin / 2`` within one block right after a build."""
+        non-finite. A block in which some atom moves more than ``skin / 2`` even right after a
+        build runs eagerly (counted in :attr:`n_eager_blocks`)."""
         self._bind()
         if self.force_fn.neighbors is None:
             self._rebuild()
@@ -139,11 +142,13 @@ class GraphedSteps:
                 self._rebuild()
                 before = 0.0
                 ok_disp, finite = self._replay(self.block)
-                if not ok_disp:
+                if not ok_disp:  # too fast for one block even right after a build: step eagerly
                     self._restore()
-                    raise FloatingPointError(
-                        f"atoms move more than skin/2 = {0.5 * self.force_fn.skin} A within {self.block} steps; "
-                        f"reduce the timestep or graph_block, or enlarge the skin")
+                    for _ in range(self.block):
+                        self.advance(self.state, self.force_fn)
+                    self._bind()
+                    self.n_eager_blocks += 1
+                    finite = bool(torch.isfinite(self.static["energy"]).all())
             if not finite:
                 self._restore()
                 raise FloatingPointError("non-finite energy or positions")

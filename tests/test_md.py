@@ -233,3 +233,22 @@ def test_cuda_graph_steps_match_eager(water, small_model):
     lang.run(30)
     assert np.isfinite(a.positions).all() and lang._graphs is not None
     torch.cuda.synchronize()
+
+
+def test_inner_block_overflow_triggers_a_rebuild(water, small_model):
+    """Too few inner slots for the neighbors inside rcut is detected on the device and repaired."""
+    import torch
+
+    from nnpot.md import ModelForces
+
+    atoms = water[0].to_atoms()
+    atoms.calc = NNPotCalculator(small_model, device="cpu")
+    fn = ModelForces(small_model, atoms, skin=1.0)
+    pos, cell = torch.as_tensor(atoms.positions), torch.as_tensor(atoms.cell.array)
+    fn(pos, cell)
+    fn.inner = (8, 8)  # as if atoms had crowded in since the build
+    builds = fn.n_builds
+    e, f, _ = fn(pos, cell)
+    assert fn.n_builds == builds + 1 and not bool(fn.overflow)
+    assert float(e) == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
+    np.testing.assert_allclose(f.numpy(), atoms.get_forces(), atol=1e-10)
