@@ -119,14 +119,27 @@ def main() -> None:
     p.add_argument("--vesin-path", default="", help="a folder holding vesin, to also run DeePMD-kit with it")
     p.add_argument("--replicas", type=int, nargs="*", default=[], help="replica counts of the 192-atom box")
     p.add_argument("--largest", type=int, nargs="*", default=[], help="float32 sizes to try for the largest box")
+    p.add_argument("--model", help="a trained .nnp (physical forces; a random model heats the box and forces "
+                                   "frequent neighbor rebuilds); its sel is widened to [48, 96] as above")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "md.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.dp_python and not (Path(args.dp_python).exists() or args.dp_python in ("python3", "python")):
         args.dp_python = ""
     base, model = water_model(sel=(48, 96))
+    if args.model:
+        from nnpot import load_model
+
+        model.load_state_dict(load_model(args.model).state_dict())
     gpu = args.device.startswith("cuda")
     rows, extra = [], {}
+    meta = {"threads": args.threads, "torch": torch.__version__, "chunk": args.chunk,
+            "gpu": torch.cuda.get_device_name() if gpu else None, "model": args.model or "random weights"}
+
+    def save() -> None:  # after every row, so a run cut short keeps what it measured
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({**meta, "rows": rows, **extra}, indent=2))
+
     print(f"{'atoms':>8} {'dtype':>8}  {'driver':>10} {'us/atom-step':>12} {'eager':>9} {'ASE VV+calc':>11} "
           f"{'DeePMD+ASE':>10} {'+vesin':>9} {'x DeePMD':>8}  (steps/s, {args.device})")
     for n in args.sizes:
@@ -144,7 +157,7 @@ def main() -> None:
                 a = atoms0.copy()
                 a.calc = NNPotCalculator(model, device=args.device, dtype=dtype, chunk_size=args.chunk)
                 dyn = VelocityVerlet(a, 0.5 * units.fs)
-                row["driver"] = rate(dyn.run, args.seconds, args.device, first=50 if n <= 12288 else 20)
+                row["driver"] = rate(dyn.run, args.seconds, args.device, first=50 if n <= 12288 else 10 if n <= 98304 else 3)
                 row["us_per_atom_step"] = 1e6 / row["driver"] / n
                 row["peak_MiB"] = peak_mib(args.device)
                 row["neighbor_builds"] = dyn.force_fn.n_builds
@@ -180,6 +193,7 @@ def main() -> None:
                   f"{f(row.get('driver_eager')):>9} {f(row.get('ase_vv_nnpot_calc')):>11} {f(dp):>10} {f(dp_v):>9} "
                   f"{f(row['ratio_vs_deepmd']):>8}  compiled {f(row.get('driver_compiled'))} builds {row.get('neighbor_builds')} "
                   f"rollbacks {row.get('rollbacks')} slots {row.get('slots')} {row.get('error', '')}", flush=True)
+            save()
     for r in args.replicas:
         images = []
         for k in range(r):
@@ -194,6 +208,7 @@ def main() -> None:
                                                       "us_per_atom_step": 1e6 / (steps * r * len(base))})
             print(f"replicas {r:>5} x {len(base)} atoms {dtype:>8}: {steps:8.1f} steps/s, {steps * r:10.0f} replica-steps/s, "
                   f"{1e6 / (steps * r * len(base)):.3f} us/atom-step", flush=True)
+            save()
     for n in args.largest:
         atoms0 = base.repeat(replicate_for(n))
         MaxwellBoltzmannDistribution(atoms0, temperature_K=300, rng=np.random.default_rng(0))
@@ -213,10 +228,8 @@ def main() -> None:
             entry["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         extra.setdefault("largest", []).append(entry)
         print(f"largest try {n:>9} atoms float32: {entry}", flush=True)
-    meta = {"threads": args.threads, "torch": torch.__version__, "chunk": args.chunk,
-            "gpu": torch.cuda.get_device_name() if gpu else None}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({**meta, "rows": rows, **extra}, indent=2))
+        save()
+    save()
 
 
 if __name__ == "__main__":

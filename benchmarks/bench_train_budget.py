@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
     p.add_argument("--skip-deepmd", action="store_true")
+    p.add_argument("--descriptors", nargs="+", default=["se_e2_a"], help="nnpot descriptors to train, one after another")
     args = p.parse_args()
     seconds = parse_duration(args.budget)
     work = ROOT / "runs" / f"budget_{args.budget}_{args.precision}"
@@ -42,27 +43,29 @@ def main() -> None:
     split(ROOT / "examples" / "data" / "water.h5", [0.8, 0.2], [work / "train.h5", work / "valid.h5"], seed=0)
     result = {"budget": args.budget, "precision": args.precision, "threads": args.threads}
 
-    t0 = time.perf_counter()
-    nnpot_main(["train", "--data", str(work / "train.h5"), "--valid-data", str(work / "valid.h5"), "--out",
-                str(work / "nnpot"), "--max-time", args.budget, "--set", f"threads={args.threads}", "--set",
-                f"model.dtype={args.precision}", "-q"])
-    result["nnpot_wall_s"] = time.perf_counter() - t0
-    nnpot_main(["test", "-m", str(work / "nnpot" / "model.nnp"), "-d", str(work / "valid.h5"), "--json",
-                str(work / "nnpot_test.json"), "-q"])
-    m = json.loads((work / "nnpot_test.json").read_text())
-    result["nnpot"] = {k: m[k] for k in ("energy_rmse_per_atom", "force_rmse")}
-    log = [json.loads(x) for x in (work / "nnpot" / "valid.jsonl").read_text().splitlines()]
-    result["nnpot"]["steps"] = log[-1]["step"]
+    for desc in args.descriptors:
+        key = "nnpot" if desc == "se_e2_a" else f"nnpot_{desc}"
+        t0 = time.perf_counter()
+        nnpot_main(["train", "--data", str(work / "train.h5"), "--valid-data", str(work / "valid.h5"), "--out",
+                    str(work / key), "--max-time", args.budget, "--set", f"threads={args.threads}", "--set",
+                    f"model.dtype={args.precision}", "--set", f"model.descriptor.type={desc}", "-q"])
+        result[f"{key}_wall_s"] = time.perf_counter() - t0
+        nnpot_main(["test", "-m", str(work / key / "model.nnp"), "-d", str(work / "valid.h5"), "--json",
+                    str(work / f"{key}_test.json"), "-q"])
+        m = json.loads((work / f"{key}_test.json").read_text())
+        result[key] = {k: m[k] for k in ("energy_rmse_per_atom", "force_rmse")}
+        log = [json.loads(x) for x in (work / key / "valid.jsonl").read_text().splitlines()]
+        result[key]["steps"] = log[-1]["step"]
 
     if not args.skip_deepmd:
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), DP_INTRA_OP_PARALLELISM_THREADS=str(args.threads),
                    DP_INTER_OP_PARALLELISM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-        dp_bin = Path(args.dp_python).parent / "dp"
+        dp_cmd = [args.dp_python, "-m", "deepmd"]
         dpw = work / "deepmd"
         dpw.mkdir(exist_ok=True)
         write_deepmd(H5Dataset(work / "train.h5"), dpw / "dpdata", type_map=["O", "H"])
         write_deepmd(H5Dataset(work / "valid.h5"), dpw / "dpvalid", type_map=["O", "H"])
-        step = dp_train_step(dp_bin, dpw, env, 140, args.precision)
+        step = dp_train_step(dp_cmd, dpw, env, 140, args.precision)
         steps = int(seconds / step)
         cfg = dp_config(args.precision)
         cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((dpw / "dpdata").iterdir())]
@@ -70,17 +73,18 @@ def main() -> None:
         cfg["learning_rate"].update(decay_steps=max(1, steps // 100), stop_lr=1e-5)
         (dpw / "input.json").write_text(json.dumps(cfg, indent=1))
         t0 = time.perf_counter()
-        run([str(dp_bin), "--pt", "train", "input.json"], dpw, env)
+        run([*dp_cmd, "--pt", "train", "input.json"], dpw, env)
         result["deepmd_wall_s"] = time.perf_counter() - t0
-        run([str(dp_bin), "--pt", "freeze", "-o", "model.pth"], dpw, env)
-        _, out = run([str(dp_bin), "--pt", "test", "-m", "model.pth", "-s", str(dpw / "dpvalid"), "-n", "100000"], dpw,
+        run([*dp_cmd, "--pt", "freeze", "-o", "model.pth"], dpw, env)
+        _, out = run([*dp_cmd, "--pt", "test", "-m", "model.pth", "-s", str(dpw / "dpvalid"), "-n", "100000"], dpw,
                      env, stderr=True)
         e = re.findall(r"Energy RMSE/Natoms\s*:\s*([0-9.eE+-]+)", out)
         f = re.findall(r"Force\s+RMSE\s*:\s*([0-9.eE+-]+)", out)
         result["deepmd"] = {"energy_rmse_per_atom": float(e[-1]), "force_rmse": float(f[-1]), "steps": steps,
                             "step_s": step}
     print(json.dumps(result, indent=2))
-    out = ROOT / "benchmarks" / "results" / f"train_budget_{args.budget}_{args.precision}.json"
+    tag = "" if args.descriptors == ["se_e2_a"] else "_" + "_".join(args.descriptors)
+    out = ROOT / "benchmarks" / "results" / f"train_budget_{args.budget}_{args.precision}{tag}.json"
     out.write_text(json.dumps(result, indent=2))
 
 

@@ -43,7 +43,8 @@ class MolecularDynamics:
     by other MD tools); ``logfile="-"`` prints the log.
 
     Keyword-only options beyond ASE's: ``skin`` (Angstrom) of the reused neighbor list (the
-    fastest hydrogen atoms of a large 300 K water box cover 0.5 A in about 15 steps of 0.5 fs);
+    fastest hydrogen atoms of a 300 K water box cover 1 A in about 30 steps of 0.5 fs; a wide
+    skin costs little because each step cuts the list to the neighbors inside the cutoff);
     ``cuda_graphs`` (default: on for an nnpot model on a CUDA device with an integrator that
     allows it) replays blocks of ``graph_block`` steps from CUDA graphs
     (:mod:`nnpot.md.graphs`); ``compile`` runs the model through ``torch.compile``.
@@ -53,8 +54,8 @@ class MolecularDynamics:
     graph_safe = False
 
     def __init__(self, atoms, timestep: float, trajectory: str | os.PathLike[str] | None = None,
-                 logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 1.0,
-                 cuda_graphs: bool | None = None, graph_block: int = 5, compile: bool = False):
+                 logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 2.0,
+                 cuda_graphs: bool | None = None, graph_block: int = 10, compile: bool = False):
         from nnpot.potentials.calculator import NNPotCalculator
 
         if atoms.calc is None:

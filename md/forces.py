@@ -48,7 +48,7 @@ class ModelForces:
             forward and backward; the first steps pay for the compilation).
     """
 
-    def __init__(self, model, images, skin: float = 1.0, chunk_size: int | None = None, margin: float = 0.1,
+    def __init__(self, model, images, skin: float = 2.0, chunk_size: int | None = None, margin: float = 0.1,
                  compile: bool = False):
         self.model = model
         self.single = not isinstance(images, Sequence)

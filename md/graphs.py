@@ -35,14 +35,17 @@ class GraphedSteps:
             (shallow copy of the) state, without host synchronisation.
         block: steps per captured graph.
         generator: a CUDA generator the step draws from, registered with the graphs.
+        capture: False replays the blocks eagerly instead (any device; the same bookkeeping,
+            which is how the CPU tests exercise it).
     """
 
     def __init__(self, state: MDState, force_fn: ModelForces, advance: Callable, block: int = 10,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, capture: bool = True):
         self.state, self.force_fn, self.advance = state, force_fn, advance
         self.block = max(1, int(block))
         self.generator = generator
-        self.pool = torch.cuda.graph_pool_handle()
+        self.capture = capture
+        self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.layout = force_fn.layout_version
         self.static = {name: getattr(state, name).clone() for name in _FIELDS}
@@ -81,6 +84,8 @@ class GraphedSteps:
             self.static[name].copy_(getattr(s, name))
 
     def _capture(self, k: int) -> torch.cuda.CUDAGraph:
+        if not self.capture:
+            return _EagerBlock(self, k)
         self._save()
         disp = self.force_fn.max_displacement.clone()
         side = torch.cuda.Stream()
@@ -100,9 +105,10 @@ class GraphedSteps:
 
     def _graph(self, k: int) -> torch.cuda.CUDAGraph:
         if self.force_fn.layout_version != self.layout:  # the neighbor buffers were replaced
-            torch.cuda.synchronize()
             self.graphs.clear()
-            self.pool = torch.cuda.graph_pool_handle()
+            if self.capture:
+                torch.cuda.synchronize()
+                self.pool = torch.cuda.graph_pool_handle()
             self.layout = self.force_fn.layout_version
         if k not in self.graphs:
             self.graphs[k] = self._capture(k)
@@ -160,3 +166,13 @@ class GraphedSteps:
         for _ in range(left):  # the remainder, eagerly (the force call checks the list itself)
             self.advance(self.state, self.force_fn)
         self._bind()
+
+
+class _EagerBlock:
+    """Stands in for a captured graph: ``replay`` runs the block's steps eagerly."""
+
+    def __init__(self, owner: GraphedSteps, k: int):
+        self.owner, self.k = owner, k
+
+    def replay(self) -> None:
+        self.owner._body(self.k)

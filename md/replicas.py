@@ -40,8 +40,8 @@ class Replicas:
 
     def __init__(self, images: Sequence, model: str | os.PathLike[str] | torch.nn.Module, timestep: float, *,
                  temperature_K: float | None = None, friction: float | None = None, device: str = "auto",
-                 dtype: str | None = None, skin: float = 1.0, chunk_size: int | None = None,
-                 cuda_graphs: bool | None = None, graph_block: int = 5, seed: int | None = None):
+                 dtype: str | None = None, skin: float = 2.0, chunk_size: int | None = None,
+                 cuda_graphs: bool | None = None, graph_block: int = 10, seed: int | None = None):
         from nnpot.potentials.calculator import NNPotCalculator
 
         self.images = list(images)

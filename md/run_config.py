@@ -28,7 +28,7 @@ class MDConfig:
     replicate: list[int] = field(default_factory=lambda: [1, 1, 1])  #: e.g. [2, 2, 2] for a supercell
     device: str = "auto"
     dtype: str = "float64"
-    skin: float = 1.0
+    skin: float = 2.0
     seed: int = 0
     output: str = "runs/md"  #: folder for md.traj, md.log, thermo.json and md.png
     loginterval: int = 10
