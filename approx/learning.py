@@ -29,6 +29,7 @@ class LearningCurveConfig:
     axis_neuron: int = 16
     fitting: list[int] = field(default_factory=lambda: [240, 240, 240])
     seed: int = 0
+    descriptor: str = "se_e2_a"  #: or e3nn (its default settings; embedding/axis_neuron then unused)
 
     @classmethod
     def quick(cls) -> "LearningCurveConfig":
@@ -42,7 +43,8 @@ def _train_and_score(c: LearningCurveConfig, train_path: Path, valid_path: Path,
 
     overrides = [f"num_steps={c.steps}", f"valid_freq={c.steps + 1}", f"save_freq={c.steps + 1}", "stat_frames=16",
                  f"model.descriptor.neuron={c.embedding}", f"model.descriptor.axis_neuron={c.axis_neuron}",
-                 f"model.fitting.neuron={fitting}", f"seed={c.seed}", "stop_lr=1e-5"]
+                 f"model.fitting.neuron={fitting}", f"seed={c.seed}", "stop_lr=1e-5",
+                 f"model.descriptor.type={c.descriptor}"]
     config = load_train_config(None, overrides, {"data": str(train_path), "valid_data": str(valid_path)})
     trainer = Trainer(config, out, progress=False)
     trainer.run()
@@ -84,4 +86,5 @@ def learning_curve(config: LearningCurveConfig | None = None, quick: bool = True
     for s in series:
         s.fit_rate()
     return StudyResult("learning-curve", "training frames / fitting-net width", series, time.perf_counter() - t0, quick,
-                       notes={"data": str(data), "steps": c.steps, "valid_frames": c.valid_frames})
+                       notes={"data": str(data), "steps": c.steps, "valid_frames": c.valid_frames,
+                              "descriptor": c.descriptor})

@@ -130,11 +130,12 @@ def _approx(args) -> int:
     from nnpot.approx import STUDIES
 
     torch.set_num_threads(max(1, args.threads))
-    if args.study == "learning-curve" and args.data:
+    if args.study == "learning-curve" and (args.data or args.descriptor != "se_e2_a"):
         from nnpot.approx.learning import LearningCurveConfig, learning_curve
 
         config = LearningCurveConfig.quick() if args.quick else LearningCurveConfig()
-        config.data = args.data
+        config.data = args.data or ""
+        config.descriptor = args.descriptor
         result = learning_curve(config, quick=args.quick)
     else:
         result = STUDIES[args.study](quick=args.quick)
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", choices=["barron-mc", "random-features", "depth", "decomposition", "integrator-order",
                                           "learning-curve"])
     p.add_argument("--data", help="learning-curve: your HDF5 dataset (default: the bundled water data)")
+    p.add_argument("--descriptor", default="se_e2_a", choices=["se_e2_a", "e3nn"],
+                   help="learning-curve: the descriptor of the potentials trained")
     p.add_argument("--quick", action="store_true", help="the small setting (about a minute on 2 cores)")
     p.add_argument("--json", help="write the table, slope, slope_ci and theory_slope as JSON")
     p.add_argument("--plot", help="write the log-log plot with theory lines (PNG)")
