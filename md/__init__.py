@@ -6,7 +6,7 @@ any ASE calculator), :mod:`~nnpot.md.driver` the ASE-style classes, :mod:`~nnpot
 of whole steps and :mod:`~nnpot.md.replicas` many replicas in one batch.
 """
 
-from nnpot.md.driver import Bussi, Langevin, MDError, MolecularDynamics, NoseHoover, VelocityVerlet
+from nnpot.md.driver import NPT, Bussi, Langevin, MDError, MolecularDynamics, NoseHoover, VelocityVerlet
 from nnpot.md.forces import ASEForces, ModelForces
 from nnpot.md.integrators import langevin_baoab_step, velocity_verlet_step
 from nnpot.md.replicas import Replicas
@@ -18,6 +18,7 @@ __all__ = [
     "Langevin",
     "Bussi",
     "NoseHoover",
+    "NPT",
     "MDError",
     "Replicas",
     "ModelForces",

@@ -22,14 +22,16 @@ from nnpot.errors import NNPotError
 from nnpot.md.forces import ASEForces, ModelForces
 from nnpot.md.integrators import (
     NoseHooverChain,
+    bussi_rescale,
     bussi_step,
+    cell_rescale,
     langevin_baoab_step,
     nose_hoover_step,
     velocity_verlet_step,
 )
 from nnpot.md.state import snapshot, state_from_atoms, write_back
 
-__all__ = ["MolecularDynamics", "VelocityVerlet", "Langevin", "Bussi", "NoseHoover", "MDError"]
+__all__ = ["MolecularDynamics", "VelocityVerlet", "Langevin", "Bussi", "NoseHoover", "NPT", "MDError"]
 
 
 class MDError(NNPotError, RuntimeError):
@@ -184,15 +186,20 @@ class MolecularDynamics:
             self.attach(lambda: traj.write(snapshot(self.state, self.atoms)), interval)
 
     def _log(self, fh) -> None:
+        from nnpot.md.integrators import pressure
+
         s = self.state
         epot = float(s.energy)
         ekin = float(s.kinetic_energy())
         n = len(self.atoms)
+        periodic = bool(all(self.atoms.pbc))
         if self.nsteps == 0:
-            header = f"{'Time[ps]':>10} {'Etot/N[eV]':>12} {'Epot/N[eV]':>12} {'Ekin/N[eV]':>12} {'T[K]':>8}\n"
+            header = (f"{'Time[ps]':>10} {'Etot/N[eV]':>12} {'Epot/N[eV]':>12} {'Ekin/N[eV]':>12} {'T[K]':>8}"
+                      + (f" {'P[bar]':>10}" if periodic else "") + "\n")
             fh.write(header) if fh else print(header, end="")
         line = (f"{self.get_time() / (1000 * units.fs):10.4f} {(epot + ekin) / n:12.6f} {epot / n:12.6f} "
-                f"{ekin / n:12.6f} {float(s.temperature()):8.1f}\n")
+                f"{ekin / n:12.6f} {float(s.temperature()):8.1f}"
+                + (f" {float(pressure(s)) / units.bar:10.1f}" if periodic else "") + "\n")
         if fh is None:
             print(line, end="")
         else:
@@ -266,3 +273,37 @@ class NoseHoover(MolecularDynamics):
         """Potential + kinetic + chain energy (eV); constant up to integration error."""
         s = self.state
         return float(s.energy + s.kinetic_energy() + self.chain.energy())
+
+
+class NPT(MolecularDynamics):
+    """Isotropic NPT: Bussi's thermostat and stochastic cell rescaling (Bernetti & Bussi 2020).
+
+    ``NPT(atoms, timestep, temperature_K, pressure_au, taut, taup, compressibility_au)`` with
+    ASE's units and argument names (as ASE's ``NPTBerendsen``): ``pressure_au`` in eV/A^3
+    (``1.01325 * units.bar`` for 1 atm), ``compressibility_au`` in A^3/eV (water:
+    ``4.5e-5 / units.bar``), ``taut`` and ``taup`` in ASE time. Needs a periodic cell; the cell
+    and volume after ``run`` are in ``atoms``.
+    """
+
+    def __init__(self, atoms, timestep: float, temperature_K: float, pressure_au: float, taut: float, taup: float,
+                 compressibility_au: float, *, seed: int | None = None, **kwargs):
+        if not all(atoms.pbc):
+            raise NNPotError("NPT needs a cell periodic in all three directions")
+        super().__init__(atoms, timestep, **kwargs)
+        self.temperature_K, self.pressure_au = float(temperature_K), float(pressure_au)
+        self.taut, self.taup, self.compressibility = float(taut), float(taup), float(compressibility_au)
+        self.rng = np.random.default_rng(seed)
+        self.n_dof = _n_dof(atoms)
+
+    def _advance(self, state, force_fn) -> None:
+        kT = units.kB * self.temperature_K
+        bussi_rescale(state, 0.5 * self.dt, kT, self.taut, self.n_dof, self.rng)
+        velocity_verlet_step(state, force_fn, self.dt)
+        bussi_rescale(state, 0.5 * self.dt, kT, self.taut, self.n_dof, self.rng)
+        cell_rescale(state, force_fn, self.dt, kT, self.pressure_au, self.taup, self.compressibility, self.rng)
+
+    def pressure(self) -> float:
+        """Instantaneous pressure, eV/A^3."""
+        from nnpot.md.integrators import pressure
+
+        return float(pressure(self.state))

@@ -72,6 +72,7 @@ class ModelForces:
         self.n_builds = 0
         self.neighbors: PaddedNeighbors | None = None
         self.ref_positions: torch.Tensor | None = None
+        self.ref_inverse: torch.Tensor | None = None
         self.max_displacement = torch.zeros((), dtype=model.dtype, device=device)
         self.inner: tuple[int, ...] | None = None
         self.overflow = torch.zeros((), dtype=torch.bool, device=device)
@@ -123,21 +124,40 @@ class ModelForces:
         if self.neighbors is None:
             self.neighbors = nb
             self.ref_positions = positions.detach().clone()
+            self.ref_inverse = torch.linalg.inv(self._fill_cells(cells))
         else:  # same shapes: refill in place so captured graphs see the new list
             self.neighbors.index.copy_(nb.index)
             self.neighbors.shifts.copy_(nb.shifts)
             self.neighbors.max_counts = nb.max_counts
             self.ref_positions.copy_(positions)
+            self.ref_inverse.copy_(torch.linalg.inv(self._fill_cells(cells)))
         self.max_displacement.zero_()
         self.overflow.zero_()
         self.n_builds += 1
 
-    def needs_rebuild(self, positions: torch.Tensor) -> bool:
-        """Host-side decision (synchronises): no list yet, or an atom moved more than skin/2."""
+    def _fill_cells(self, cells: torch.Tensor) -> torch.Tensor:
+        """Cells with the vectors of non-periodic directions replaced by unit vectors (invertible)."""
+        eye = torch.eye(3, dtype=cells.dtype, device=cells.device).expand_as(cells)
+        return torch.where(self.pbc_all[:, :, None], cells, eye)
+
+    def displacement(self, positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """How far the list is from going stale, in Angstrom (a device scalar): the largest
+        atom displacement beyond the cell's affine deformation since the build, plus half the
+        deformation ``|F - 1|`` times ``rcut + skin`` (``F = cell_build^-1 cell``; zero at fixed
+        cell). A pair's separation has then changed by at most twice this, so the list is valid
+        while it stays below ``skin / 2``."""
+        F = self.ref_inverse @ self._fill_cells(cells)  # [B, 3, 3]
+        affine = torch.einsum("nd,nde->ne", self.ref_positions, F[self.frame])
+        eye = torch.eye(3, dtype=F.dtype, device=F.device)
+        strain = torch.linalg.matrix_norm(F - eye).max()
+        return (positions.detach() - affine).norm(dim=-1).max() + 0.5 * strain * (self.model.cutoff + self.skin)
+
+    def needs_rebuild(self, positions: torch.Tensor, cells: torch.Tensor) -> bool:
+        """Host-side decision (synchronises): no list yet, the list may be stale (see
+        :meth:`displacement`), or the inner blocks overflowed."""
         if self.neighbors is None:
             return True
-        moved = (positions - self.ref_positions).norm(dim=-1).max() > 0.5 * self.skin
-        return bool(moved | self.overflow)
+        return bool((self.displacement(positions, cells) > 0.5 * self.skin) | self.overflow)
 
     @torch.no_grad()
     def inner_neighbors(self, batch: AtomsBatch) -> PaddedNeighbors:
@@ -165,8 +185,7 @@ class ModelForces:
     def evaluate(self, positions: torch.Tensor, cells: torch.Tensor):
         """Energies ``[B]``, forces ``[N, 3]``, virials ``[B, 3, 3]`` with the current list;
         never waits on the device. Tracks :attr:`max_displacement`."""
-        moved = (positions.detach() - self.ref_positions).norm(dim=-1).max()
-        self.max_displacement.copy_(torch.maximum(self.max_displacement, moved))
+        self.max_displacement.copy_(torch.maximum(self.max_displacement, self.displacement(positions, cells)))
         batch = AtomsBatch(positions, self.types, self.frame, cells, self.pbc_all, self.neighbors)
         batch.neighbors = self.inner_neighbors(batch)
         model = self.model if self.compiled is None else self.compiled
@@ -178,7 +197,7 @@ class ModelForces:
         when needed. ``cell`` is ``[3, 3]`` for one structure (scalar energy, ``[3, 3]`` virial)
         or ``[B, 3, 3]`` for replicas (``[B]`` energies and ``[B, 3, 3]`` virials)."""
         cells = cell[None] if self.single else cell
-        if self.needs_rebuild(positions):
+        if self.needs_rebuild(positions, cells):
             self.build(positions, cells)
         e, f, w = self.evaluate(positions, cells)
         if bool(self.overflow):  # more neighbors inside rcut than the inner blocks hold

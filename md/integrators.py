@@ -14,7 +14,7 @@ import torch
 from nnpot.md.state import MDState
 
 __all__ = ["velocity_verlet_step", "langevin_baoab_step", "bussi_rescale", "bussi_step", "NoseHooverChain",
-           "nose_hoover_step"]
+           "nose_hoover_step", "pressure", "cell_rescale"]
 
 
 def _update_forces(state: MDState, force_fn) -> None:
@@ -131,3 +131,31 @@ def nose_hoover_step(state: MDState, force_fn, dt: float, chain: NoseHooverChain
     velocity_verlet_step(state, force_fn, dt)
     chain.half_step(state, dt)
     return state
+
+
+def pressure(state: MDState) -> torch.Tensor:
+    """Instantaneous pressure ``(2 K + tr W) / (3 V)`` in eV/A^3 (``W``: the virial in eV)."""
+    volume = torch.linalg.det(state.cell).abs()
+    return (2.0 * state.kinetic_energy() + torch.diagonal(state.virial).sum()) / (3.0 * volume)
+
+
+def cell_rescale(state: MDState, force_fn, dt: float, kT: float, pressure_target: float, taup: float,
+                 compressibility: float, rng: np.random.Generator) -> None:
+    """Isotropic stochastic cell rescaling (Bernetti & Bussi, J. Chem. Phys. 153, 114107 (2020)),
+    one Euler-Maruyama step of the log-volume ``e = ln V``:
+
+    ``de = -(beta / taup) (P0 - P - kT / V) dt + sqrt(2 kT beta dt / (V taup)) R``,  ``R ~ N(0, 1)``;
+
+    positions and cell scale by ``exp(de / 3)``, momenta by ``exp(-de / 3)``; forces are then
+    recomputed. With a thermostat it samples the isothermal-isobaric ensemble; as ``taup`` grows it
+    becomes NVT. Units: eV/A^3 for pressures, A^3/eV for ``beta``, ASE time for ``dt`` and ``taup``.
+    """
+    volume = float(torch.linalg.det(state.cell).abs())
+    p = float(pressure(state))
+    drift = -(compressibility / taup) * (pressure_target - p - kT / volume) * dt
+    noise = math.sqrt(2.0 * kT * compressibility * dt / (volume * taup)) * float(rng.standard_normal())
+    scale = math.exp((drift + noise) / 3.0)
+    state.positions = state.positions * scale
+    state.cell = state.cell * scale
+    state.momenta = state.momenta / scale
+    _update_forces(state, force_fn)

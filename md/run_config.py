@@ -18,12 +18,15 @@ class MDConfig:
     structure: str = ""  #: any ASE-readable file, or an nnpot .h5 (frame `frame`)
     frame: int = 0
     model: str = ""  #: .nnp model file
-    ensemble: str = "nve"  #: nve (velocity Verlet), langevin, bussi or nose-hoover
+    ensemble: str = "nve"  #: nve (velocity Verlet), langevin, bussi, nose-hoover or npt
     timestep_fs: float = 0.5
     steps: int = 1000
     temperature_K: float = 300.0  #: initial Maxwell-Boltzmann temperature and thermostat target
     friction_per_fs: float = 0.01  #: Langevin friction
     tau_fs: float = 100.0  #: Bussi / Nose-Hoover time constant
+    pressure_bar: float = 1.01325  #: npt: target pressure
+    taup_fs: float = 1000.0  #: npt: barostat time constant
+    compressibility_per_bar: float = 4.5e-5  #: npt: the barostat's compressibility (water: 4.5e-5 / bar)
     trajectory: str = "md.traj"  #: file name in `output`: .traj, .extxyz or .h5md
     replicate: list[int] = field(default_factory=lambda: [1, 1, 1])  #: e.g. [2, 2, 2] for a supercell
     device: str = "auto"
@@ -58,10 +61,10 @@ def run_md(config: MDConfig, progress: bool = True) -> dict:
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from tqdm.auto import tqdm
 
-    from nnpot.md.driver import Bussi, Langevin, NoseHoover, VelocityVerlet
+    from nnpot.md.driver import NPT, Bussi, Langevin, NoseHoover, VelocityVerlet
     from nnpot.potentials.calculator import NNPotCalculator
 
-    ensembles = ("nve", "langevin", "bussi", "nose-hoover")
+    ensembles = ("nve", "langevin", "bussi", "nose-hoover", "npt")
     if config.ensemble not in ensembles:
         raise ConfigError(f"ensemble: {config.ensemble!r}; allowed: {', '.join(map(repr, ensembles))}")
     out = Path(config.output)
@@ -80,6 +83,10 @@ def run_md(config: MDConfig, progress: bool = True) -> dict:
         dyn = Langevin(atoms, dt, temperature_K=T, friction=config.friction_per_fs / units.fs, seed=config.seed, **common)
     elif config.ensemble == "bussi":
         dyn = Bussi(atoms, dt, temperature_K=T, taut=tau, seed=config.seed, **common)
+    elif config.ensemble == "npt":
+        dyn = NPT(atoms, dt, temperature_K=T, pressure_au=config.pressure_bar * units.bar, taut=tau,
+                  taup=config.taup_fs * units.fs, compressibility_au=config.compressibility_per_bar / units.bar,
+                  seed=config.seed, **common)
     else:
         dyn = NoseHoover(atoms, dt, temperature_K=T, tdamp=tau, **common)
     thermo = []
