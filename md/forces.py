@@ -152,13 +152,6 @@ class ModelForces:
         strain = torch.linalg.matrix_norm(F - eye).max()
         return (positions.detach() - affine).norm(dim=-1).max() + 0.5 * strain * (self.model.cutoff + self.skin)
 
-    def needs_rebuild(self, positions: torch.Tensor, cells: torch.Tensor) -> bool:
-        """Host-side decision (synchronises): no list yet, the list may be stale (see
-        :meth:`displacement`), or the inner blocks overflowed."""
-        if self.neighbors is None:
-            return True
-        return bool((self.displacement(positions, cells) > 0.5 * self.skin) | self.overflow)
-
     @torch.no_grad()
     def inner_neighbors(self, batch: AtomsBatch) -> PaddedNeighbors:
         """The list cut to the neighbors now inside ``rcut``: per type the ``inner[t]`` nearest
@@ -192,18 +185,28 @@ class ModelForces:
         out = derivatives(model, batch, chunk_size=self.chunk_size, groups=self.groups)
         return out["energy"], out["forces"], out["virial"]
 
+    def batched(self, cell: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, 3]`` cells from the driver's ``cell`` (``[3, 3]`` for one structure)."""
+        return cell[None] if self.single else cell
+
+    def evaluate_state(self, positions: torch.Tensor, cell: torch.Tensor):
+        """:meth:`evaluate` in the driver's shapes: for one structure a scalar energy and a
+        ``[3, 3]`` virial, for replicas ``[B]`` and ``[B, 3, 3]``."""
+        e, f, w = self.evaluate(positions, self.batched(cell))
+        return (e[0], f, w[0]) if self.single else (e, f, w)
+
     def __call__(self, positions: torch.Tensor, cell: torch.Tensor):
         """``(energy, forces [N, 3], virial)`` at ``positions`` (eV, eV/A, eV), rebuilding the list
-        when needed. ``cell`` is ``[3, 3]`` for one structure (scalar energy, ``[3, 3]`` virial)
-        or ``[B, 3, 3]`` for replicas (``[B]`` energies and ``[B, 3, 3]`` virials)."""
-        cells = cell[None] if self.single else cell
-        if self.needs_rebuild(positions, cells):
-            self.build(positions, cells)
-        e, f, w = self.evaluate(positions, cells)
-        if bool(self.overflow):  # more neighbors inside rcut than the inner blocks hold
-            self.build(positions, cells)
-            e, f, w = self.evaluate(positions, cells)
-        return (e[0], f, w[0]) if self.single else (e, f, w)
+        when needed (shapes as :meth:`evaluate_state`). One host synchronisation per call: if the
+        list turns out stale (see :meth:`displacement`) or the inner blocks overflowed, it is
+        rebuilt and the evaluation repeated."""
+        if self.neighbors is None:
+            self.build(positions, self.batched(cell))
+        out = self.evaluate_state(positions, cell)
+        if bool((self.max_displacement > 0.5 * self.skin) | self.overflow):
+            self.build(positions, self.batched(cell))
+            out = self.evaluate_state(positions, cell)
+        return out
 
 
 class ASEForces:

@@ -71,15 +71,10 @@ class GraphedSteps:
         for name in _FIELDS:
             self.static[name].copy_(self.backup[name])
 
-    def _forces(self, positions: torch.Tensor, cell: torch.Tensor):
-        f = self.force_fn
-        e, forces, w = f.evaluate(positions, cell[None] if f.single else cell)
-        return (e[0], forces, w[0]) if f.single else (e, forces, w)
-
     def _body(self, k: int) -> None:
         s = copy.copy(self.state)
         for _ in range(k):
-            self.advance(s, self._forces)
+            self.advance(s, self.force_fn.evaluate_state)
         for name in _FIELDS:
             self.static[name].copy_(getattr(s, name))
 
@@ -127,8 +122,7 @@ class GraphedSteps:
         return bool(ok_disp), bool(finite)
 
     def _rebuild(self) -> None:
-        cells = self.state.cell[None] if self.force_fn.single else self.state.cell
-        self.force_fn.build(self.state.positions, cells)
+        self.force_fn.build(self.state.positions, self.force_fn.batched(self.state.cell))
 
     def run(self, steps: int) -> None:
         """Advance ``steps`` steps (whole blocks from the graph, a remainder eagerly). Raises
