@@ -83,12 +83,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunk", type=int, default=8192)
     p.add_argument("--descriptors", nargs="+", default=["se_e2_a"], help="se_e2_a and/or e3nn (default settings)")
+    p.add_argument("--tabulate", action="store_true", help="also time se_e2_a with tabulated embedding nets")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "eval.json"))
     args = p.parse_args()
     rows = []
     for descriptor in args.descriptors:
         base, model = water_model(descriptor=descriptor)
+        tabulated = model.tabulated() if args.tabulate and descriptor == "se_e2_a" else None
         rows += measure_all(base, model, args, descriptor)
+        if tabulated is not None:
+            rows += measure_all(base, tabulated, args, "se_e2_a-tabulated")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
                                            "rows": rows}, indent=2))
@@ -109,7 +113,7 @@ def measure_all(base, model, args, descriptor: str) -> list[dict]:
                 print(f"{len(atoms):>8} {dtype_name:>8} {args.device:>5}  {rows[-1]['error']}")
                 continue
             r = rows[-1]
-            print(f"{descriptor:>8} {r['atoms']:>8} {dtype_name:>8} {args.device:>5}  neighbors {r['neighbor_s'] * 1e3:9.1f} ms  "
+            print(f"{descriptor:>17} {r['atoms']:>8} {dtype_name:>8} {args.device:>5}  neighbors {r['neighbor_s'] * 1e3:9.1f} ms  "
                   f"energy+forces {r['eval_s'] * 1e3:10.1f} ms  {r['us_per_atom']:8.2f} us/atom  peak {r['peak_MiB']:9.0f} MiB",
                   flush=True)
     return rows

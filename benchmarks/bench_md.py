@@ -121,6 +121,8 @@ def main() -> None:
     p.add_argument("--largest", type=int, nargs="*", default=[], help="float32 sizes to try for the largest box")
     p.add_argument("--model", help="a trained .nnp (physical forces; a random model heats the box and forces "
                                    "frequent neighbor rebuilds); its sel is widened to [48, 96] as above")
+    p.add_argument("--tabulate", action="store_true",
+                   help="also run nnpot's driver with tabulated embedding nets (and use them for replicas/largest)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "md.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -131,6 +133,8 @@ def main() -> None:
         from nnpot import load_model
 
         model.load_state_dict(load_model(args.model).state_dict())
+    tabulated = model.tabulated() if args.tabulate else None
+    fast = tabulated if tabulated is not None else model
     gpu = args.device.startswith("cuda")
     rows, extra = [], {}
     meta = {"threads": args.threads, "torch": torch.__version__, "chunk": args.chunk,
@@ -166,6 +170,18 @@ def main() -> None:
                 row["slots"] = list(dyn.force_fn.capacity)
                 row["inner_slots"] = list(dyn.force_fn.inner)
                 del dyn
+                if tabulated is not None:
+                    if gpu:
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                    t = atoms0.copy()
+                    t.calc = NNPotCalculator(tabulated, device=args.device, dtype=dtype, chunk_size=args.chunk)
+                    dyn = VelocityVerlet(t, 0.5 * units.fs)
+                    row["driver_tabulated"] = rate(dyn.run, args.seconds, args.device,
+                                                   first=50 if n <= 12288 else 10 if n <= 98304 else 3)
+                    row["us_per_atom_step_tabulated"] = 1e6 / row["driver_tabulated"] / n
+                    row["peak_MiB_tabulated"] = peak_mib(args.device)
+                    del dyn, t
                 if n in args.compile_sizes:
                     d = atoms0.copy()
                     d.calc = a.calc
@@ -187,11 +203,14 @@ def main() -> None:
                 row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
             best_dp = max([x for x in (dp, dp_v) if isinstance(x, float)], default=None)
             row["ratio_vs_deepmd"] = row["driver"] / best_dp if best_dp and "driver" in row else None
+            row["ratio_tabulated_vs_deepmd"] = (row["driver_tabulated"] / best_dp
+                                                if best_dp and "driver_tabulated" in row else None)
             rows.append(row)
             f = lambda x: f"{x:.1f}" if isinstance(x, float) else ("-" if x is None else "fail")  # noqa: E731
             print(f"{n:>8} {dtype:>8}  {f(row.get('driver')):>10} {f(row.get('us_per_atom_step')):>12} "
                   f"{f(row.get('driver_eager')):>9} {f(row.get('ase_vv_nnpot_calc')):>11} {f(dp):>10} {f(dp_v):>9} "
-                  f"{f(row['ratio_vs_deepmd']):>8}  compiled {f(row.get('driver_compiled'))} builds {row.get('neighbor_builds')} "
+                  f"{f(row['ratio_vs_deepmd']):>8}  tabulated {f(row.get('driver_tabulated'))} "
+                  f"({f(row.get('us_per_atom_step_tabulated'))} us, x{f(row.get('ratio_tabulated_vs_deepmd'))}) compiled {f(row.get('driver_compiled'))} builds {row.get('neighbor_builds')} "
                   f"rollbacks {row.get('rollbacks')} slots {row.get('slots')} {row.get('error', '')}", flush=True)
             save()
     for r in args.replicas:
@@ -201,7 +220,7 @@ def main() -> None:
             MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(k))
             images.append(a)
         for dtype in args.dtypes:
-            reps = Replicas(images, model, 0.5 * units.fs, device=args.device, dtype=dtype, chunk_size=args.chunk)
+            reps = Replicas(images, fast, 0.5 * units.fs, device=args.device, dtype=dtype, chunk_size=args.chunk)
             steps = rate(reps.run, args.seconds, args.device)
             extra.setdefault("replicas", []).append({"replicas": r, "atoms_each": len(base), "dtype": dtype,
                                                       "steps_per_s": steps, "replica_steps_per_s": steps * r,
@@ -218,8 +237,9 @@ def main() -> None:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
             a = atoms0
-            a.calc = NNPotCalculator(model, device=args.device, dtype="float32", chunk_size=args.chunk)
+            a.calc = NNPotCalculator(fast, device=args.device, dtype="float32", chunk_size=args.chunk)
             dyn = VelocityVerlet(a, 0.5 * units.fs)
+            entry["tabulated"] = tabulated is not None
             entry["steps_per_s"] = rate(dyn.run, args.seconds, args.device, first=2)
             entry["us_per_atom_step"] = 1e6 / entry["steps_per_s"] / n
             entry["peak_MiB"] = peak_mib(args.device)

@@ -39,6 +39,9 @@ class NNPotCalculator(Calculator):
         on_overflow: ``"error"`` (default) or ``"count"`` when an atom has more neighbors of a
             type than the model's ``sel``; ``"count"`` drops the farthest and records the number
             in ``results["neighbor_overflow"]``.
+        tabulate: replace the se_e2_a embedding nets by quintic tables (DeePMD-kit's model
+            compression, :meth:`EnergyModel.tabulated`): agrees with the exact model to
+            ~1e-12 relative in float64 and is several times faster on CUDA.
 
     Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/A),
     ``stress`` (eV/A^3, Voigt xx yy zz yz xz xy, only when the cell has a volume).
@@ -53,6 +56,7 @@ class NNPotCalculator(Calculator):
         dtype: str | torch.dtype | None = None,
         chunk_size: int | None = 8192,
         on_overflow: str = "error",
+        tabulate: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -64,6 +68,8 @@ class NNPotCalculator(Calculator):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         target = _DTYPES[dtype] or model.dtype
+        if tabulate and not model.is_tabulated:
+            model = model.tabulated()  # a copy, built from the model's own precision
         if model.device != self.device or model.dtype != target:  # convert a copy, not the caller's model
             model = copy.deepcopy(model).to(device=self.device, dtype=target)
         self.model = model.eval()

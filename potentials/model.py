@@ -63,6 +63,21 @@ class EnergyModel(nn.Module):
     def device(self) -> torch.device:
         return self.energy_bias.device
 
+    @property
+    def is_tabulated(self) -> bool:
+        """Whether the embedding nets are tables (see :meth:`tabulated`)."""
+        from nnpot.potentials.tabulate import TabulatedSeE2A
+
+        return isinstance(self.descriptor, TabulatedSeE2A)
+
+    def tabulated(self, stride: float = 0.01, r_min: float = 0.5) -> EnergyModel:
+        """A copy with the se_e2_a embedding nets replaced by quintic tables, DeePMD-kit's
+        model compression: same energies to ~1e-9 relative, much faster with the fused CUDA
+        kernel, for inference only (see :mod:`nnpot.potentials.tabulate`)."""
+        from nnpot.potentials.tabulate import tabulate_model
+
+        return tabulate_model(self, stride=stride, r_min=r_min)
+
     def type_groups(self, types: torch.Tensor) -> list[torch.Tensor]:
         """Indices of the atoms of each type; passing them to :meth:`forward` avoids the
         host synchronisation of finding them there (needed inside CUDA graphs)."""

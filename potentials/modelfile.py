@@ -33,6 +33,8 @@ def save_model(model: EnergyModel, path: str | os.PathLike[str], provenance: dic
     """Write ``model`` to ``path`` atomically."""
     from nnpot import __version__
 
+    if model.is_tabulated:
+        raise ValueError("a tabulated model is derived at load time; save the exact model it was made from")
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

@@ -211,7 +211,8 @@ def test_tight_neighbor_blocks_keep_the_energy(water, small_model):
 
 
 @pytest.mark.gpu
-def test_cuda_graph_steps_match_eager(water, small_model):
+@pytest.mark.parametrize("tabulate", [False, True])
+def test_cuda_graph_steps_match_eager(water, small_model, tabulate):
     """CUDA-graph replay (blocks, device-side rebuild decision, rollbacks) equals the eager loop."""
     import torch
 
@@ -221,7 +222,8 @@ def test_cuda_graph_steps_match_eager(water, small_model):
     gpu.load_state_dict(small_model.state_dict())
     gpu = gpu.to("cuda")
     a, b = _start(water, T=1500.0), _start(water, T=1500.0)  # hot: several rebuilds in 60 steps
-    a.calc, b.calc = NNPotCalculator(gpu, device="cuda"), NNPotCalculator(gpu, device="cuda")
+    a.calc = NNPotCalculator(gpu, device="cuda", tabulate=tabulate)
+    b.calc = NNPotCalculator(gpu, device="cuda", tabulate=tabulate)
     fast = VelocityVerlet(a, 1.0 * units.fs, skin=0.3, graph_block=7)
     slow = VelocityVerlet(b, 1.0 * units.fs, skin=0.3, cuda_graphs=False)
     fast.run(60)

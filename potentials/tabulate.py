@@ -1,0 +1,128 @@
+"""Tabulated se_e2_a: the embedding nets replaced by piecewise quintic tables.
+
+An embedding net ``g_t`` of se_e2_a maps one scalar, the normalised ``s(r)`` of a neighbor,
+to ``M1`` channels. DeePMD-kit's model compression (``dp compress``; Lu et al., JCTC 2022)
+replaces it by a table: on bins of width ``h`` each channel is the quintic polynomial that
+matches ``g``, ``g'`` and ``g''`` at both bin ends (C2 across bins, error ~ h^6 g^(6)). With the
+fused kernel of :mod:`nnpot.potentials.tabulate_kernels`, evaluation then never stores the
+``[atoms, neighbors, M1]`` embedding, which is what bounds speed and memory of the exact model.
+
+The table spans the inputs reached by neighbors at distances ``>= r_min`` (and empty slots);
+closer pairs extrapolate the end polynomial. A tabulated model is for inference (energies,
+forces, virials); it is built from the exact model in a fraction of a second, so model files
+hold only the exact one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from nnpot.potentials.descriptor import SeE2A, environment
+from nnpot.potentials.tabulate_kernels import contract
+
+__all__ = ["TabulatedSeE2A", "quintic_table", "tabulate_model"]
+
+
+def _derivatives(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``g(x), g'(x), g''(x)`` ``[K, M]`` of a scalar-input net at the points ``x`` ``[K]``."""
+    from torch.func import jvp
+
+    ones = torch.ones_like(x[:, None])
+
+    def first(z):
+        return jvp(net, (z,), (ones,))
+
+    (g, dg), (_, d2g) = jvp(first, (x[:, None],), (ones,))
+    return g, dg, d2g
+
+
+def quintic_table(net: nn.Module, lo: float, h: float, nbins: int) -> torch.Tensor:
+    """Coefficients ``[nbins, 6, M]`` (powers of ``u`` in ``[0, 1]`` per bin) of the quintic
+    Hermite interpolant of ``net`` on the nodes ``lo + b h``, in float64."""
+    net = copy.deepcopy(net).to(torch.float64)
+    with torch.no_grad():
+        x = lo + h * torch.arange(nbins + 1, dtype=torch.float64, device=next(net.parameters()).device)
+        y, dy, d2y = _derivatives(net, x)
+    dy, d2y = dy * h, d2y * h * h  # derivatives with respect to u
+    y0, y1, d0, d1, s0, s1 = y[:-1], y[1:], dy[:-1], dy[1:], d2y[:-1], d2y[1:]
+    jump = y1 - y0
+    c3 = 10 * jump - 6 * d0 - 4 * d1 - 1.5 * s0 + 0.5 * s1
+    c4 = -15 * jump + 8 * d0 + 7 * d1 + 1.5 * s0 - s1
+    c5 = 6 * jump - 3 * d0 - 3 * d1 - 0.5 * s0 + 0.5 * s1
+    return torch.stack([y0, d0, 0.5 * s0, c3, c4, c5], dim=1)
+
+
+class TabulatedSeE2A(nn.Module):
+    """An :class:`SeE2A` whose embedding nets are tables; same inputs and outputs.
+
+    Args:
+        exact: the descriptor to tabulate (its statistics must be set).
+        stride: bin width in the embedding input, rounded to a power of two so that the
+            kernel's float32 constants are exact (DeePMD-kit's default stride is 0.01).
+        r_min: the shortest neighbor distance (Angstrom) the table covers exactly.
+    """
+
+    def __init__(self, exact: SeE2A, stride: float = 0.01, r_min: float = 0.5):
+        super().__init__()
+        if stride <= 0 or r_min <= 0:
+            raise ValueError(f"stride and r_min must be positive, got {stride} and {r_min}")
+        self.config, self.n_types, self.sel, self.nnei = exact.config, exact.n_types, exact.sel, exact.nnei
+        self.rcut, self.rcut_smth, self.axis_neuron = exact.rcut, exact.rcut_smth, exact.axis_neuron
+        self.r_min = float(r_min)
+        self.register_buffer("davg", exact.davg.detach().clone())
+        self.register_buffer("dstd", exact.dstd.detach().clone())
+        self.inv_h = 2.0 ** round(math.log2(1.0 / stride))
+        h = 1.0 / self.inv_h
+        davg0, dstd0 = exact.davg[..., 0].double(), exact.dstd[..., 0].double()  # [center, neighbor]
+        self.lo: list[float] = []
+        empty_terms = []
+        for t, embed in enumerate(exact.embeddings):
+            low = float((-davg0[:, t] / dstd0[:, t]).min())
+            high = float(((1.0 / r_min - davg0[:, t]) / dstd0[:, t]).max())
+            lo = math.floor(low * self.inv_h - 1) / self.inv_h
+            nbins = math.ceil((high - lo) * self.inv_h) + 1
+            self.lo.append(lo)
+            self.register_buffer(f"table{t}", quintic_table(embed, lo, h, nbins).to(exact.davg.dtype))
+            with torch.no_grad():  # an empty slot's contribution, per center type [T, 4, M1]
+                empty = -exact.davg[:, t] / exact.dstd[:, t]
+                empty_terms.append(empty[:, :, None] * embed(empty[:, :1])[:, None, :])
+        self.register_buffer("empty_term", torch.stack(empty_terms, dim=1))  # [Tc, Tn, 4, M1]
+
+    @property
+    def dim_out(self) -> int:
+        return self.config.neuron[-1] * self.axis_neuron
+
+    def tables(self) -> list[torch.Tensor]:
+        return [getattr(self, f"table{t}") for t in range(self.n_types)]
+
+    def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+                capacity: tuple[int, ...]) -> torch.Tensor:
+        """As :meth:`SeE2A.forward`."""
+        env = environment(rij, mask, self.rcut_smth, self.rcut)
+        davg, dstd = self.davg[center_types], self.dstd[center_types]
+        n = rij.shape[0]
+        T = rij.new_zeros(n, 4, self.config.neuron[-1])
+        start = 0
+        for t, (cap, table) in enumerate(zip(capacity, self.tables())):
+            if cap:
+                rows = (env[:, start:start + cap] - davg[:, t, None]) / dstd[:, t, None]
+                T = T + contract(rows, table, self.lo[t], self.inv_h)
+            start += cap
+            if cap != self.sel[t]:
+                T = T + (self.sel[t] - cap) * self.empty_term[center_types, t]
+        T = T / self.nnei
+        D = torch.einsum("ncm,nca->nma", T, T[:, :, : self.axis_neuron])
+        return D.reshape(n, -1)
+
+
+def tabulate_model(model: nn.Module, stride: float = 0.01, r_min: float = 0.5) -> nn.Module:
+    """A copy of an se_e2_a ``EnergyModel`` with tabulated embedding nets (inference only)."""
+    if not isinstance(model.descriptor, SeE2A):
+        raise ValueError(f"only se_e2_a models can be tabulated, not {type(model.descriptor).__name__}")
+    out = copy.deepcopy(model)
+    out.descriptor = TabulatedSeE2A(model.descriptor, stride=stride, r_min=r_min)
+    return out
