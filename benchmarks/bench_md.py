@@ -112,7 +112,7 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=16384, help="atoms per model chunk")
     p.add_argument("--ase-max", type=int, default=98304, help="largest size for ASE's VelocityVerlet + calculator")
     p.add_argument("--eager-max", type=int, default=12288, help="largest size for the eager (no CUDA graph) driver")
-    p.add_argument("--compile-sizes", type=int, nargs="*", default=[], help="sizes to also run with torch.compile")
+    p.add_argument("--compile-sizes", type=int, nargs="*", default=[], help="sizes to also run with torch.compile (tabulated model with --tabulate)")
     p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
     p.add_argument("--dp-model", default=str(ROOT / "runs" / "bench_dp" / "model.pth"))
     p.add_argument("--dp-max", type=int, default=12288)
@@ -184,7 +184,7 @@ def main() -> None:
                     del dyn, t
                 if n in args.compile_sizes:
                     d = atoms0.copy()
-                    d.calc = a.calc
+                    d.calc = NNPotCalculator(fast, device=args.device, dtype=dtype, chunk_size=args.chunk)
                     fused = VelocityVerlet(d, 0.5 * units.fs, compile=True)
                     row["driver_compiled"] = rate(fused.run, args.seconds, args.device, first=30)
                     del fused

@@ -73,7 +73,7 @@ if triton is not None:
         idx = tl.minimum(tl.maximum(x, 0.0).to(tl.int32), nbins - 1)
         return idx, x - idx.to(x.dtype)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["k", "nbins"])  # one compiled kernel for every list length
     def _contract_fwd(rows_ptr, coef_ptr, out_ptr, k, nbins, lo, inv_h,
                       M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr):
         i = tl.program_id(0).to(tl.int64)
@@ -104,7 +104,7 @@ if triton is not None:
         tl.store(out + 2 * M, acc2, mask=keep)
         tl.store(out + 3 * M, acc3, mask=keep)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["k", "nbins"])
     def _contract_bwd(rows_ptr, coef_ptr, gout_ptr, grad_ptr, k, nbins, lo, inv_h,
                       M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr):
         i = tl.program_id(0).to(tl.int64)
