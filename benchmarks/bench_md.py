@@ -121,6 +121,8 @@ def main() -> None:
     p.add_argument("--largest", type=int, nargs="*", default=[], help="float32 sizes to try for the largest box")
     p.add_argument("--model", help="a trained .nnp (physical forces; a random model heats the box and forces "
                                    "frequent neighbor rebuilds); its sel is widened to [48, 96] as above")
+    p.add_argument("--sel", type=int, nargs=2, default=[48, 96],
+                   help="nnpot's sel for O and H (room above DeePMD's [46, 92] for long hot runs)")
     p.add_argument("--tabulate", action="store_true",
                    help="also run nnpot's driver with tabulated embedding nets (and use them for replicas/largest)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "md.json"))
@@ -128,7 +130,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.dp_python and not (Path(args.dp_python).exists() or args.dp_python in ("python3", "python")):
         args.dp_python = ""
-    base, model = water_model(sel=(48, 96))
+    base, model = water_model(sel=tuple(args.sel))
     if args.model:
         from nnpot import load_model
 
@@ -138,7 +140,8 @@ def main() -> None:
     gpu = args.device.startswith("cuda")
     rows, extra = [], {}
     meta = {"threads": args.threads, "torch": torch.__version__, "chunk": args.chunk,
-            "gpu": torch.cuda.get_device_name() if gpu else None, "model": args.model or "random weights"}
+            "gpu": torch.cuda.get_device_name() if gpu else None, "model": args.model or "random weights",
+            "sel": args.sel, "tabulate": args.tabulate}
 
     def save() -> None:  # after every row, so a run cut short keeps what it measured
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

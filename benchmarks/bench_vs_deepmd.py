@@ -120,6 +120,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--precision", choices=["float64", "float32"], default="float64", help="both codes, same precision")
     p.add_argument("--device", default="cpu", help="cpu or cuda, for both codes")
+    p.add_argument("--tabulate", action="store_true", help="also time nnpot with tabulated embedding nets")
     p.add_argument("--json", help="default benchmarks/results/vs_deepmd_<precision>[_cuda].json")
     args = p.parse_args()
     args.json = args.json or str(ROOT / "benchmarks" / "results" / f"vs_deepmd_{args.precision}{'_cuda' if args.device != 'cpu' else ''}.json")
@@ -154,19 +155,26 @@ def main() -> None:
     frames = [ds[i] for i in range(0, 320, 40)]
     apply_stats(model, frames, np.array([f.energy for f in frames]))
     model = model.to(dtype=getattr(torch, args.precision), device=args.device).eval()
-    rows = []
-    for (atoms, _), dp_row in zip(boxes, dp_eval):
+    tabulated = model.tabulated() if args.tabulate else None
+
+    def eval_time(m, atoms) -> float:  # neighbor list included, best of the repeats after a warm-up
         times = []
         for _ in range(args.repeats + 1):
             t0 = time.perf_counter()
-            batch = make_batch([atoms], model.type_map, model.cutoff, model.sel, dtype=model.dtype,
-                               device=args.device)
-            float(derivatives(model, batch, chunk_size=8192)["energy"][0])  # synchronises
+            batch = make_batch([atoms], m.type_map, m.cutoff, m.sel, dtype=m.dtype, device=args.device)
+            float(derivatives(m, batch, chunk_size=8192)["energy"][0])  # synchronises
             times.append(time.perf_counter() - t0)
-        nn_t = min(times[1:])
+        return min(times[1:])
+
+    rows = []
+    for (atoms, _), dp_row in zip(boxes, dp_eval):
+        nn_t = eval_time(model, atoms)
         dp_t = dp_row.get("eval_s")
         rows.append({"atoms": len(atoms), "nnpot_s": nn_t, "deepmd_s": dp_t, "deepmd_error": dp_row.get("error"),
                      "speedup": (dp_t / nn_t) if dp_t else None})
+        if tabulated is not None:
+            rows[-1]["nnpot_tabulated_s"] = tab_t = eval_time(tabulated, atoms)
+            rows[-1]["speedup_tabulated"] = (dp_t / tab_t) if dp_t else None
     print(f"precision {args.precision}")
     print(f"training step, batch 1, water, {args.device}, {args.threads} threads: nnpot {nn_step:.3f} s, DeePMD-kit {dp_step:.3f} s "
           f"-> {dp_step / nn_step:.2f}x")
@@ -174,7 +182,9 @@ def main() -> None:
     for r in rows:
         dp_text = f"{r['deepmd_s']:15.3f}" if r["deepmd_s"] else f"{'failed':>15}"
         ratio = f"{r['speedup']:13.2f}" if r["speedup"] else f"{'-':>13}"
-        print(f"{r['atoms']:>8} {r['nnpot_s']:10.3f} {dp_text} {ratio}")
+        tab = (f"   tabulated {r['nnpot_tabulated_s']:.4f} s ({r['speedup_tabulated']:.2f}x)"
+               if r.get("speedup_tabulated") else "")
+        print(f"{r['atoms']:>8} {r['nnpot_s']:10.4f} {dp_text} {ratio}{tab}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"precision": args.precision, "device": args.device, "threads": args.threads, "train_step_s": {"nnpot": nn_step, "deepmd": dp_step},
                                            "eval": rows, "torch": torch.__version__}, indent=2))

@@ -175,15 +175,31 @@ class ModelForces:
 
     # --- evaluation ---------------------------------------------------------------------------
 
-    def evaluate(self, positions: torch.Tensor, cells: torch.Tensor):
-        """Energies ``[B]``, forces ``[N, 3]``, virials ``[B, 3, 3]`` with the current list;
-        never waits on the device. Tracks :attr:`max_displacement`."""
+    def evaluate_all(self, positions: torch.Tensor, cells: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:func:`~nnpot.potentials.derivatives` with the current list (energy, forces, virial,
+        atom energies); never waits on the device. Tracks :attr:`max_displacement`."""
         self.max_displacement.copy_(torch.maximum(self.max_displacement, self.displacement(positions, cells)))
         batch = AtomsBatch(positions, self.types, self.frame, cells, self.pbc_all, self.neighbors)
         batch.neighbors = self.inner_neighbors(batch)
         model = self.model if self.compiled is None else self.compiled
-        out = derivatives(model, batch, chunk_size=self.chunk_size, groups=self.groups)
+        return derivatives(model, batch, chunk_size=self.chunk_size, groups=self.groups)
+
+    def evaluate(self, positions: torch.Tensor, cells: torch.Tensor):
+        """Energies ``[B]``, forces ``[N, 3]``, virials ``[B, 3, 3]`` (see :meth:`evaluate_all`)."""
+        out = self.evaluate_all(positions, cells)
         return out["energy"], out["forces"], out["virial"]
+
+    def compute(self, positions: torch.Tensor, cells: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`evaluate_all` for a structure that may have moved anywhere: the staleness of
+        the list is checked first (one host synchronisation), so a far jump costs a rebuild
+        but no wasted evaluation (the calculator's path)."""
+        if self.neighbors is None or bool(self.displacement(positions, cells) > 0.5 * self.skin):
+            self.build(positions, cells)
+        out = self.evaluate_all(positions, cells)
+        if bool(self.overflow):
+            self.build(positions, cells)
+            out = self.evaluate_all(positions, cells)
+        return out
 
     def batched(self, cell: torch.Tensor) -> torch.Tensor:
         """``[B, 3, 3]`` cells from the driver's ``cell`` (``[3, 3]`` for one structure)."""

@@ -161,3 +161,26 @@ def test_cuda_matches_cpu(small_model, water_atoms):
     gpu = T.evaluate(gpu_model.to("cuda"), [water_atoms])
     np.testing.assert_allclose(cpu["forces"], gpu["forces"], atol=1e-10)
     assert cpu["energy"][0] == pytest.approx(gpu["energy"][0], rel=1e-12)
+
+
+def test_calculator_reused_neighbor_list_equals_fresh_lists(small_model, water_atoms):
+    """Small moves reuse the skin list, a far jump or a strained cell rebuilds it, a new
+    composition gets a new list: every result equals a fresh build's."""
+    reuse, fresh = NNPotCalculator(small_model, device="cpu", skin=1.0), NNPotCalculator(small_model, device="cpu", skin=0)
+    rng = np.random.default_rng(2)
+    atoms = water_atoms.copy()
+    moves = [0.05, 0.1, 0.1, 2.0, 0.05]
+    for k, step in enumerate(moves + ["strain", "smaller"]):
+        if step == "strain":
+            atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.03 * rng.normal(size=(3, 3))), scale_atoms=True)
+        elif step == "smaller":
+            del atoms[[0, 1, 2]]
+        else:
+            atoms.positions += step * rng.normal(size=atoms.positions.shape) / np.sqrt(3)
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = reuse, fresh
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-10, err_msg=str(step))
+        np.testing.assert_allclose(a.get_stress(), b.get_stress(), atol=1e-12, err_msg=str(step))
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), rel=1e-12)
+    builds = reuse._reused[1].n_builds
+    assert builds == 1  # the last composition: built once
