@@ -157,53 +157,43 @@ def main() -> None:
         for dtype in args.dtypes:
             row = {"atoms": n, "dtype": dtype, "device": args.device, "deepmd_ase_float64": dp,
                    "deepmd_ase_vesin_float64": dp_v}
-            try:
-                if gpu:
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-                a = atoms0.copy()
-                a.calc = NNPotCalculator(model, device=args.device, dtype=dtype, chunk_size=args.chunk)
-                dyn = VelocityVerlet(a, 0.5 * units.fs)
-                row["driver"] = rate(dyn.run, args.seconds, args.device, first=50 if n <= 12288 else 10 if n <= 98304 else 3)
-                row["us_per_atom_step"] = 1e6 / row["driver"] / n
-                row["peak_MiB"] = peak_mib(args.device)
-                row["neighbor_builds"] = dyn.force_fn.n_builds
-                row["steps_done"] = dyn.nsteps
-                row["rollbacks"] = dyn._graphs.n_rollbacks if dyn._graphs is not None else None
-                row["slots"] = list(dyn.force_fn.capacity)
-                row["inner_slots"] = list(dyn.force_fn.inner)
-                del dyn
-                if tabulated is not None:
+            first = 50 if n <= 12288 else 10 if n <= 98304 else 3
+
+            def measure(key: str, m, **driver_kw) -> None:
+                """One driver timing; an error (out of memory, overflow) is recorded under its key."""
+                try:
                     if gpu:
                         torch.cuda.empty_cache()
                         torch.cuda.reset_peak_memory_stats()
-                    t = atoms0.copy()
-                    t.calc = NNPotCalculator(tabulated, device=args.device, dtype=dtype, chunk_size=args.chunk)
-                    dyn = VelocityVerlet(t, 0.5 * units.fs)
-                    row["driver_tabulated"] = rate(dyn.run, args.seconds, args.device,
-                                                   first=50 if n <= 12288 else 10 if n <= 98304 else 3)
-                    row["us_per_atom_step_tabulated"] = 1e6 / row["driver_tabulated"] / n
-                    row["peak_MiB_tabulated"] = peak_mib(args.device)
-                    del dyn, t
-                if n in args.compile_sizes:
-                    d = atoms0.copy()
-                    d.calc = NNPotCalculator(fast, device=args.device, dtype=dtype, chunk_size=args.chunk)
-                    fused = VelocityVerlet(d, 0.5 * units.fs, compile=True)
-                    row["driver_compiled"] = rate(fused.run, args.seconds, args.device, first=30)
-                    del fused
-                if gpu and n <= args.eager_max:
-                    b = atoms0.copy()
-                    b.calc = a.calc
-                    eager = VelocityVerlet(b, 0.5 * units.fs, cuda_graphs=False)
-                    row["driver_eager"] = rate(eager.run, args.seconds, args.device)
-                    del eager
-                if n <= args.ase_max:
+                    a = atoms0.copy()
+                    a.calc = NNPotCalculator(m, device=args.device, dtype=dtype, chunk_size=args.chunk)
+                    dyn = VelocityVerlet(a, 0.5 * units.fs, **driver_kw)
+                    row[key] = rate(dyn.run, args.seconds, args.device, first=first)
+                    row[f"{key}_us_per_atom_step"] = 1e6 / row[key] / n
+                    row[f"{key}_peak_MiB"] = peak_mib(args.device)
+                    row[f"{key}_neighbor_builds"] = dyn.force_fn.n_builds
+                    row[f"{key}_rollbacks"] = dyn._graphs.n_rollbacks if dyn._graphs is not None else None
+                    row["slots"], row["inner_slots"] = list(dyn.force_fn.capacity), list(dyn.force_fn.inner)
+                except Exception as exc:  # out of memory and the like are results too
+                    row[f"{key}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+
+            measure("driver", model)
+            if tabulated is not None:
+                measure("driver_tabulated", tabulated)
+            if n in args.compile_sizes:
+                measure("driver_compiled", fast, compile=True)
+            if gpu and n <= args.eager_max:
+                measure("driver_eager", fast, cuda_graphs=False)
+            if n <= args.ase_max:
+                try:
                     c = atoms0.copy()
-                    c.calc = a.calc
-                    row["ase_vv_nnpot_calc"] = rate(AseVelocityVerlet(c, 0.5 * units.fs).run, args.seconds, args.device,
-                                                    first=2)
-            except Exception as exc:  # out of memory and the like are results too
-                row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    c.calc = NNPotCalculator(fast, device=args.device, dtype=dtype, chunk_size=args.chunk)
+                    row["ase_vv_nnpot_calc"] = rate(AseVelocityVerlet(c, 0.5 * units.fs).run, args.seconds,
+                                                    args.device, first=2)
+                except Exception as exc:
+                    row["ase_vv_nnpot_calc_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            row["us_per_atom_step"] = row.get("driver_us_per_atom_step")
+            row["us_per_atom_step_tabulated"] = row.get("driver_tabulated_us_per_atom_step")
             best_dp = max([x for x in (dp, dp_v) if isinstance(x, float)], default=None)
             row["ratio_vs_deepmd"] = row["driver"] / best_dp if best_dp and "driver" in row else None
             row["ratio_tabulated_vs_deepmd"] = (row["driver_tabulated"] / best_dp
@@ -214,7 +204,8 @@ def main() -> None:
                   f"{f(row.get('driver_eager')):>9} {f(row.get('ase_vv_nnpot_calc')):>11} {f(dp):>10} {f(dp_v):>9} "
                   f"{f(row['ratio_vs_deepmd']):>8}  tabulated {f(row.get('driver_tabulated'))} "
                   f"({f(row.get('us_per_atom_step_tabulated'))} us, x{f(row.get('ratio_tabulated_vs_deepmd'))}) compiled {f(row.get('driver_compiled'))} builds {row.get('neighbor_builds')} "
-                  f"rollbacks {row.get('rollbacks')} slots {row.get('slots')} {row.get('error', '')}", flush=True)
+                  f"rollbacks {row.get('driver_rollbacks')} slots {row.get('slots')} "
+                  f"{' '.join(v for k, v in row.items() if k.endswith('_error'))}", flush=True)
             save()
     for r in args.replicas:
         images = []

@@ -4,8 +4,10 @@ An embedding net ``g_t`` of se_e2_a maps one scalar, the normalised ``s(r)`` of 
 to ``M1`` channels. DeePMD-kit's model compression (``dp compress``; Lu et al., JCTC 2022)
 replaces it by a table: on bins of width ``h`` each channel is the quintic polynomial that
 matches ``g``, ``g'`` and ``g''`` at both bin ends (C2 across bins, error ~ h^6 g^(6)). With the
-fused kernel of :mod:`nnpot.potentials.tabulate_kernels`, evaluation then never stores the
-``[atoms, neighbors, M1]`` embedding, which is what bounds speed and memory of the exact model.
+fused kernels of :mod:`nnpot.potentials.tabulate_kernels` (environment, normalisation,
+table and contraction in one pass; one kernel back), evaluation never stores anything per
+neighbor, whereas the exact model's ``[atoms, neighbors, M1]`` embedding bounds its speed and
+memory.
 
 The table spans the inputs reached by neighbors at distances ``>= r_min`` (and empty slots);
 closer pairs extrapolate the end polynomial. A tabulated model is for inference (energies,
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from nnpot.potentials.descriptor import SeE2A, environment
-from nnpot.potentials.tabulate_kernels import contract
+from nnpot.potentials.tabulate_kernels import contract_reference, fused_descriptor_sum, triton_available
 
 __all__ = ["TabulatedSeE2A", "quintic_table", "tabulate_model"]
 
@@ -79,40 +81,71 @@ class TabulatedSeE2A(nn.Module):
         h = 1.0 / self.inv_h
         davg0, dstd0 = exact.davg[..., 0].double(), exact.dstd[..., 0].double()  # [center, neighbor]
         self.lo: list[float] = []
-        empty_terms = []
+        self.offsets: list[int] = []
+        tables, empty_terms, start = [], [], 0
         for t, embed in enumerate(exact.embeddings):
             low = float((-davg0[:, t] / dstd0[:, t]).min())
             high = float(((1.0 / r_min - davg0[:, t]) / dstd0[:, t]).max())
             lo = math.floor(low * self.inv_h - 1) / self.inv_h
             nbins = math.ceil((high - lo) * self.inv_h) + 1
             self.lo.append(lo)
-            self.register_buffer(f"table{t}", quintic_table(embed, lo, h, nbins).to(exact.davg.dtype))
+            self.offsets.append(start)
+            start += nbins
+            tables.append(quintic_table(embed, lo, h, nbins))
             with torch.no_grad():  # an empty slot's contribution, per center type [T, 4, M1]
                 empty = -exact.davg[:, t] / exact.dstd[:, t]
                 empty_terms.append(empty[:, :, None] * embed(empty[:, :1])[:, None, :])
+        self.offsets.append(start)
+        dtype, device = exact.davg.dtype, exact.davg.device
+        self.register_buffer("coeffs", torch.cat(tables).to(dtype))  # [sum nbins, 6, M1]
         self.register_buffer("empty_term", torch.stack(empty_terms, dim=1))  # [Tc, Tn, 4, M1]
+        # the fused kernels' view of the same: per-type origins, first bins and bin counts
+        self.register_buffer("lo_t", torch.tensor(self.lo, dtype=dtype, device=device))
+        self.register_buffer("offsets_t", torch.tensor(self.offsets[:-1], dtype=torch.int32, device=device))
+        self.register_buffer("nbins_t", torch.tensor(list(map(int.__sub__, self.offsets[1:], self.offsets[:-1])),
+                                                     dtype=torch.int32, device=device))
+        self.register_buffer("stats", torch.stack([self.davg, self.dstd]))  # [2, Tc, Tn, 4]
+        self.register_buffer("params", torch.tensor([self.rcut_smth, 1.0 / (self.rcut - self.rcut_smth)],
+                                                    dtype=dtype, device=device))
+        self.fused: bool | None = None  # None: the Triton kernels on CUDA when installed
+        self._col_types: dict = {}
 
     @property
     def dim_out(self) -> int:
         return self.config.neuron[-1] * self.axis_neuron
 
-    def tables(self) -> list[torch.Tensor]:
-        return [getattr(self, f"table{t}") for t in range(self.n_types)]
+    def table(self, t: int) -> torch.Tensor:
+        """The quintic table ``[nbins, 6, M1]`` of neighbor type ``t``'s embedding net."""
+        return self.coeffs[self.offsets[t]:self.offsets[t + 1]]
+
+    def _slot_types(self, capacity: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        key = (capacity, str(device))
+        if key not in self._col_types:  # made once per layout (outside any CUDA-graph capture)
+            self._col_types[key] = torch.repeat_interleave(
+                torch.arange(len(capacity), dtype=torch.int32), torch.as_tensor(capacity)).to(device)
+        return self._col_types[key]
 
     def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
                 capacity: tuple[int, ...]) -> torch.Tensor:
         """As :meth:`SeE2A.forward`."""
-        env = environment(rij, mask, self.rcut_smth, self.rcut)
-        davg, dstd = self.davg[center_types], self.dstd[center_types]
         n = rij.shape[0]
-        T = rij.new_zeros(n, 4, self.config.neuron[-1])
-        start = 0
-        for t, (cap, table) in enumerate(zip(capacity, self.tables())):
-            if cap:
-                rows = (env[:, start:start + cap] - davg[:, t, None]) / dstd[:, t, None]
-                T = T + contract(rows, table, self.lo[t], self.inv_h)
-            start += cap
-            if cap != self.sel[t]:
+        fused = self.fused if self.fused is not None else (rij.is_cuda and triton_available())
+        if fused:
+            T = fused_descriptor_sum(rij, mask.view(torch.uint8), center_types,
+                                     self._slot_types(tuple(capacity), rij.device), self.stats, self.coeffs, self.lo_t, self.offsets_t,
+                                     self.nbins_t, self.params, self.inv_h)
+        else:
+            env = environment(rij, mask, self.rcut_smth, self.rcut)
+            davg, dstd = self.davg[center_types], self.dstd[center_types]
+            T = rij.new_zeros(n, 4, self.config.neuron[-1])
+            start = 0
+            for t, cap in enumerate(capacity):
+                if cap:
+                    rows = (env[:, start:start + cap] - davg[:, t, None]) / dstd[:, t, None]
+                    T = T + contract_reference(rows, self.table(t), self.lo[t], self.inv_h)
+                start += cap
+        for t, cap in enumerate(capacity):
+            if cap != self.sel[t]:  # slots beyond the list's capacity, as DeePMD-kit would have them
                 T = T + (self.sel[t] - cap) * self.empty_term[center_types, t]
         T = T / self.nnei
         D = torch.einsum("ncm,nca->nma", T, T[:, :, : self.axis_neuron])

@@ -1,25 +1,28 @@
-"""The fused "tabulate, embed and contract" step of a tabulated se_e2_a descriptor.
+"""Fused kernels of the tabulated se_e2_a descriptor: environment, normalisation, tabulated
+embedding and contraction in one pass over the neighbor list.
 
-For one neighbor type, with environment rows ``R_ij`` ``[n, k, 4]`` and a quintic table of the
-embedding net ``g`` (see :mod:`nnpot.potentials.tabulate`), this computes
+For center ``i`` of type ``c`` and slot ``j`` (neighbor type ``t_j``, vector ``r_ij``):
 
-    ``T_i[c, m] = sum_j R_ij[c] * g_m(R_ij[0])``  ``[n, 4, M]``
+    ``row_ij = (sw(r)/r [1, x/r, y/r, z/r] - davg[c, t_j]) / dstd[c, t_j]``  (zero env if empty)
+    ``T_i[a, m] = sum_j row_ij[a] * g_{t_j, m}(row_ij[0])``  ``[n, 4, M]``
 
-without materialising ``g`` for every neighbor. On CUDA, with Triton installed, one kernel per
-direction does it (the backward pass gives ``dL/dR`` including the path through ``g``); on
-other devices the same polynomial is evaluated with plain torch operations, which autograd
-differentiates. Both paths give the same numbers to rounding.
+with ``g_t`` the quintic table of the embedding net of type ``t`` (see
+:mod:`nnpot.potentials.tabulate`). On CUDA with Triton installed, one kernel computes ``T`` and
+one computes ``dL/dr_ij`` from ``dL/dT`` (recomputing the rows, storing nothing per
+neighbor); elsewhere :func:`contract_reference` evaluates the same polynomials with torch
+operations that autograd differentiates.
 
 Table layout: ``coeffs[b, p, m]`` is the coefficient of ``u**p`` of channel ``m`` in bin ``b``,
-with ``u = (x - lo) / h - b`` and ``b = clamp(floor((x - lo) / h), 0, nbins - 1)``; outside the
-table the end polynomials extrapolate.
+with ``u = (x - lo) / h - b`` and ``b = clamp(floor((x - lo) / h), 0, nbins - 1)``; the tables
+of all neighbor types are stacked, type ``t`` starting at bin ``offset[t]``. Outside a table the
+end polynomials extrapolate.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["contract", "contract_reference", "triton_available"]
+__all__ = ["contract_reference", "fused_descriptor_sum", "triton_available"]
 
 try:  # Triton ships with CUDA builds of torch; CPU-only installs use the reference path
     import triton
@@ -36,7 +39,8 @@ def triton_available() -> bool:
 
 
 def contract_reference(rows: torch.Tensor, coeffs: torch.Tensor, lo: float, inv_h: float) -> torch.Tensor:
-    """``T[n, c, m] = sum_j rows[n, j, c] * g_m(rows[n, j, 0])`` with plain torch operations."""
+    """``T[n, a, m] = sum_j rows[n, j, a] * g_m(rows[n, j, 0])`` for one neighbor type's rows
+    ``[n, k, 4]`` and table ``coeffs`` ``[nbins, 6, M]``, with plain torch operations."""
     nbins = coeffs.shape[0]
     x = (rows[..., 0] - lo) * inv_h
     idx = x.detach().floor().clamp(0, nbins - 1).long()
@@ -50,9 +54,30 @@ def contract_reference(rows: torch.Tensor, coeffs: torch.Tensor, lo: float, inv_
 if triton is not None:
 
     @triton.jit
-    def _poly(coef_ptr, idx, u, m, mmask, M: tl.constexpr, WITH_DERIV: tl.constexpr):
+    def _rows(rij_ptr, mask_ptr, base, jmask, c, tj, stat_ptr, n_types, rs, inv_width):
+        """Environment rows of the slots ``base`` and what their derivatives need."""
+        x = tl.load(rij_ptr + base * 3, mask=jmask, other=1.0)
+        y = tl.load(rij_ptr + base * 3 + 1, mask=jmask, other=1.0)
+        z = tl.load(rij_ptr + base * 3 + 2, mask=jmask, other=1.0)
+        real = (tl.load(mask_ptr + base, mask=jmask, other=0) != 0) & jmask
+        x = tl.where(real, x, 1.0)
+        y = tl.where(real, y, 1.0)
+        z = tl.where(real, z, 1.0)
+        r = tl.sqrt(x * x + y * y + z * z)
+        u = tl.minimum(tl.maximum((r - rs) * inv_width, 0.0), 1.0)
+        sw = u * u * u * (u * (-6.0 * u + 15.0) - 10.0) + 1.0
+        dsw = tl.where((u > 0.0) & (u < 1.0), u * u * (u * (-30.0 * u + 60.0) - 30.0) * inv_width, 0.0)
+        sw = tl.where(real, sw, 0.0)
+        dsw = tl.where(real, dsw, 0.0)
+        inv_r = 1.0 / r
+        e0 = sw * inv_r
+        s = (c * n_types + tj) * 4  # statistics [Tc, Tn, 4] then, at +stat_stride, dstd
+        return x, y, z, r, inv_r, sw, dsw, e0, s
+
+    @triton.jit
+    def _poly(coef_ptr, gidx, u, m, mmask, M: tl.constexpr, WITH_DERIV: tl.constexpr):
         """Value (and d/du) of the bin polynomials at ``u`` ``[J]`` for channels ``m``."""
-        base = coef_ptr + idx[:, None] * (6 * M) + m[None, :]
+        base = coef_ptr + gidx[:, None] * (6 * M) + m[None, :]
         uu = u[:, None]
         c5 = tl.load(base + 5 * M, mask=mmask, other=0.0)
         c4 = tl.load(base + 4 * M, mask=mmask, other=0.0)
@@ -68,35 +93,43 @@ if triton is not None:
         return g, dg
 
     @triton.jit
-    def _locate(r0, lo, inv_h, nbins):
-        x = (r0 - lo) * inv_h
-        idx = tl.minimum(tl.maximum(x, 0.0).to(tl.int32), nbins - 1)
-        return idx, x - idx.to(x.dtype)
+    def _locate(row0, tj, lo_ptr, off_ptr, nbins_ptr, inv_h):
+        lo = tl.load(lo_ptr + tj)
+        xx = (row0 - lo) * inv_h
+        idx = tl.minimum(tl.maximum(xx, 0.0).to(tl.int32), tl.load(nbins_ptr + tj) - 1)
+        return tl.load(off_ptr + tj) + idx, xx - idx.to(xx.dtype)
 
-    @triton.jit(do_not_specialize=["k", "nbins"])  # one compiled kernel for every list length
-    def _contract_fwd(rows_ptr, coef_ptr, out_ptr, k, nbins, lo, inv_h,
-                      M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr):
+    @triton.jit(do_not_specialize=["K", "n_types", "stat_stride"])
+    def _fwd(rij_ptr, mask_ptr, ctype_ptr, coltype_ptr, stat_ptr, coef_ptr, lo_ptr, off_ptr, nbins_ptr,
+             par_ptr, out_ptr, K, n_types, stat_stride, inv_h,
+             M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr):
         i = tl.program_id(0).to(tl.int64)
+        c = tl.load(ctype_ptr + i)
+        rs = tl.load(par_ptr)
+        inv_width = tl.load(par_ptr + 1)
         m = tl.arange(0, BLOCK_M)
         mmask = (m < M)[None, :]
-        acc0 = tl.zeros([BLOCK_M], dtype=rows_ptr.dtype.element_ty)
-        acc1 = tl.zeros([BLOCK_M], dtype=rows_ptr.dtype.element_ty)
-        acc2 = tl.zeros([BLOCK_M], dtype=rows_ptr.dtype.element_ty)
-        acc3 = tl.zeros([BLOCK_M], dtype=rows_ptr.dtype.element_ty)
-        for j0 in range(0, k, BLOCK_J):
+        acc0 = tl.zeros([BLOCK_M], dtype=out_ptr.dtype.element_ty)
+        acc1 = tl.zeros([BLOCK_M], dtype=out_ptr.dtype.element_ty)
+        acc2 = tl.zeros([BLOCK_M], dtype=out_ptr.dtype.element_ty)
+        acc3 = tl.zeros([BLOCK_M], dtype=out_ptr.dtype.element_ty)
+        for j0 in range(0, K, BLOCK_J):
             j = j0 + tl.arange(0, BLOCK_J)
-            jmask = j < k
-            row = rows_ptr + (i * k + j) * 4
-            r0 = tl.load(row, mask=jmask, other=0.0)
-            r1 = tl.load(row + 1, mask=jmask, other=0.0)
-            r2 = tl.load(row + 2, mask=jmask, other=0.0)
-            r3 = tl.load(row + 3, mask=jmask, other=0.0)
-            idx, u = _locate(r0, lo, inv_h, nbins)
-            g, _ = _poly(coef_ptr, idx, u, m, mmask, M, False)
-            acc0 += tl.sum(g * r0[:, None], axis=0)
-            acc1 += tl.sum(g * r1[:, None], axis=0)
-            acc2 += tl.sum(g * r2[:, None], axis=0)
-            acc3 += tl.sum(g * r3[:, None], axis=0)
+            jmask = j < K
+            tj = tl.load(coltype_ptr + j, mask=jmask, other=0)
+            x, y, z, r, inv_r, sw, dsw, e0, s = _rows(rij_ptr, mask_ptr, i * K + j, jmask, c, tj, stat_ptr,
+                                                      n_types, rs, inv_width)
+            row0 = (e0 - tl.load(stat_ptr + s)) / tl.load(stat_ptr + stat_stride + s)
+            row1 = (e0 * x * inv_r - tl.load(stat_ptr + s + 1)) / tl.load(stat_ptr + stat_stride + s + 1)
+            row2 = (e0 * y * inv_r - tl.load(stat_ptr + s + 2)) / tl.load(stat_ptr + stat_stride + s + 2)
+            row3 = (e0 * z * inv_r - tl.load(stat_ptr + s + 3)) / tl.load(stat_ptr + stat_stride + s + 3)
+            gidx, u = _locate(row0, tj, lo_ptr, off_ptr, nbins_ptr, inv_h)
+            g, _ = _poly(coef_ptr, gidx, u, m, mmask, M, False)
+            g = tl.where(jmask[:, None], g, 0.0)
+            acc0 += tl.sum(g * row0[:, None], axis=0)
+            acc1 += tl.sum(g * row1[:, None], axis=0)
+            acc2 += tl.sum(g * row2[:, None], axis=0)
+            acc3 += tl.sum(g * row3[:, None], axis=0)
         out = out_ptr + i * 4 * M + m
         keep = m < M
         tl.store(out, acc0, mask=keep)
@@ -104,10 +137,14 @@ if triton is not None:
         tl.store(out + 2 * M, acc2, mask=keep)
         tl.store(out + 3 * M, acc3, mask=keep)
 
-    @triton.jit(do_not_specialize=["k", "nbins"])
-    def _contract_bwd(rows_ptr, coef_ptr, gout_ptr, grad_ptr, k, nbins, lo, inv_h,
-                      M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr):
+    @triton.jit(do_not_specialize=["K", "n_types", "stat_stride"])
+    def _bwd(rij_ptr, mask_ptr, ctype_ptr, coltype_ptr, stat_ptr, coef_ptr, lo_ptr, off_ptr, nbins_ptr,
+             par_ptr, gout_ptr, grad_ptr, K, n_types, stat_stride, inv_h,
+             M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr):
         i = tl.program_id(0).to(tl.int64)
+        c = tl.load(ctype_ptr + i)
+        rs = tl.load(par_ptr)
+        inv_width = tl.load(par_ptr + 1)
         m = tl.arange(0, BLOCK_M)
         keep = m < M
         mmask = keep[None, :]
@@ -116,74 +153,80 @@ if triton is not None:
         go1 = tl.load(gout + M, mask=keep, other=0.0)[None, :]
         go2 = tl.load(gout + 2 * M, mask=keep, other=0.0)[None, :]
         go3 = tl.load(gout + 3 * M, mask=keep, other=0.0)[None, :]
-        for j0 in range(0, k, BLOCK_J):
+        for j0 in range(0, K, BLOCK_J):
             j = j0 + tl.arange(0, BLOCK_J)
-            jmask = j < k
-            row = rows_ptr + (i * k + j) * 4
-            r0 = tl.load(row, mask=jmask, other=0.0)
-            r1 = tl.load(row + 1, mask=jmask, other=0.0)
-            r2 = tl.load(row + 2, mask=jmask, other=0.0)
-            r3 = tl.load(row + 3, mask=jmask, other=0.0)
-            idx, u = _locate(r0, lo, inv_h, nbins)
-            g, dg = _poly(coef_ptr, idx, u, m, mmask, M, True)
-            w = r0[:, None] * go0 + r1[:, None] * go1 + r2[:, None] * go2 + r3[:, None] * go3
-            grad = grad_ptr + (i * k + j) * 4
-            tl.store(grad, tl.sum(g * go0, axis=1) + tl.sum(dg * w, axis=1) * inv_h, mask=jmask)
-            tl.store(grad + 1, tl.sum(g * go1, axis=1), mask=jmask)
-            tl.store(grad + 2, tl.sum(g * go2, axis=1), mask=jmask)
-            tl.store(grad + 3, tl.sum(g * go3, axis=1), mask=jmask)
+            jmask = j < K
+            tj = tl.load(coltype_ptr + j, mask=jmask, other=0)
+            x, y, z, r, inv_r, sw, dsw, e0, s = _rows(rij_ptr, mask_ptr, i * K + j, jmask, c, tj, stat_ptr,
+                                                      n_types, rs, inv_width)
+            sd0 = tl.load(stat_ptr + stat_stride + s)
+            sd1 = tl.load(stat_ptr + stat_stride + s + 1)
+            sd2 = tl.load(stat_ptr + stat_stride + s + 2)
+            sd3 = tl.load(stat_ptr + stat_stride + s + 3)
+            row0 = (e0 - tl.load(stat_ptr + s)) / sd0
+            row1 = (e0 * x * inv_r - tl.load(stat_ptr + s + 1)) / sd1
+            row2 = (e0 * y * inv_r - tl.load(stat_ptr + s + 2)) / sd2
+            row3 = (e0 * z * inv_r - tl.load(stat_ptr + s + 3)) / sd3
+            gidx, u = _locate(row0, tj, lo_ptr, off_ptr, nbins_ptr, inv_h)
+            g, dg = _poly(coef_ptr, gidx, u, m, mmask, M, True)
+            w = row0[:, None] * go0 + row1[:, None] * go1 + row2[:, None] * go2 + row3[:, None] * go3
+            # dL/d(env) through the normalisation
+            ge0 = (tl.sum(g * go0, axis=1) + tl.sum(dg * w, axis=1) * inv_h) / sd0
+            ge1 = tl.sum(g * go1, axis=1) / sd1
+            ge2 = tl.sum(g * go2, axis=1) / sd2
+            ge3 = tl.sum(g * go3, axis=1) / sd3
+            # env0 = sw/r, env_a = (sw/r^2) x_a: d/dx_a = x_a/r (ge0 f' + g' sum_b ge_b x_b) + (sw/r^2) ge_a
+            inv_r2 = inv_r * inv_r
+            df = (dsw * r - sw) * inv_r2
+            dgr = (dsw * r - 2.0 * sw) * inv_r2 * inv_r
+            radial = (ge0 * df + dgr * (ge1 * x + ge2 * y + ge3 * z)) * inv_r
+            tang = sw * inv_r2
+            grad = grad_ptr + (i * K + j) * 3
+            tl.store(grad, radial * x + tang * ge1, mask=jmask)
+            tl.store(grad + 1, radial * y + tang * ge2, mask=jmask)
+            tl.store(grad + 2, radial * z + tang * ge3, mask=jmask)
 
 
-def _launch_fwd(rows: torch.Tensor, coeffs: torch.Tensor, lo: float, inv_h: float) -> torch.Tensor:
-    n, k, _ = rows.shape
-    M = coeffs.shape[2]
-    out = rows.new_empty(n, 4, M)
-    if n:
-        _contract_fwd[(n,)](rows, coeffs, out, k, coeffs.shape[0], lo, inv_h,
-                            M=M, BLOCK_M=triton.next_power_of_2(M), BLOCK_J=_BLOCK_J)
-    return out
-
-
-def _launch_bwd(rows: torch.Tensor, coeffs: torch.Tensor, gout: torch.Tensor, lo: float, inv_h: float) -> torch.Tensor:
-    n, k, _ = rows.shape
-    M = coeffs.shape[2]
-    grad = torch.empty_like(rows)
-    if n:
-        _contract_bwd[(n,)](rows, coeffs, gout.contiguous(), grad, k, coeffs.shape[0], lo, inv_h,
-                            M=M, BLOCK_M=triton.next_power_of_2(M), BLOCK_J=_BLOCK_J)
-    return grad
-
-
-class _FusedContract(torch.autograd.Function):
+class _Fused(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, rows, coeffs, lo, inv_h):
-        rows = rows.contiguous()
-        ctx.save_for_backward(rows, coeffs)
-        ctx.lo, ctx.inv_h = lo, inv_h
-        return _launch_fwd(rows, coeffs, lo, inv_h)
+    def forward(ctx, rij, mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params, inv_h, M):
+        rij = rij.contiguous()
+        n, K, _ = rij.shape
+        out = rij.new_empty(n, 4, M)
+        args = (mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params)
+        ctx.save_for_backward(rij, *args)
+        ctx.meta = (K, stats.shape[1], stats[0].numel(), inv_h, M)
+        if n:
+            _fwd[(n,)](rij, *args, out, K, stats.shape[1], stats[0].numel(), inv_h,
+                       M=M, BLOCK_M=triton.next_power_of_2(M), BLOCK_J=_BLOCK_J)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout):
-        rows, coeffs = ctx.saved_tensors
-        return _launch_bwd(rows, coeffs, gout, ctx.lo, ctx.inv_h), None, None, None
+        rij, *args = ctx.saved_tensors
+        K, n_types, stat_stride, inv_h, M = ctx.meta
+        grad = torch.empty_like(rij)
+        if rij.shape[0]:
+            _bwd[(rij.shape[0],)](rij, *args, gout.contiguous(), grad, K, n_types, stat_stride, inv_h,
+                                  M=M, BLOCK_M=triton.next_power_of_2(M), BLOCK_J=_BLOCK_J)
+        return (grad,) + (None,) * 11
 
 
-def contract(rows: torch.Tensor, coeffs: torch.Tensor, lo: float, inv_h: float,
-             fused: bool | None = None) -> torch.Tensor:
-    """``T[n, c, m] = sum_j rows[n, j, c] * g_m(rows[n, j, 0])`` ``[n, 4, M]``.
+def fused_descriptor_sum(rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+                         col_types: torch.Tensor, stats: torch.Tensor, coeffs: torch.Tensor, lo: torch.Tensor,
+                         offsets: torch.Tensor, nbins: torch.Tensor, params: torch.Tensor, inv_h: float) -> torch.Tensor:
+    """``T`` ``[n, 4, M]`` (see the module docstring) by the Triton kernels; differentiable once
+    with respect to ``rij`` (forces and virials, not force training).
 
     Args:
-        rows: ``[n, k, 4]`` normalised environment rows of one neighbor type.
-        coeffs: ``[nbins, 6, M]`` the table of ``g`` (same dtype and device as ``rows``).
-        lo, inv_h: the table's origin and inverse bin width.
-        fused: use the Triton kernels; default: when ``rows`` is on CUDA and Triton is
-            installed. The fused path is differentiable once (forces, not force training).
+        rij: ``[n, K, 3]`` neighbor vectors; mask: ``[n, K]`` real slots (as uint8).
+        center_types: ``[n]`` model types; col_types: ``[K]`` int32 neighbor type of each slot.
+        stats: ``[2, Tc, Tn, 4]`` davg and dstd; coeffs: ``[sum nbins, 6, M]`` stacked tables.
+        lo, offsets, nbins: per neighbor type table origin, first bin and bin count.
+        params: ``[rcut_smth, 1 / (rcut - rcut_smth)]`` in the dtype of ``rij``.
     """
-    if fused is None:
-        fused = rows.is_cuda and triton is not None
-    if fused:
-        if triton is None:
-            raise RuntimeError("the fused tabulated kernels need Triton (pip install triton)")
-        return _FusedContract.apply(rows, coeffs, lo, inv_h)
-    return contract_reference(rows, coeffs, lo, inv_h)
+    if triton is None:
+        raise RuntimeError("the fused tabulated kernels need Triton (pip install triton)")
+    return _Fused.apply(rij, mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params, inv_h,
+                        coeffs.shape[2])

@@ -81,25 +81,32 @@ def test_calculator_tabulate_flag(small_model, water_atoms):
 
 _KERNEL_CHECK = textwrap.dedent(
     """
-    import torch
-    from nnpot.potentials.tabulate_kernels import contract
-    torch.manual_seed(0)
-    M, nbins, lo, inv_h = 20, 40, -1.0, 8.0
-    for dtype, tol in ((torch.float64, 1e-13), (torch.float32, 1e-5)):
-        coeffs = torch.randn(nbins, 6, M, dtype=dtype)
-        for n, k in ((3, 37), (2, 16), (0, 5)):
-            rows = (torch.rand(n, k, 4, dtype=dtype) * 7 - 2).requires_grad_(True)  # some beyond the table
-            ref = contract(rows, coeffs, lo, inv_h, fused=False)
-            out = contract(rows, coeffs, lo, inv_h, fused=True)
-            if n == 0:
-                assert out.shape == (0, 4, M)
-                continue
-            w = torch.randn_like(ref)
-            (gr,) = torch.autograd.grad((ref * w).sum(), rows)
-            (gf,) = torch.autograd.grad((out * w).sum(), rows)
-            scale = max(1.0, ref.abs().max().item())
-            assert (out - ref).abs().max().item() <= tol * scale, (dtype, n, k)
-            assert (gf - gr).abs().max().item() <= tol * max(1.0, gr.abs().max().item()), (dtype, n, k)
+    import sys, torch
+    sys.path.insert(0, "tests")
+    from conftest import WATER, small_config
+    from nnpot.data import H5Dataset
+    from nnpot.potentials import EnergyModel, apply_stats, make_batch
+    water = H5Dataset(WATER)
+    frames = [water[i] for i in (0, 9)]
+    for dtype, tol in (("float64", 1e-12), ("float32", 2e-5)):
+        model = EnergyModel(small_config())
+        apply_stats(model, frames, [f.energy for f in frames])
+        model = model.tabulated().to(getattr(torch, dtype))
+        d = model.descriptor
+        batch = make_batch(frames, model.type_map, 6.5, [64, 128], dtype=model.dtype)  # slots beyond rcut too
+        rij = batch.edge_vectors().requires_grad_(True)
+        mask = batch.neighbors.index >= 0
+        cap = batch.neighbors.capacity
+        outs = []
+        for fused in (False, True):
+            d.fused = fused
+            D = d(rij, mask, batch.types, cap)
+            w = torch.linspace(-1, 1, D.numel(), dtype=D.dtype).view_as(D)
+            (g,) = torch.autograd.grad((D * w).sum(), rij)
+            outs.append((D, g))
+        (D0, g0), (D1, g1) = outs
+        assert (D1 - D0).abs().max() <= tol * D0.abs().max(), (dtype, (D1 - D0).abs().max())
+        assert (g1 - g0).abs().max() <= tol * g0.abs().max(), (dtype, (g1 - g0).abs().max())
     print("ok")
     """
 )
@@ -107,6 +114,8 @@ _KERNEL_CHECK = textwrap.dedent(
 
 @pytest.mark.skipif(not triton_available(), reason="needs Triton (its CPU interpreter runs the kernels)")
 def test_fused_kernels_match_reference_in_triton_interpreter():
+    """The Triton kernels (environment, normalisation, table, contraction and its gradient)
+    against the torch reference path, run by Triton's CPU interpreter."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-c", _KERNEL_CHECK], env=env, capture_output=True, text=True,
                           cwd=ROOT, timeout=600)
