@@ -94,13 +94,14 @@ _KERNEL_CHECK = textwrap.dedent(
         model = model.tabulated().to(getattr(torch, dtype))
         d = model.descriptor
         batch = make_batch(frames, model.type_map, 6.5, [64, 128], dtype=model.dtype)  # slots beyond rcut too
-        rij = batch.edge_vectors().requires_grad_(True)
-        mask = batch.neighbors.index >= 0
+        some = slice(180, 204)  # a few centers of each frame's edge: the interpreter is slow
+        rij = batch.edge_vectors()[some].detach().requires_grad_(True)
+        mask, types = (batch.neighbors.index >= 0)[some], batch.types[some]
         cap = batch.neighbors.capacity
         outs = []
         for fused in (False, True):
             d.fused = fused
-            D = d(rij, mask, batch.types, cap)
+            D = d(rij, mask, types, cap)
             w = torch.linspace(-1, 1, D.numel(), dtype=D.dtype).view_as(D)
             (g,) = torch.autograd.grad((D * w).sum(), rij)
             outs.append((D, g))
