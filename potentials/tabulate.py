@@ -104,7 +104,7 @@ class TabulatedSeE2A(nn.Module):
         self.register_buffer("offsets_t", torch.tensor(self.offsets[:-1], dtype=torch.int32, device=device))
         self.register_buffer("nbins_t", torch.tensor(list(map(int.__sub__, self.offsets[1:], self.offsets[:-1])),
                                                      dtype=torch.int32, device=device))
-        self.register_buffer("stats", torch.stack([self.davg, self.dstd]))  # [2, Tc, Tn, 4]
+        self.register_buffer("stats", torch.stack([self.davg, 1.0 / self.dstd]))  # [2, Tc, Tn, 4]
         self.register_buffer("params", torch.tensor([self.rcut_smth, 1.0 / (self.rcut - self.rcut_smth)],
                                                     dtype=dtype, device=device))
         self.fused: bool | None = None  # None: the Triton kernels on CUDA when installed

@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 _BLOCK_J = 16
+_PROGRAMS = 2048  # below this many centers the forward kernel splits each center's slots
 
 
 def triton_available() -> bool:
@@ -99,11 +100,12 @@ if triton is not None:
         idx = tl.minimum(tl.maximum(xx, 0.0).to(tl.int32), tl.load(nbins_ptr + tj) - 1)
         return tl.load(off_ptr + tj) + idx, xx - idx.to(xx.dtype)
 
-    @triton.jit(do_not_specialize=["K", "n_types", "stat_stride"])
+    @triton.jit(do_not_specialize=["K", "n_types", "stat_stride", "per_program"])
     def _fwd(rij_ptr, mask_ptr, ctype_ptr, coltype_ptr, stat_ptr, coef_ptr, lo_ptr, off_ptr, nbins_ptr,
-             par_ptr, out_ptr, K, n_types, stat_stride, inv_h,
-             M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr):
+             par_ptr, out_ptr, K, n_types, stat_stride, inv_h, per_program,
+             M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, SPLIT: tl.constexpr):
         i = tl.program_id(0).to(tl.int64)
+        first = tl.program_id(1) * per_program
         c = tl.load(ctype_ptr + i)
         rs = tl.load(par_ptr)
         inv_width = tl.load(par_ptr + 1)
@@ -113,16 +115,16 @@ if triton is not None:
         acc1 = tl.zeros([BLOCK_M], dtype=out_ptr.dtype.element_ty)
         acc2 = tl.zeros([BLOCK_M], dtype=out_ptr.dtype.element_ty)
         acc3 = tl.zeros([BLOCK_M], dtype=out_ptr.dtype.element_ty)
-        for j0 in range(0, K, BLOCK_J):
+        for j0 in range(first, tl.minimum(first + per_program, K), BLOCK_J):
             j = j0 + tl.arange(0, BLOCK_J)
             jmask = j < K
             tj = tl.load(coltype_ptr + j, mask=jmask, other=0)
             x, y, z, r, inv_r, sw, dsw, e0, s = _rows(rij_ptr, mask_ptr, i * K + j, jmask, c, tj, stat_ptr,
                                                       n_types, rs, inv_width)
-            row0 = (e0 - tl.load(stat_ptr + s)) / tl.load(stat_ptr + stat_stride + s)
-            row1 = (e0 * x * inv_r - tl.load(stat_ptr + s + 1)) / tl.load(stat_ptr + stat_stride + s + 1)
-            row2 = (e0 * y * inv_r - tl.load(stat_ptr + s + 2)) / tl.load(stat_ptr + stat_stride + s + 2)
-            row3 = (e0 * z * inv_r - tl.load(stat_ptr + s + 3)) / tl.load(stat_ptr + stat_stride + s + 3)
+            row0 = (e0 - tl.load(stat_ptr + s)) * tl.load(stat_ptr + stat_stride + s)
+            row1 = (e0 * x * inv_r - tl.load(stat_ptr + s + 1)) * tl.load(stat_ptr + stat_stride + s + 1)
+            row2 = (e0 * y * inv_r - tl.load(stat_ptr + s + 2)) * tl.load(stat_ptr + stat_stride + s + 2)
+            row3 = (e0 * z * inv_r - tl.load(stat_ptr + s + 3)) * tl.load(stat_ptr + stat_stride + s + 3)
             gidx, u = _locate(row0, tj, lo_ptr, off_ptr, nbins_ptr, inv_h)
             g, _ = _poly(coef_ptr, gidx, u, m, mmask, M, False)
             g = tl.where(jmask[:, None], g, 0.0)
@@ -132,10 +134,16 @@ if triton is not None:
             acc3 += tl.sum(g * row3[:, None], axis=0)
         out = out_ptr + i * 4 * M + m
         keep = m < M
-        tl.store(out, acc0, mask=keep)
-        tl.store(out + M, acc1, mask=keep)
-        tl.store(out + 2 * M, acc2, mask=keep)
-        tl.store(out + 3 * M, acc3, mask=keep)
+        if SPLIT:  # several programs share this center's slots
+            tl.atomic_add(out, acc0, mask=keep)
+            tl.atomic_add(out + M, acc1, mask=keep)
+            tl.atomic_add(out + 2 * M, acc2, mask=keep)
+            tl.atomic_add(out + 3 * M, acc3, mask=keep)
+        else:
+            tl.store(out, acc0, mask=keep)
+            tl.store(out + M, acc1, mask=keep)
+            tl.store(out + 2 * M, acc2, mask=keep)
+            tl.store(out + 3 * M, acc3, mask=keep)
 
     @triton.jit(do_not_specialize=["K", "n_types", "stat_stride"])
     def _bwd(rij_ptr, mask_ptr, ctype_ptr, coltype_ptr, stat_ptr, coef_ptr, lo_ptr, off_ptr, nbins_ptr,
@@ -153,7 +161,7 @@ if triton is not None:
         go1 = tl.load(gout + M, mask=keep, other=0.0)[None, :]
         go2 = tl.load(gout + 2 * M, mask=keep, other=0.0)[None, :]
         go3 = tl.load(gout + 3 * M, mask=keep, other=0.0)[None, :]
-        for j0 in range(0, K, BLOCK_J):
+        for j0 in range(tl.program_id(1) * BLOCK_J, (tl.program_id(1) + 1) * BLOCK_J, BLOCK_J):  # one block
             j = j0 + tl.arange(0, BLOCK_J)
             jmask = j < K
             tj = tl.load(coltype_ptr + j, mask=jmask, other=0)
@@ -163,18 +171,18 @@ if triton is not None:
             sd1 = tl.load(stat_ptr + stat_stride + s + 1)
             sd2 = tl.load(stat_ptr + stat_stride + s + 2)
             sd3 = tl.load(stat_ptr + stat_stride + s + 3)
-            row0 = (e0 - tl.load(stat_ptr + s)) / sd0
-            row1 = (e0 * x * inv_r - tl.load(stat_ptr + s + 1)) / sd1
-            row2 = (e0 * y * inv_r - tl.load(stat_ptr + s + 2)) / sd2
-            row3 = (e0 * z * inv_r - tl.load(stat_ptr + s + 3)) / sd3
+            row0 = (e0 - tl.load(stat_ptr + s)) * sd0
+            row1 = (e0 * x * inv_r - tl.load(stat_ptr + s + 1)) * sd1
+            row2 = (e0 * y * inv_r - tl.load(stat_ptr + s + 2)) * sd2
+            row3 = (e0 * z * inv_r - tl.load(stat_ptr + s + 3)) * sd3
             gidx, u = _locate(row0, tj, lo_ptr, off_ptr, nbins_ptr, inv_h)
             g, dg = _poly(coef_ptr, gidx, u, m, mmask, M, True)
             w = row0[:, None] * go0 + row1[:, None] * go1 + row2[:, None] * go2 + row3[:, None] * go3
             # dL/d(env) through the normalisation
-            ge0 = (tl.sum(g * go0, axis=1) + tl.sum(dg * w, axis=1) * inv_h) / sd0
-            ge1 = tl.sum(g * go1, axis=1) / sd1
-            ge2 = tl.sum(g * go2, axis=1) / sd2
-            ge3 = tl.sum(g * go3, axis=1) / sd3
+            ge0 = (tl.sum(g * go0, axis=1) + tl.sum(dg * w, axis=1) * inv_h) * sd0
+            ge1 = tl.sum(g * go1, axis=1) * sd1
+            ge2 = tl.sum(g * go2, axis=1) * sd2
+            ge3 = tl.sum(g * go3, axis=1) * sd3
             # env0 = sw/r, env_a = (sw/r^2) x_a: d/dx_a = x_a/r (ge0 f' + g' sum_b ge_b x_b) + (sw/r^2) ge_a
             inv_r2 = inv_r * inv_r
             df = (dsw * r - sw) * inv_r2
@@ -192,13 +200,17 @@ class _Fused(torch.autograd.Function):
     def forward(ctx, rij, mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params, inv_h, M):
         rij = rij.contiguous()
         n, K, _ = rij.shape
-        out = rij.new_empty(n, 4, M)
+        blocks = triton.cdiv(K, _BLOCK_J)
+        split = max(1, min(blocks, _PROGRAMS // max(n, 1)))  # small systems: share the slots out
+        per_program = triton.cdiv(blocks, split) * _BLOCK_J
+        split = triton.cdiv(K, per_program)
+        out = rij.new_zeros(n, 4, M) if split > 1 else rij.new_empty(n, 4, M)
         args = (mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params)
         ctx.save_for_backward(rij, *args)
         ctx.meta = (K, stats.shape[1], stats[0].numel(), inv_h, M)
         if n:
-            _fwd[(n,)](rij, *args, out, K, stats.shape[1], stats[0].numel(), inv_h,
-                       M=M, BLOCK_M=triton.next_power_of_2(M), BLOCK_J=_BLOCK_J)
+            _fwd[(n, split)](rij, *args, out, K, stats.shape[1], stats[0].numel(), inv_h, per_program,
+                             M=M, BLOCK_M=triton.next_power_of_2(M), BLOCK_J=_BLOCK_J, SPLIT=split > 1)
         return out
 
     @staticmethod
@@ -208,7 +220,7 @@ class _Fused(torch.autograd.Function):
         K, n_types, stat_stride, inv_h, M = ctx.meta
         grad = torch.empty_like(rij)
         if rij.shape[0]:
-            _bwd[(rij.shape[0],)](rij, *args, gout.contiguous(), grad, K, n_types, stat_stride, inv_h,
+            _bwd[(rij.shape[0], triton.cdiv(K, _BLOCK_J))](rij, *args, gout.contiguous(), grad, K, n_types, stat_stride, inv_h,
                                   M=M, BLOCK_M=triton.next_power_of_2(M), BLOCK_J=_BLOCK_J)
         return (grad,) + (None,) * 11
 
@@ -222,7 +234,7 @@ def fused_descriptor_sum(rij: torch.Tensor, mask: torch.Tensor, center_types: to
     Args:
         rij: ``[n, K, 3]`` neighbor vectors; mask: ``[n, K]`` real slots (as uint8).
         center_types: ``[n]`` model types; col_types: ``[K]`` int32 neighbor type of each slot.
-        stats: ``[2, Tc, Tn, 4]`` davg and dstd; coeffs: ``[sum nbins, 6, M]`` stacked tables.
+        stats: ``[2, Tc, Tn, 4]`` davg and 1 / dstd; coeffs: ``[sum nbins, 6, M]`` stacked tables.
         lo, offsets, nbins: per neighbor type table origin, first bin and bin count.
         params: ``[rcut_smth, 1 / (rcut - rcut_smth)]`` in the dtype of ``rij``.
     """
