@@ -36,16 +36,18 @@ class Replicas:
         temperature_K, friction: Langevin thermostat (friction in 1/(ASE time)), as ASE's.
         device, dtype: as for :class:`~nnpot.NNPotCalculator`.
         cuda_graphs: replay blocks of ``graph_block`` steps from CUDA graphs (default on CUDA).
+        tabulate: tabulated embedding nets (see :meth:`~nnpot.potentials.EnergyModel.tabulated`).
     """
 
     def __init__(self, images: Sequence, model: str | os.PathLike[str] | torch.nn.Module, timestep: float, *,
                  temperature_K: float | None = None, friction: float | None = None, device: str = "auto",
                  dtype: str | None = None, skin: float = 2.0, chunk_size: int | None = None,
-                 cuda_graphs: bool | None = None, graph_block: int = 10, seed: int | None = None):
+                 cuda_graphs: bool | None = None, graph_block: int = 10, seed: int | None = None,
+                 tabulate: bool = False):
         from nnpot.potentials.calculator import NNPotCalculator
 
         self.images = list(images)
-        calc = NNPotCalculator(model, device=device, dtype=dtype, chunk_size=chunk_size)
+        calc = NNPotCalculator(model, device=device, dtype=dtype, chunk_size=chunk_size, tabulate=tabulate)
         self.model = calc.model
         self.dt = float(timestep)
         self.kT = None if temperature_K is None else units.kB * float(temperature_K)
