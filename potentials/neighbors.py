@@ -28,6 +28,9 @@ from nnpot.errors import NeighborOverflowError
 __all__ = ["neighbor_pairs", "padded_neighbors", "PaddedNeighbors", "build_neighbors"]
 
 _CENTER_CHUNK = 32768  # centers handled at once in the cell-list search (bounds memory)
+# "auto": all centers against all images when there are at most this many (center, image) pairs:
+# fewer, larger kernels than the cell list, which is what small systems on a GPU are bound by
+_ALL_PAIRS_MAX = {"cuda": 1 << 23, "cpu": 1 << 18}
 
 
 def _effective_cell(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
@@ -58,7 +61,7 @@ def _effective_cell(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def neighbor_pairs(
-    positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
+    positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float, method: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """All pairs within ``cutoff``.
 
@@ -67,6 +70,9 @@ def neighbor_pairs(
         cell: ``[3, 3]`` Angstrom, rows are cell vectors (ignored along non-periodic directions).
         pbc: ``[3]`` bool.
         cutoff: Angstrom.
+        method: ``"cells"`` (O(N) cell list), ``"all"`` (every center against every periodic
+            image, for small systems) or ``"auto"`` (``"all"`` below a size that depends on
+            the device).
 
     Returns:
         ``(i, j, shifts)``: ``[n_pairs]`` int64 centers and neighbors and ``[n_pairs, 3]`` int64
@@ -117,6 +123,15 @@ def neighbor_pairs(
     zero_shift = (img_shift == 0).all(dim=-1)
     center_img = torch.full((n,), -1, dtype=torch.long, device=device)
     center_img[atom_idx[zero_shift]] = torch.nonzero(zero_shift, as_tuple=True)[0]
+    if method not in ("auto", "all", "cells"):
+        raise ValueError(f"method must be 'auto', 'all' or 'cells', got {method!r}")
+    if method == "all" or (method == "auto" and n * img_pos.shape[0] <= _ALL_PAIRS_MAX.get(device.type, 0)):
+        d = img_pos[None, :, :] - pos_w[:, None, :]  # [n, n_img, 3]
+        hit = (d * d).sum(-1) < cutoff * cutoff
+        hit[torch.arange(n, device=device), center_img] = False
+        i, img = hit.nonzero(as_tuple=True)
+        j = atom_idx[img]
+        return i, j, (img_shift[img] - wrap[j] + wrap[i]).round().long()
     offsets = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), device=device)  # [27, 3]
     out_i, out_j, out_s = [], [], []
     slot = torch.arange(max_occ, device=device)

@@ -35,8 +35,9 @@ def test_two_layer_mean_field_and_path_norm():
     assert float(weight_norm(net)) == pytest.approx(float(torch.cat([w.reshape(-1), a.reshape(-1)]).norm()))
 
 
+@pytest.mark.parametrize("method", ["cells", "all"])
 @pytest.mark.parametrize("seed", range(12))
-def test_neighbor_pairs_equal_ase(seed):
+def test_neighbor_pairs_equal_ase(seed, method):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 30))
     cell = np.diag(rng.uniform(2, 9, 3)) + rng.uniform(-2, 2, (3, 3))  # triclinic, often thinner than rc
@@ -44,7 +45,8 @@ def test_neighbor_pairs_equal_ase(seed):
     pos = rng.uniform(-0.3, 1.3, (n, 3)) @ cell
     rc = float(rng.uniform(1, 7))
     I, J, S = neighbor_list("ijS", Atoms(f"H{n}", positions=pos, cell=cell, pbc=pbc), rc)
-    i, j, s = neighbor_pairs(torch.tensor(pos), torch.tensor(cell), torch.tensor(pbc), rc)
+    i, j, s = neighbor_pairs(torch.tensor(pos), torch.tensor(cell), torch.tensor(pbc), rc, method=method)
+    assert len(i) == len(I)  # no pair twice
     assert set(zip(I, J, map(tuple, S))) == set(zip(i.tolist(), j.tolist(), map(tuple, s.tolist())))
 
 
