@@ -89,6 +89,7 @@ class Trainer:
     def _load_data(self) -> None:
         c = self.config
         self.train_ds = H5Dataset(c.data)
+        self.train_atoms = self.train_ds.n_atoms
         if c.valid_data:
             self.valid_ds = H5Dataset(c.valid_data)
             self.train_idx = np.arange(len(self.train_ds))
@@ -160,19 +161,38 @@ class Trainer:
             p = max(p, s["elapsed"] / budget)
         return p
 
-    def _next_frames(self) -> list[int]:
-        """This rank's frames of the next global batch (``batch_size`` per rank)."""
+    def _next_frame(self) -> int:
+        """The next training frame in this epoch's seeded order (moving to the next epoch)."""
         c, s = self.config, self.state
-        picked = []
-        while len(picked) < c.batch_size * self.dist.world:
+        while True:
             order = np.random.default_rng([c.seed, s["epoch"]]).permutation(self.train_idx)
-            if s["pos"] >= len(order):
-                s["epoch"] += 1
-                s["pos"] = 0
-                continue
-            picked.append(int(order[s["pos"]]))
-            s["pos"] += 1
-        return picked[self.dist.rank * c.batch_size:(self.dist.rank + 1) * c.batch_size]
+            if s["pos"] < len(order):
+                s["pos"] += 1
+                return int(order[s["pos"] - 1])
+            s["epoch"] += 1
+            s["pos"] = 0
+
+    def _next_frames(self) -> list[int]:
+        """This rank's frames of the next global batch: ``batch_size`` frames per rank, or with
+        ``batch_atoms`` as many consecutive frames as fit in that many atoms (at least one).
+        Every rank draws the whole global batch, so the data order is the same for any rank."""
+        c, s = self.config, self.state
+        per_rank: list[list[int]] = []
+        for _ in range(self.dist.world):
+            picked, atoms = [], 0
+            while True:
+                if c.batch_atoms <= 0 and len(picked) == c.batch_size:
+                    break
+                mark = (s["epoch"], s["pos"])
+                frame = self._next_frame()
+                n = int(self.train_atoms[frame])
+                if c.batch_atoms > 0 and picked and atoms + n > c.batch_atoms:
+                    s["epoch"], s["pos"] = mark  # leave it for the next batch
+                    break
+                picked.append(frame)
+                atoms += n
+            per_rank.append(picked)
+        return per_rank[self.dist.rank]
 
     def loss(self, indices: list[int], lr: float) -> tuple[torch.Tensor, dict]:
         """The loss of the frames ``indices`` at learning rate ``lr`` and its parts."""

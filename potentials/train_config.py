@@ -40,7 +40,10 @@ class TrainConfig:
     #: over a max_time budget the lr decays to max(stop_lr, budget_stop_lr): a run of minutes
     #: cannot use the floor of a million-step schedule without wasting most of its steps
     budget_stop_lr: float = 1e-5
-    batch_size: int = 1  #: frames per step
+    batch_size: int = 1  #: frames per step (per process)
+    #: if > 0, batches by atom budget instead: each step takes frames in order while their atoms
+    #: add up to at most this (at least one frame), like DeePMD-kit's "auto" batch size
+    batch_atoms: int = 0
     seed: int = 1
     stat_frames: int = 64  #: frames sampled for davg/dstd and the energy bias
     valid_freq: int = 500  #: steps between validations
@@ -68,6 +71,8 @@ class TrainConfig:
         for name in ("batch_size", "num_steps", "valid_freq", "save_freq"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_atoms < 0:
+            raise ConfigError(f"batch_atoms must be >= 0 (0: batches of batch_size frames), got {self.batch_atoms}")
         if self.max_time:
             parse_duration(self.max_time)
         return self

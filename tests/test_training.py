@@ -124,3 +124,21 @@ def test_two_gloo_ranks_equal_one_process_with_doubled_batch(tmp_path):
     ddp = torch.load(tmp_path / "ddp" / "ddp_state.pt", weights_only=True)
     for key, value in single.model.state_dict().items():
         torch.testing.assert_close(ddp[key], value, rtol=1e-9, atol=1e-12)
+
+
+def test_atom_budget_batches(tmp_path):
+    """batch_atoms: frames in the seeded order, as many as fit in the budget, every frame once
+    per epoch; a budget below one frame still takes that frame; training steps run on them."""
+    trainer = Trainer(_config(2, ["batch_atoms=400"]), tmp_path / "a", progress=False)
+    n_train = len(trainer.train_idx)
+    seen = []
+    while len(seen) < n_train - 1:
+        batch = trainer._next_frames()
+        assert len(batch) == 2 and trainer.train_atoms[batch].sum() <= 400  # the water frames have 192 atoms
+        seen += batch
+    assert len(set(seen)) == len(seen) and set(seen) <= set(trainer.train_idx.tolist())
+    frames = Trainer(_config(2, ["batch_size=1"]), tmp_path / "b", progress=False)
+    assert [frames._next_frames()[0] for _ in range(4)] == seen[:4]  # the same data order
+    tiny = Trainer(_config(2, ["batch_atoms=10"]), tmp_path / "c", progress=False)
+    assert len(tiny._next_frames()) == 1
+    assert np.isfinite(trainer.step()["loss"])
