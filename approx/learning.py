@@ -82,7 +82,7 @@ def learning_curve(config: LearningCurveConfig | None = None, quick: bool = True
     series = [Series("force RMSE vs training frames", frames, force_n, None, metric="RMSE (eV/A, eV/atom)"),
               Series("energy RMSE per atom vs training frames", frames, energy_n, None, metric="RMSE (eV/A, eV/atom)"),
               Series(f"force RMSE vs fitting width ({max(c.frames)} frames)", [float(w) for w in c.widths], force_w,
-                     None, metric="RMSE (eV/A, eV/atom)")]
+                     None, metric="RMSE (eV/A, eV/atom)")][: 3 if len(c.widths) >= 2 else 2]  # widths: optional
     for s in series:
         s.fit_rate()
     return StudyResult("learning-curve", "training frames / fitting-net width", series, time.perf_counter() - t0, quick,

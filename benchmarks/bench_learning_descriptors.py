@@ -1,0 +1,68 @@
+"""Learning curves of se_e2_a and e3nn side by side: validation force and energy RMSE against
+the number of training frames, each point a model trained for the same number of steps on the
+first N frames of one seeded order, scored on the same held-out frames (``nnpot.approx``'s
+learning-curve study, run for both descriptors in one process). Prints both tables, writes
+JSON and one PNG.
+
+    python benchmarks/bench_learning_descriptors.py --frames 16 64 256 --steps 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
+    p.add_argument("--steps", type=int, default=1000, help="training steps per point (batch 1)")
+    p.add_argument("--descriptors", nargs="+", default=["se_e2_a", "e3nn"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learning_curve_descriptors"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from nnpot.approx.learning import LearningCurveConfig, learning_curve
+
+    results = {}
+    for name in args.descriptors:
+        config = LearningCurveConfig(frames=args.frames, widths=[], steps=args.steps, descriptor=name)
+        t0 = time.perf_counter()
+        result = learning_curve(config, quick=False)
+        print(f"[{name}] {time.perf_counter() - t0:.0f} s\n{result.table()}", flush=True)
+        results[name] = result
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({k: r.to_dict() for k, r in results.items()}, indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120)
+    for ax, k, unit in ((axes[0], 0, "force RMSE (eV/A)"), (axes[1], 1, "energy RMSE (eV/atom)")):
+        for c, (name, r) in enumerate(results.items()):
+            s = r.series[k]
+            x, e = np.array(s.params), np.array(s.errors).mean(1)
+            ax.plot(x, e, "o-", color=f"C{c}", label=f"{name}: slope {s.fit.slope:+.2f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training frames (192 atoms each)")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"water, {args.steps} steps per model, same validation frames", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
