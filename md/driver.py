@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from ase import units
 
-from nnpot.errors import NNPotError
+from nnpot.errors import AtomsTooCloseError, NeighborOverflowError, NNPotError
 from nnpot.md.forces import ASEForces, ModelForces
 from nnpot.md.integrators import (
     NoseHooverChain,
@@ -49,7 +49,10 @@ class MolecularDynamics:
     skin costs little because each step cuts the list to the neighbors inside the cutoff);
     ``cuda_graphs`` (default: on for an nnpot model on a CUDA device with an integrator that
     allows it) replays blocks of ``graph_block`` steps from CUDA graphs
-    (:mod:`nnpot.md.graphs`); ``compile`` runs the model through ``torch.compile``.
+    (:mod:`nnpot.md.graphs`); ``compile`` runs the model through ``torch.compile``;
+    ``min_distance`` (Angstrom) stops the run when two atoms come closer (checked on the device
+    at every force call). Non-finite energies, atoms too close and neighbor overflow stop the
+    run with :class:`MDError` after saving the last good frame.
     """
 
     #: whether :meth:`_advance` is free of host synchronisation (can be captured in a CUDA graph)
@@ -57,7 +60,8 @@ class MolecularDynamics:
 
     def __init__(self, atoms, timestep: float, trajectory: str | os.PathLike[str] | None = None,
                  logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 2.0,
-                 cuda_graphs: bool | None = None, graph_block: int = 10, compile: bool = False):
+                 cuda_graphs: bool | None = None, graph_block: int = 10, compile: bool = False,
+                 min_distance: float = 0.5):
         from nnpot.potentials.calculator import NNPotCalculator
 
         if atoms.calc is None:
@@ -67,7 +71,8 @@ class MolecularDynamics:
         self.nsteps = 0
         calc = atoms.calc
         if isinstance(calc, NNPotCalculator):
-            self.force_fn = ModelForces(calc.model, atoms, skin=skin, chunk_size=calc.chunk_size, compile=compile)
+            self.force_fn = ModelForces(calc.model, atoms, skin=skin, chunk_size=calc.chunk_size, compile=compile,
+                                        min_distance=min_distance)
             device, dtype = calc.model.device, calc.model.dtype
         else:
             self.force_fn = ASEForces(calc, atoms)
@@ -122,16 +127,19 @@ class MolecularDynamics:
         return self.state.positions.device.type == "cuda"
 
     def _advance_steps(self, k: int) -> None:
+        try:
+            self._advance_unchecked(k)
+        except (FloatingPointError, AtomsTooCloseError, NeighborOverflowError) as exc:
+            self._fail(str(exc))
+
+    def _advance_unchecked(self, k: int) -> None:
         if self._use_graphs():
             if self._graphs is None:
                 from nnpot.md.graphs import GraphedSteps
 
                 self._graphs = GraphedSteps(self.state, self.force_fn, self._advance, self._graph_block,
                                             generator=getattr(self, "generator", None))
-            try:
-                self._graphs.run(k)
-            except FloatingPointError as exc:
-                self._fail(str(exc))
+            self._graphs.run(k)
             self.nsteps += k
             return
         for _ in range(k):

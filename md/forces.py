@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from nnpot.errors import NeighborOverflowError
+from nnpot.errors import AtomsTooCloseError, NeighborOverflowError
 from nnpot.potentials.batch import AtomsBatch, types_from_numbers
 from nnpot.potentials.derivatives import chunk_slices, derivatives
 from nnpot.potentials.neighbors import PaddedNeighbors, neighbor_pairs, padded_neighbors
@@ -46,10 +46,13 @@ class ModelForces:
         margin: spare slots per type, as a fraction of the largest count at a build.
         compile: evaluate the model through ``torch.compile`` (fuses the elementwise work of
             forward and backward; the first steps pay for the compilation).
+        min_distance: Angstrom; every evaluation records the closest pair on the device
+            (:attr:`closest`) and :meth:`__call__` raises
+            :class:`~nnpot.errors.AtomsTooCloseError` below it (0: no check).
     """
 
     def __init__(self, model, images, skin: float = 2.0, chunk_size: int | None = None, margin: float = 0.1,
-                 compile: bool = False):
+                 compile: bool = False, min_distance: float = 0.0):
         self.model = model
         self.single = not isinstance(images, Sequence)
         images = [images] if self.single else list(images)
@@ -76,6 +79,8 @@ class ModelForces:
         self.max_displacement = torch.zeros((), dtype=model.dtype, device=device)
         self.inner: tuple[int, ...] | None = None
         self.overflow = torch.zeros((), dtype=torch.bool, device=device)
+        self.min_distance = float(min_distance)
+        self.closest = torch.full((), math.inf, dtype=model.dtype, device=device)
         self.compiled = torch.compile(model, dynamic=False) if compile else None
 
     # --- neighbor list ----------------------------------------------------------------------
@@ -161,6 +166,8 @@ class ModelForces:
         nb = self.neighbors
         r = batch.edge_vectors().norm(dim=-1)
         r = torch.where((nb.index >= 0) & (r < self.model.cutoff), r, torch.full_like(r, math.inf))
+        if r.numel():
+            self.closest.copy_(torch.minimum(self.closest, r.min()))
         index, shifts, start = [], [], 0
         for cap, keep in zip(nb.capacity, self.inner):
             block = r[:, start:start + cap]
@@ -219,10 +226,18 @@ class ModelForces:
         if self.neighbors is None:
             self.build(positions, self.batched(cell))
         out = self.evaluate_state(positions, cell)
-        if bool((self.max_displacement > 0.5 * self.skin) | self.overflow):
+        stale, close = torch.stack([(self.max_displacement > 0.5 * self.skin) | self.overflow,
+                                    self.closest < self.min_distance]).tolist()
+        if close:
+            self.raise_too_close()
+        if stale:
             self.build(positions, self.batched(cell))
             out = self.evaluate_state(positions, cell)
         return out
+
+    def raise_too_close(self) -> None:
+        raise AtomsTooCloseError(f"two atoms came {float(self.closest):.3f} A apart, closer than min_distance "
+                                 f"{self.min_distance} A (the structure is collapsing, or the time step is too long)")
 
 
 class ASEForces:

@@ -117,8 +117,12 @@ class GraphedSteps:
         self._save()
         self._graph(k).replay()
         flags = torch.stack([(self.force_fn.max_displacement <= 0.5 * self.force_fn.skin) & ~self.force_fn.overflow,
-                             torch.isfinite(self.static["energy"]).all() & torch.isfinite(self.static["positions"]).all()])
-        ok_disp, finite = flags.tolist()
+                             torch.isfinite(self.static["energy"]).all() & torch.isfinite(self.static["positions"]).all(),
+                             self.force_fn.closest < self.force_fn.min_distance])
+        ok_disp, finite, close = flags.tolist()
+        if close:
+            self._restore()  # back to the block's start, the last state known good
+            self.force_fn.raise_too_close()
         return bool(ok_disp), bool(finite)
 
     def _rebuild(self) -> None:

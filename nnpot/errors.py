@@ -8,6 +8,7 @@ __all__ = [
     "DatasetError",
     "ModelFileError",
     "NeighborOverflowError",
+    "AtomsTooCloseError",
     "ConfigError",
     "UnknownElementError",
 ]
@@ -27,6 +28,10 @@ class ModelFileError(NNPotError, ValueError):
 
 class NeighborOverflowError(NNPotError, RuntimeError):
     """More neighbors of one type were found than the layout has room for."""
+
+
+class AtomsTooCloseError(NNPotError, RuntimeError):
+    """Two atoms came closer than the allowed minimum distance (a collapsing simulation)."""
 
 
 class ConfigError(NNPotError, ValueError):

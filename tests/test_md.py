@@ -224,14 +224,15 @@ def test_cuda_graph_steps_match_eager(water, small_model, tabulate):
     a, b = _start(water, T=1500.0), _start(water, T=1500.0)  # hot: several rebuilds in 60 steps
     a.calc = NNPotCalculator(gpu, device="cuda", tabulate=tabulate)
     b.calc = NNPotCalculator(gpu, device="cuda", tabulate=tabulate)
-    fast = VelocityVerlet(a, 1.0 * units.fs, skin=0.3, graph_block=7)
-    slow = VelocityVerlet(b, 1.0 * units.fs, skin=0.3, cuda_graphs=False)
+    # the random small model lets hot atoms come very close; this test is about bookkeeping
+    fast = VelocityVerlet(a, 1.0 * units.fs, skin=0.3, graph_block=7, min_distance=0)
+    slow = VelocityVerlet(b, 1.0 * units.fs, skin=0.3, cuda_graphs=False, min_distance=0)
     fast.run(60)
     slow.run(60)
     assert fast._graphs is not None and fast.force_fn.n_builds > 1
     np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-9)
     np.testing.assert_allclose(a.get_momenta(), b.get_momenta(), rtol=0, atol=1e-9)
-    lang = Langevin(a, 0.5 * units.fs, temperature_K=300, friction=0.01 / units.fs, seed=3)
+    lang = Langevin(a, 0.5 * units.fs, temperature_K=300, friction=0.01 / units.fs, seed=3, min_distance=0)
     lang.run(30)
     assert np.isfinite(a.positions).all() and lang._graphs is not None
     torch.cuda.synchronize()
@@ -263,14 +264,14 @@ def test_block_replay_bookkeeping_matches_the_eager_loop(water, small_model):
 
     a, b = _start(water, T=3000.0), _start(water, T=3000.0)  # hot, so the list is rebuilt often
     a.calc, b.calc = NNPotCalculator(small_model, device="cpu"), NNPotCalculator(small_model, device="cpu")
-    fast = VelocityVerlet(a, 1.0 * units.fs, skin=0.4)
+    fast = VelocityVerlet(a, 1.0 * units.fs, skin=0.4, min_distance=0)  # hot random model: close contacts
     runner = GraphedSteps(fast.state, fast.force_fn, fast._advance, block=4, capture=False)
     runner.run(43)  # ten blocks and an eager remainder of three
     fast.nsteps = 43
     from nnpot.md.state import write_back
 
     write_back(fast.state, a)
-    VelocityVerlet(b, 1.0 * units.fs, skin=0.4).run(43)
+    VelocityVerlet(b, 1.0 * units.fs, skin=0.4, min_distance=0).run(43)
     assert fast.force_fn.n_builds > 2
     np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-9)
     np.testing.assert_allclose(a.get_momenta(), b.get_momenta(), rtol=0, atol=1e-9)
@@ -297,3 +298,33 @@ def test_npt_cell_rescaling_reaches_the_target_pressure():
     assert abs(p0 - 0.0) < 250 and abs(p1 - 2000.0) < 250
     assert v1 < 0.97 * v0
     assert atoms.get_volume() != pytest.approx(_argon().get_volume(), rel=1e-6)  # the cell came back into atoms
+
+
+def test_atoms_too_close_stop_the_run_and_save_the_frame(water, small_model, tmp_path, monkeypatch):
+    """Two atoms driven at each other: a clear MDError naming the distance, last frame saved."""
+    from nnpot.md.driver import MDError
+
+    monkeypatch.chdir(tmp_path)
+    atoms = water[3].to_atoms()
+    atoms.calc = NNPotCalculator(small_model, device="cpu")
+    o, h = 0, int(np.nonzero(atoms.numbers == 1)[0][5])
+    d = atoms.get_distance(o, h, mic=True, vector=True)
+    momenta = np.zeros((len(atoms), 3))
+    momenta[h] = -d / np.linalg.norm(d) * 1.0 * atoms.get_masses()[h]  # 1 A per ASE time unit, at the O atom
+    atoms.set_momenta(momenta)
+    start = atoms.copy()
+    dyn = VelocityVerlet(atoms, 0.5 * units.fs, min_distance=0.7)
+    with pytest.raises(MDError, match="closer than min_distance 0.7"):
+        dyn.run(200)
+    saved = list(tmp_path.glob("md_failure_step*.xyz"))
+    assert len(saved) == 1
+    # the block runner (the CUDA-graph logic, replayed eagerly here) stops too, at a block start
+    from nnpot.errors import AtomsTooCloseError
+    from nnpot.md.graphs import GraphedSteps
+
+    start.calc = NNPotCalculator(small_model, device="cpu")
+    dyn = VelocityVerlet(start, 0.5 * units.fs, min_distance=0.7)
+    runner = GraphedSteps(dyn.state, dyn.force_fn, dyn._advance, block=4, capture=False)
+    with pytest.raises(AtomsTooCloseError):
+        runner.run(200)
+    assert float(dyn.force_fn.closest) < 0.7
