@@ -166,7 +166,7 @@ class ModelForces:
         nb = self.neighbors
         r = batch.edge_vectors().norm(dim=-1)
         r = torch.where((nb.index >= 0) & (r < self.model.cutoff), r, torch.full_like(r, math.inf))
-        if r.numel():
+        if self.min_distance > 0 and r.numel():
             self.closest.copy_(torch.minimum(self.closest, r.min()))
         index, shifts, start = [], [], 0
         for cap, keep in zip(nb.capacity, self.inner):

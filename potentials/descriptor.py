@@ -90,22 +90,34 @@ class SeE2A(nn.Module):
         Returns:
             ``[n, M1 * M2]``.
         """
-        env = environment(rij, mask, self.rcut_smth, self.rcut)  # [n, nnei, 4]
         davg, dstd = self.davg[center_types], self.dstd[center_types]  # [n, T, 4]
-        n = rij.shape[0]
-        m1 = self.config.neuron[-1]
-        T = rij.new_zeros(n, 4, m1)
-        start = 0
-        for t, (cap, embed) in enumerate(zip(capacity, self.embeddings)):
-            block = (env[:, start:start + cap] - davg[:, t, None]) / dstd[:, t, None]  # [n, cap, 4]
-            start += cap
-            if cap:
-                G = embed(block[..., :1])  # [n, cap, M1]
-                T = T + torch.einsum("nsc,nsm->ncm", block, G)
-            if cap != self.sel[t]:  # slots beyond capacity, as DeePMD-kit would have them
+        T = rij.new_zeros(rij.shape[0], 4, self.config.neuron[-1])
+        for t, rows in type_rows(self, rij, mask, center_types, capacity):
+            embed = self.embeddings[t]
+            if rows.shape[1]:
+                T = T + torch.einsum("nsc,nsm->ncm", rows, embed(rows[..., :1]))  # G: [n, cap, M1]
+            if rows.shape[1] != self.sel[t]:  # slots beyond capacity, as DeePMD-kit would have them
                 empty = -davg[:, t] / dstd[:, t]  # [n, 4]
                 G0 = embed(empty[:, :1])  # [n, M1]
-                T = T + (self.sel[t] - cap) * empty[:, :, None] * G0[:, None, :]
-        T = T / self.nnei
-        D = torch.einsum("ncm,nca->nma", T, T[:, :, : self.axis_neuron])  # [n, M1, M2]
-        return D.reshape(n, -1)
+                T = T + (self.sel[t] - rows.shape[1]) * empty[:, :, None] * G0[:, None, :]
+        return descriptor_from_sum(self, T)
+
+
+def type_rows(desc: nn.Module, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+              capacity: tuple[int, ...]):
+    """``(t, rows)`` per neighbor type: the normalised environment rows ``[n, capacity[t], 4]``
+    of ``desc`` (an se_e2_a descriptor with ``davg``/``dstd``, ``rcut_smth``, ``rcut``)."""
+    env = environment(rij, mask, desc.rcut_smth, desc.rcut)  # [n, nnei, 4]
+    davg, dstd = desc.davg[center_types], desc.dstd[center_types]  # [n, T, 4]
+    start = 0
+    for t, cap in enumerate(capacity):
+        yield t, (env[:, start:start + cap] - davg[:, t, None]) / dstd[:, t, None]
+        start += cap
+
+
+def descriptor_from_sum(desc: nn.Module, T: torch.Tensor) -> torch.Tensor:
+    """``D = T^T T[:, :M2]`` flattened ``[n, M1 * M2]`` from the summed ``T`` ``[n, 4, M1]``
+    (before division by the slot count ``desc.nnei``)."""
+    T = T / desc.nnei
+    D = torch.einsum("ncm,nca->nma", T, T[:, :, : desc.axis_neuron])  # [n, M1, M2]
+    return D.reshape(T.shape[0], -1)

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from nnpot.potentials.descriptor import SeE2A, environment
+from nnpot.potentials.descriptor import SeE2A, descriptor_from_sum, type_rows
 from nnpot.potentials.tabulate_kernels import contract_reference, fused_descriptor_sum, triton_available
 
 __all__ = ["TabulatedSeE2A", "quintic_table", "tabulate_model"]
@@ -135,21 +135,14 @@ class TabulatedSeE2A(nn.Module):
                                      self._slot_types(tuple(capacity), rij.device), self.stats, self.coeffs, self.lo_t, self.offsets_t,
                                      self.nbins_t, self.params, self.inv_h)
         else:
-            env = environment(rij, mask, self.rcut_smth, self.rcut)
-            davg, dstd = self.davg[center_types], self.dstd[center_types]
             T = rij.new_zeros(n, 4, self.config.neuron[-1])
-            start = 0
-            for t, cap in enumerate(capacity):
-                if cap:
-                    rows = (env[:, start:start + cap] - davg[:, t, None]) / dstd[:, t, None]
+            for t, rows in type_rows(self, rij, mask, center_types, capacity):
+                if rows.shape[1]:
                     T = T + contract_reference(rows, self.table(t), self.lo[t], self.inv_h)
-                start += cap
         for t, cap in enumerate(capacity):
             if cap != self.sel[t]:  # slots beyond the list's capacity, as DeePMD-kit would have them
                 T = T + (self.sel[t] - cap) * self.empty_term[center_types, t]
-        T = T / self.nnei
-        D = torch.einsum("ncm,nca->nma", T, T[:, :, : self.axis_neuron])
-        return D.reshape(n, -1)
+        return descriptor_from_sum(self, T)
 
 
 def tabulate_model(model: nn.Module, stride: float = 0.01, r_min: float = 0.5) -> nn.Module:

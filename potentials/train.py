@@ -165,7 +165,9 @@ class Trainer:
         """The next training frame in this epoch's seeded order (moving to the next epoch)."""
         c, s = self.config, self.state
         while True:
-            order = np.random.default_rng([c.seed, s["epoch"]]).permutation(self.train_idx)
+            if getattr(self, "_order", (None,))[0] != s["epoch"]:  # one permutation per epoch
+                self._order = (s["epoch"], np.random.default_rng([c.seed, s["epoch"]]).permutation(self.train_idx))
+            order = self._order[1]
             if s["pos"] < len(order):
                 s["pos"] += 1
                 return int(order[s["pos"] - 1])
