@@ -14,6 +14,15 @@ from nnpot.approx.learning import LearningCurveConfig, learning_curve
 from nnpot.approx.rates import RateFit, fit_rate, fit_with_floor
 from nnpot.approx.result import Series, StudyResult
 
+CONFIGS = {
+    "barron-mc": BarronConfig,
+    "random-features": RandomFeaturesConfig,
+    "depth": DepthConfig,
+    "integrator-order": IntegratorConfig,
+    "learning-curve": LearningCurveConfig,
+    "decomposition": DecompositionConfig,
+}
+
 STUDIES = {
     "barron-mc": barron_mc,
     "random-features": random_features,
@@ -23,8 +32,33 @@ STUDIES = {
     "decomposition": decomposition,
 }
 
+
+
+def study_config(study: str, quick: bool = False, overrides: list[str] | None = None):
+    """The typed config of ``study`` (its quick or full setting) with ``KEY=VALUE`` overrides,
+    each value read as YAML (``widths=[16, 64]``, ``steps=500``, ``water_model=model.nnp``)."""
+    import dataclasses
+
+    import yaml
+
+    from nnpot.errors import ConfigError
+
+    cls = CONFIGS[study]
+    config = cls.quick() if quick else cls()
+    names = {f.name for f in dataclasses.fields(cls)}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            raise ConfigError(f"{study}: cannot set {item!r}; the config keys are {', '.join(sorted(names))}")
+        setattr(config, key, yaml.safe_load(value))
+    return config
+
+
 __all__ = [
+    "CONFIGS",
     "STUDIES",
+    "study_config",
     "BarronConfig",
     "RandomFeaturesConfig",
     "DepthConfig",

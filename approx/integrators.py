@@ -12,7 +12,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from nnpot.approx.result import Series, StudyResult
@@ -65,11 +64,10 @@ def _harmonic(method: str, dt: float, t_end: float) -> float:
 
 def _water_series(c: IntegratorConfig) -> Series:
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     from nnpot.data import H5Dataset
     from nnpot.md.forces import ModelForces
-    from nnpot.md.state import state_from_atoms
+    from nnpot.md.state import state_from_atoms, thermalize
     from nnpot.potentials import EnergyModel, ModelConfig, apply_stats, load_model
 
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -82,7 +80,7 @@ def _water_series(c: IntegratorConfig) -> Series:
         model = EnergyModel(cfg)
         apply_stats(model, [ds[0], ds[100]], None)
     atoms = ds[0].to_atoms()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize(atoms, 300, 0, stationary=False)
     finals = {}
     for dt_fs in sorted(set(c.water_timesteps_fs) | {min(c.water_timesteps_fs) / 2}):
         state = state_from_atoms(atoms, torch.device("cpu"), torch.float64)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nnpot.approx.rates import RateFit, fit_rate
+from nnpot.atomic import atomic_path
 
 __all__ = ["Series", "StudyResult"]
 
@@ -24,6 +25,7 @@ class Series:
     drop: int = 0  #: leading points declared pre-asymptotic
     metric: str = "RMSE"
     fit: RateFit | None = None
+    xlabel: str | None = None  #: this series' x axis when it differs from the study's; one plot panel per x axis
 
     def fit_rate(self) -> RateFit:
         self.fit = fit_rate(np.array(self.params)[:, None] * np.ones((1, len(self.errors[0]))),
@@ -34,7 +36,8 @@ class Series:
         e = np.array(self.errors)
         return {"label": self.label, "params": self.params, "error_mean": e.mean(1).tolist(),
                 "error_std": e.std(1).tolist(), "errors": self.errors, "theory_slope": self.theory_slope,
-                "drop": self.drop, "metric": self.metric, "fit": self.fit.to_dict() if self.fit else None}
+                "drop": self.drop, "metric": self.metric, "xlabel": self.xlabel,
+                "fit": self.fit.to_dict() if self.fit else None}
 
 
 @dataclass
@@ -60,7 +63,7 @@ class StudyResult:
         lines = [f"study {self.study} ({'quick' if self.quick else 'full'} setting, {self.wall_s:.1f} s)"]
         for s in self.series:
             e = np.array(s.errors)
-            lines.append(f"  {s.label}: {s.metric} against {self.parameter}")
+            lines.append(f"  {s.label}: {s.metric} against {s.xlabel or self.parameter}")
             for k, (x, m, sd) in enumerate(zip(s.params, e.mean(1), e.std(1))):
                 mark = "  (pre-asymptotic, not fitted)" if k < s.drop else ""
                 lines.append(f"    {x:>12.6g}   {m:.4e} +- {sd:.1e}{mark}")
@@ -70,7 +73,8 @@ class StudyResult:
         return "\n".join(lines)
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2))
 
     def plot(self, path: str | Path) -> Path:
         import matplotlib
@@ -78,24 +82,31 @@ class StudyResult:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
-        for k, s in enumerate(self.series):
-            x, e = np.array(s.params), np.array(s.errors)
-            ax.errorbar(x, e.mean(1), yerr=e.std(1), fmt="o", color=f"C{k}", ms=4,
-                        label=f"{s.label}: slope {s.fit.slope:+.2f}")
-            xs = x[s.drop:]
-            ax.plot(xs, s.fit.prefactor * xs ** s.fit.slope, "-", color=f"C{k}", lw=1)
-            if s.theory_slope is not None:
-                x0, y0 = xs[0], s.fit.prefactor * xs[0] ** s.fit.slope
-                ax.plot(xs, y0 * (xs / x0) ** s.theory_slope, "--", color=f"C{k}", lw=0.8, alpha=0.7)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(self.parameter)
-        ax.set_ylabel(self.primary.metric)
-        ax.set_title(f"{self.study}  (dashed: theory)", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3, which="both")
+        panels: dict[str, list[Series]] = {}
+        for s in self.series:
+            panels.setdefault(s.xlabel or self.parameter, []).append(s)
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), dpi=120, squeeze=False)
+        k = 0
+        for ax, (xlabel, group) in zip(axes[0], panels.items()):
+            for s in group:
+                x, e = np.array(s.params), np.array(s.errors)
+                ax.errorbar(x, e.mean(1), yerr=e.std(1), fmt="o", color=f"C{k}", ms=4,
+                            label=f"{s.label}: slope {s.fit.slope:+.2f}")
+                xs = x[s.drop:]
+                ax.plot(xs, s.fit.prefactor * xs ** s.fit.slope, "-", color=f"C{k}", lw=1)
+                if s.theory_slope is not None:
+                    x0, y0 = xs[0], s.fit.prefactor * xs[0] ** s.fit.slope
+                    ax.plot(xs, y0 * (xs / x0) ** s.theory_slope, "--", color=f"C{k}", lw=0.8, alpha=0.7)
+                k += 1
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(group[0].metric)
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3, which="both")
+        fig.suptitle(f"{self.study}  (dashed: theory)", fontsize=10)
         fig.tight_layout()
-        fig.savefig(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
         return Path(path)

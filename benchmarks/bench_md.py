@@ -24,15 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase import units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet as AseVelocityVerlet
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_eval import replicate_for, water_model  # noqa: E402
+
+from nnpot.md.state import thermalize  # noqa: E402
 
 DP_MD = r'''
 import json, sys, time
@@ -151,7 +151,7 @@ def main() -> None:
           f"{'DeePMD+ASE':>10} {'+vesin':>9} {'x DeePMD':>8}  (steps/s, {args.device})")
     for n in args.sizes:
         atoms0 = base.repeat(replicate_for(n))
-        MaxwellBoltzmannDistribution(atoms0, temperature_K=300, rng=np.random.default_rng(0))
+        thermalize(atoms0, 300, 0, stationary=False)
         dp = deepmd_rate(args, atoms0, n, vesin=False) if n <= args.dp_max else None
         dp_v = deepmd_rate(args, atoms0, n, vesin=True) if args.vesin_path and n <= args.dp_max else None
         for dtype in args.dtypes:
@@ -211,7 +211,7 @@ def main() -> None:
         images = []
         for k in range(r):
             a = base.copy()
-            MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(k))
+            thermalize(a, 300, k, stationary=False)
             images.append(a)
         for dtype in args.dtypes:
             reps = Replicas(images, fast, 0.5 * units.fs, device=args.device, dtype=dtype, chunk_size=args.chunk)
@@ -224,7 +224,7 @@ def main() -> None:
             save()
     for n in args.largest:
         atoms0 = base.repeat(replicate_for(n))
-        MaxwellBoltzmannDistribution(atoms0, temperature_K=300, rng=np.random.default_rng(0))
+        thermalize(atoms0, 300, 0, stationary=False)
         entry = {"atoms": n, "dtype": "float32"}
         try:
             if gpu:

@@ -13,10 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from ase import units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -25,6 +24,7 @@ from bench_eval import replicate_for, water_model  # noqa: E402
 
 from nnpot import NNPotCalculator  # noqa: E402
 from nnpot.md import VelocityVerlet  # noqa: E402
+from nnpot.md.state import thermalize  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
 
         model.load_state_dict(load_model(args.model).state_dict())
     atoms = base.repeat(replicate_for(args.atoms))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize(atoms, 300, 0, stationary=False)
     atoms.calc = NNPotCalculator(model, device="cuda", dtype=args.dtype, tabulate=args.tabulate)
     dyn = VelocityVerlet(atoms, 0.5 * units.fs, cuda_graphs=False)
     dyn.run(20)  # warm up: kernels compiled, lists built

@@ -13,11 +13,11 @@ import time
 import numpy as np
 import torch
 from ase import units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 
 from nnpot import NNPotCalculator
 from nnpot.data import H5Dataset
 from nnpot.md import Replicas, VelocityVerlet
+from nnpot.md.state import thermalize
 
 model = sys.argv[1] if len(sys.argv) > 1 else "runs/water/model.nnp"
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 500
@@ -25,8 +25,7 @@ frame = H5Dataset("examples/data/water.h5")[0].to_atoms()
 frame.calc = None
 
 atoms = frame.repeat((2, 2, 2))  # 1,536 atoms
-MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
-Stationary(atoms)
+thermalize(atoms, 300, rng=0)
 gpu = torch.cuda.is_available()
 atoms.calc = NNPotCalculator(model, device="auto", dtype="float32", tabulate=gpu)
 dyn = VelocityVerlet(atoms, 0.5 * units.fs, trajectory="gpu_md.traj", logfile="-", loginterval=50)
@@ -37,8 +36,7 @@ print(f"{steps / (time.perf_counter() - t0):.1f} steps/s on {atoms.calc.device},
 images = []
 for k in range(64):
     a = frame.copy()
-    MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(k))
-    Stationary(a)
+    thermalize(a, 300, rng=k)
     images.append(a)
 reps = Replicas(images, model, 0.5 * units.fs, temperature_K=300, friction=0.01 / units.fs, dtype="float32",
                 tabulate=gpu)

@@ -59,10 +59,10 @@ def _structure(config: MDConfig):
 def run_md(config: MDConfig, progress: bool = True) -> dict:
     """Run the simulation ``config`` describes; return thermodynamic summary figures."""
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from tqdm.auto import tqdm
 
     from nnpot.md.driver import NPT, Bussi, Langevin, NoseHoover, VelocityVerlet
+    from nnpot.md.state import thermalize
     from nnpot.potentials.calculator import NNPotCalculator
 
     ensembles = ("nve", "langevin", "bussi", "nose-hoover", "npt")
@@ -71,8 +71,7 @@ def run_md(config: MDConfig, progress: bool = True) -> dict:
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     atoms = _structure(config)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=config.temperature_K, rng=np.random.default_rng(config.seed))
-    Stationary(atoms)
+    thermalize(atoms, config.temperature_K, config.seed)
     from nnpot.potentials.modelfile import load_model
 
     from nnpot.potentials.calculator import resolve_device

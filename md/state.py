@@ -70,3 +70,17 @@ def snapshot(state: MDState, atoms):
         results["stress"] = full_3x3_to_voigt_6_stress(-state.virial.detach().cpu().double().numpy() / frame.cell.volume)
     frame.calc = SinglePointCalculator(frame, **results)
     return frame
+
+
+def thermalize(atoms, temperature_K: float, rng: np.random.Generator | int | None = None,
+               stationary: bool = True) -> None:
+    """Draw Maxwell-Boltzmann momenta at ``temperature_K`` into ``atoms`` (and, by default, remove
+    the centre-of-mass motion). Uses ASE's ``thermalize_momenta`` (ASE >= 3.29) or
+    ``MaxwellBoltzmannDistribution`` on older ASE."""
+    from ase.md import velocitydistribution as vd
+
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    draw = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
+    draw(atoms, temperature_K=temperature_K, rng=rng)
+    if stationary:
+        vd.Stationary(atoms)

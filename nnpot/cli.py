@@ -127,18 +127,18 @@ def _md(args) -> int:
 def _approx(args) -> int:
     import torch
 
-    from nnpot.approx import STUDIES
+    from nnpot.approx import STUDIES, study_config
 
     torch.set_num_threads(max(1, args.threads))
-    if args.study == "learning-curve" and (args.data or args.descriptor != "se_e2_a"):
-        from nnpot.approx.learning import LearningCurveConfig, learning_curve
-
-        config = LearningCurveConfig.quick() if args.quick else LearningCurveConfig()
-        config.data = args.data or ""
-        config.descriptor = args.descriptor
-        result = learning_curve(config, quick=args.quick)
-    else:
-        result = STUDIES[args.study](quick=args.quick)
+    overrides = list(args.set)
+    if args.data:
+        overrides.append(f"data={args.data}")
+    if args.descriptor:
+        overrides.append(f"descriptor={args.descriptor}")
+    if args.model:
+        overrides.append(f"water_model={args.model}")
+    config = study_config(args.study, args.quick, overrides)
+    result = STUDIES[args.study](config, quick=args.quick)
     print(result.table())
     if args.json:
         result.write_json(args.json)
@@ -216,8 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", choices=["barron-mc", "random-features", "depth", "decomposition", "integrator-order",
                                           "learning-curve"])
     p.add_argument("--data", help="learning-curve: your HDF5 dataset (default: the bundled water data)")
-    p.add_argument("--descriptor", default="se_e2_a", choices=["se_e2_a", "e3nn"],
-                   help="learning-curve: the descriptor of the potentials trained")
+    p.add_argument("--descriptor", choices=["se_e2_a", "e3nn"],
+                   help="learning-curve: the descriptor of the potentials trained (default se_e2_a)")
+    p.add_argument("--model", help="integrator-order: a trained .nnp model for the water series "
+                   "(default: a small random-weight model)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the study's config, e.g. --set widths=[16,64] --set seeds=2")
     p.add_argument("--quick", action="store_true", help="the small setting (about a minute on 2 cores)")
     p.add_argument("--json", help="write the table, slope, slope_ci and theory_slope as JSON")
     p.add_argument("--plot", help="write the log-log plot with theory lines (PNG)")

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from nnpot.potentials.batch import make_batch
 from nnpot.potentials.derivatives import derivatives

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from nnpot.potentials.batch import make_batch
 from nnpot.potentials.derivatives import derivatives

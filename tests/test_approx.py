@@ -31,13 +31,47 @@ def test_floor_fit_recovers_floor_and_slope():
     assert fit.slope == pytest.approx(-1.0, abs=0.05)
 
 
+def _by_label(result):
+    return {s.label: s for s in result.series}
+
+
 def test_barron_monte_carlo_rate_is_dimension_free():
     result = barron_mc(BarronConfig(dims=[2, 10, 100], widths=[16, 64, 256, 1024], seeds=8, n_test=2000,
+                                    trained_seeds=1, train_steps=300, train_batch=256,
                                     grid_dims=[2], grid_points_per_dim=[3, 5, 9, 17, 33]))
-    for s in result.series[:3]:
-        assert s.fit.slope == pytest.approx(-0.5, abs=0.1), s.label
-    grid = result.series[3]
-    assert grid.fit.slope == pytest.approx(-2.0 / 2, abs=0.1)
+    series = _by_label(result)
+    for d in (2, 10, 100):
+        sampled, trained = series[f"sampled network, d={d}"], series[f"trained network, d={d}"]
+        assert sampled.fit.slope == pytest.approx(-0.5, abs=0.1), sampled.label
+        # training from the sampled network only improves on it, at least at the Monte Carlo rate
+        assert np.all(np.mean(trained.errors, 1) < np.mean(sampled.errors, 1)), trained.label
+        assert trained.fit.slope < -0.45, trained.label
+    assert series["grid interpolation, d=2"].fit.slope == pytest.approx(-2.0 / 2, abs=0.1)
+
+
+def test_random_features_lose_to_trained_networks_on_a_single_neuron():
+    from nnpot.approx.barron import RandomFeaturesConfig, random_features
+
+    result = random_features(RandomFeaturesConfig(widths=[8, 32, 128], n_train=4000, n_test=2000, train_steps=400,
+                                                  seeds=1, lbfgs_iterations=150))
+    rf, trained = result.series
+    assert rf.fit.slope < -0.1  # random features do improve with width, slowly
+    assert np.mean(rf.errors[-1]) > 0.2
+    assert np.all(np.mean(trained.errors, 1) < 0.01)  # one neuron is enough for a trained network
+
+
+def test_depth_separation_at_equal_parameter_count():
+    from nnpot.approx.depth import DepthConfig, depth_study, hidden_widths
+
+    assert hidden_widths(20, 2000, 1) == [91]  # 91 * 21 + 91 + 1 = 2003 parameters
+    k = hidden_widths(20, 2000, 2)[0]
+    assert abs(k * 21 + k * (k + 1) + k + 1 - 2000) < 2 * k
+    result = depth_study(DepthConfig.quick())
+    ratio = result.notes["shallow_over_deep_at_largest"]
+    # the sphere's kink needs depth; |x| does not
+    assert ratio["||x| - 1|"] > 1.5
+    assert ratio["||x| - 1|"] > 2 * ratio["|x|"]
+    assert result.primary.fit.slope == pytest.approx(-2.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("m", range(1, 8))
@@ -60,17 +94,34 @@ def test_verlet_order_on_water_potential():
 
 
 def test_cli_writes_json_and_plot(tmp_path, capsys):
-    assert main(["approx", "depth", "--quick", "--json", str(tmp_path / "d.json"), "--plot", str(tmp_path / "d.png")]) == 0
+    assert main(["approx", "depth", "--quick", "--set", "separation=false", "--json", str(tmp_path / "d.json"), "--plot", str(tmp_path / "d.png")]) == 0
     data = json.loads((tmp_path / "d.json").read_text())
     assert {"slope", "slope_ci", "theory_slope"} <= set(data)
     assert data["slope"] == pytest.approx(-2.0, abs=1e-9)
     assert (tmp_path / "d.png").stat().st_size > 1000
 
 
-def test_decomposition_gap_below_path_norm_bound():
+def test_decomposition_separates_the_three_errors():
     from nnpot.approx.decomposition import decomposition
 
     result = decomposition()
+    series = {s.label.split(":")[0]: s for s in result.series}
     assert result.notes["gap_below_bound"]
-    bound = next(s for s in result.series if s.label.startswith("path-norm"))
-    assert bound.fit.slope == pytest.approx(-0.5, abs=0.1)
+    assert series["Rademacher bound 2Q sqrt(2 ln(2d)/n)"].fit.slope == pytest.approx(-0.5, abs=0.1)
+    # approximation: near the sharp rate -(1/2 + 3/(2d)) = -0.8 at d = 5, and faster than Monte Carlo
+    assert -1.1 < series["approximation"].fit.slope < -0.6
+    assert series["estimation"].fit.slope < -0.5  # the gap shrinks with n
+    assert series["optimisation"].fit.slope < -0.3  # and the error with training time
+
+
+def test_cli_set_overrides_the_study_config(tmp_path):
+    from nnpot.approx import study_config
+    from nnpot.errors import ConfigError
+
+    config = study_config("barron-mc", quick=True, overrides=["widths=[4, 8]", "seeds=3"])
+    assert config.widths == [4, 8] and config.seeds == 3 and config.train_steps == 300
+    with pytest.raises(ConfigError, match="config keys are"):
+        study_config("depth", overrides=["width=3"])
+    assert main(["approx", "depth", "--set", "separation=false", "--set", "depths=[2, 3, 4]",
+                 "--json", str(tmp_path / "d.json")]) == 0
+    assert json.loads((tmp_path / "d.json").read_text())["series"][0]["params"] == [4.0, 8.0, 16.0]

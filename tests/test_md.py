@@ -6,18 +6,17 @@ import numpy as np
 import pytest
 from ase import units
 from ase.calculators.lj import LennardJones
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet as AseVelocityVerlet
 
 from nnpot import NNPotCalculator
 from nnpot.md import Langevin, VelocityVerlet
+from nnpot.md.state import thermalize
 
 
 def _start(water, n=None, T=300.0):
     atoms = water[0].to_atoms()
     atoms.calc = None
-    MaxwellBoltzmannDistribution(atoms, temperature_K=T, rng=np.random.default_rng(1))
-    Stationary(atoms)
+    thermalize(atoms, T, 1)
     return atoms
 
 
@@ -110,8 +109,7 @@ def _argon(seed=0):
 
     atoms = bulk("Ar", "fcc", a=5.26, cubic=True).repeat((2, 2, 2))  # 32 atoms
     atoms.calc = LennardJones(sigma=3.4, epsilon=0.0104, rc=8.0, smooth=True)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=60, rng=np.random.default_rng(seed))
-    Stationary(atoms)
+    thermalize(atoms, 60, seed)
     return atoms
 
 
@@ -181,7 +179,7 @@ def test_replicas_equal_single_runs(water, small_model):
     for k in range(3):
         a = water[k].to_atoms()
         a.calc = None
-        MaxwellBoltzmannDistribution(a, temperature_K=300, rng=np.random.default_rng(k))
+        thermalize(a, 300, k, stationary=False)
         starts.append(a)
     reps = Replicas([a.copy() for a in starts], small_model, 0.5 * units.fs, device="cpu")
     reps.run(15)
