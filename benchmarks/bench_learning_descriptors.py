@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnpot.atomic import atomic_path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,6 +27,12 @@ def main() -> None:
     p.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
     p.add_argument("--steps", type=int, default=1000, help="training steps per point (batch 1)")
     p.add_argument("--descriptors", nargs="+", default=["se_e2_a", "e3nn"])
+    p.add_argument("--widths", type=int, nargs="*", default=[],
+                   help="also fitting-net widths at the largest frame count (the study's width series)")
+    p.add_argument("--embedding", type=int, nargs="+", default=[25, 50, 100], help="se_e2_a embedding widths")
+    p.add_argument("--axis-neuron", type=int, default=16)
+    p.add_argument("--fitting", type=int, nargs="+", default=[240, 240, 240], help="fitting-net widths")
+    p.add_argument("--valid-frames", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learning_curve_descriptors"))
     args = p.parse_args()
@@ -33,14 +41,19 @@ def main() -> None:
 
     results = {}
     for name in args.descriptors:
-        config = LearningCurveConfig(frames=args.frames, widths=[], steps=args.steps, descriptor=name)
+        config = LearningCurveConfig(frames=args.frames, widths=args.widths, steps=args.steps, descriptor=name,
+                                     embedding=args.embedding, axis_neuron=args.axis_neuron, fitting=args.fitting,
+                                     valid_frames=args.valid_frames)
         t0 = time.perf_counter()
         result = learning_curve(config, quick=False)
         print(f"[{name}] {time.perf_counter() - t0:.0f} s\n{result.table()}", flush=True)
         results[name] = result
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({k: r.to_dict() for k, r in results.items()}, indent=2))
+    summary = {k: r.to_dict() for k, r in results.items()}
+    summary["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,9 +71,10 @@ def main() -> None:
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.suptitle(f"water, {args.steps} steps per model, same validation frames", fontsize=10)
+    fig.suptitle(f"water, {args.steps} steps per model, fitting {args.fitting}, same validation frames", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"))
+    with atomic_path(out.with_suffix(".png")) as tmp:
+        fig.savefig(tmp, format="png")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 

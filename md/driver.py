@@ -84,6 +84,7 @@ class MolecularDynamics:
         self._graphs = None
         self.observers: list[tuple] = []
         self._files = []
+        self._output_dir = Path(trajectory).parent if trajectory is not None else Path(".")
         if trajectory is not None:
             self._attach_trajectory(trajectory, loginterval)
         if logfile is not None:
@@ -171,7 +172,8 @@ class MolecularDynamics:
             self._fail(f"non-finite energy or positions at step {self.nsteps}")
 
     def _fail(self, reason: str) -> None:
-        path = Path(f"md_failure_step{self.nsteps}.xyz")
+        # beside the trajectory when there is one, else in the working directory
+        path = self._output_dir / f"md_failure_step{self.nsteps}.xyz"
         snapshot(self.state, self.atoms).write(path)
         raise MDError(f"{reason}; last good frame saved to {path}")
 

@@ -311,11 +311,12 @@ def test_atoms_too_close_stop_the_run_and_save_the_frame(water, small_model, tmp
     momenta[h] = -d / np.linalg.norm(d) * 1.0 * atoms.get_masses()[h]  # 1 A per ASE time unit, at the O atom
     atoms.set_momenta(momenta)
     start = atoms.copy()
-    dyn = VelocityVerlet(atoms, 0.5 * units.fs, min_distance=0.7)
+    (tmp_path / "run").mkdir()
+    dyn = VelocityVerlet(atoms, 0.5 * units.fs, trajectory=tmp_path / "run" / "md.xyz", min_distance=0.7)
     with pytest.raises(MDError, match="closer than min_distance 0.7"):
         dyn.run(200)
-    saved = list(tmp_path.glob("md_failure_step*.xyz"))
-    assert len(saved) == 1
+    saved = list((tmp_path / "run").glob("md_failure_step*.xyz"))  # beside the trajectory
+    assert len(saved) == 1 and not list(tmp_path.glob("md_failure_step*.xyz"))
     # the block runner (the CUDA-graph logic, replayed eagerly here) stops too, at a block start
     from nnpot.errors import AtomsTooCloseError
     from nnpot.md.graphs import GraphedSteps
