@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--descriptors", nargs="+", default=["se_e2_a", "e3nn"])
     p.add_argument("--widths", type=int, nargs="*", default=[],
                    help="also fitting-net widths at the largest frame count (the study's width series)")
+    p.add_argument("--width-descriptors", nargs="*", help="descriptors that get the width series (default: all)")
     p.add_argument("--embedding", type=int, nargs="+", default=[25, 50, 100], help="se_e2_a embedding widths")
     p.add_argument("--axis-neuron", type=int, default=16)
     p.add_argument("--fitting", type=int, nargs="+", default=[240, 240, 240], help="fitting-net widths")
@@ -41,7 +42,8 @@ def main() -> None:
 
     results = {}
     for name in args.descriptors:
-        config = LearningCurveConfig(frames=args.frames, widths=args.widths, steps=args.steps, descriptor=name,
+        widths = args.widths if args.width_descriptors is None or name in args.width_descriptors else []
+        config = LearningCurveConfig(frames=args.frames, widths=widths, steps=args.steps, descriptor=name,
                                      embedding=args.embedding, axis_neuron=args.axis_neuron, fitting=args.fitting,
                                      valid_frames=args.valid_frames)
         t0 = time.perf_counter()

@@ -122,6 +122,18 @@ class MolecularDynamics:
     def _advance(self, state, force_fn) -> None:
         raise NotImplementedError
 
+    def _graph_state(self) -> dict[str, torch.Tensor]:
+        """Tensors besides the MD state that a step updates in place (a thermostat's variables):
+        the CUDA-graph runner saves and restores them with the state."""
+        return {}
+
+    def _seeded_generator(self, seed: int | None) -> torch.Generator:
+        """A generator on the state's device (what a CUDA graph can draw from); ``seed=None``
+        seeds it from the operating system's entropy."""
+        generator = torch.Generator(device=self.state.positions.device)
+        generator.manual_seed(np.random.SeedSequence(seed).generate_state(1)[0].item() if seed is None else seed)
+        return generator
+
     def _use_graphs(self) -> bool:
         if self._cuda_graphs is False or not self.graph_safe or not isinstance(self.force_fn, ModelForces):
             return False
@@ -139,7 +151,7 @@ class MolecularDynamics:
                 from nnpot.md.graphs import GraphedSteps
 
                 self._graphs = GraphedSteps(self.state, self.force_fn, self._advance, self._graph_block,
-                                            generator=getattr(self, "generator", None))
+                                            generator=getattr(self, "generator", None), extra=self._graph_state())
             self._graphs.run(k)
             self.nsteps += k
             return
@@ -235,8 +247,7 @@ class Langevin(MolecularDynamics):
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K = float(temperature_K)
         self.friction = float(friction)
-        self.generator = torch.Generator(device=self.state.positions.device)
-        self.generator.manual_seed(np.random.SeedSequence(seed).generate_state(1)[0].item() if seed is None else seed)
+        self.generator = self._seeded_generator(seed)
 
     graph_safe = True
 
@@ -258,11 +269,13 @@ class Bussi(MolecularDynamics):
                  **kwargs):
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K, self.taut = float(temperature_K), float(taut)
-        self.rng = np.random.default_rng(seed)
+        self.generator = self._seeded_generator(seed)
         self.n_dof = _n_dof(atoms)
 
+    graph_safe = True
+
     def _advance(self, state, force_fn) -> None:
-        bussi_step(state, force_fn, self.dt, units.kB * self.temperature_K, self.taut, self.n_dof, self.rng)
+        bussi_step(state, force_fn, self.dt, units.kB * self.temperature_K, self.taut, self.n_dof, self.generator)
 
 
 class NoseHoover(MolecularDynamics):
@@ -276,8 +289,13 @@ class NoseHoover(MolecularDynamics):
         self.chain = NoseHooverChain(_n_dof(atoms), units.kB * self.temperature_K, float(tdamp), tchain,
                                      dtype=s.positions.dtype, device=s.positions.device)
 
+    graph_safe = True
+
     def _advance(self, state, force_fn) -> None:
         nose_hoover_step(state, force_fn, self.dt, self.chain)
+
+    def _graph_state(self) -> dict[str, torch.Tensor]:
+        return {"chain_v": self.chain.v, "chain_xi": self.chain.xi}
 
     def conserved_energy(self) -> float:
         """Potential + kinetic + chain energy (eV); constant up to integration error."""
@@ -302,15 +320,15 @@ class NPT(MolecularDynamics):
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K, self.pressure_au = float(temperature_K), float(pressure_au)
         self.taut, self.taup, self.compressibility = float(taut), float(taup), float(compressibility_au)
-        self.rng = np.random.default_rng(seed)
+        self.generator = self._seeded_generator(seed)
         self.n_dof = _n_dof(atoms)
 
     def _advance(self, state, force_fn) -> None:
         kT = units.kB * self.temperature_K
-        bussi_rescale(state, 0.5 * self.dt, kT, self.taut, self.n_dof, self.rng)
+        bussi_rescale(state, 0.5 * self.dt, kT, self.taut, self.n_dof, self.generator)
         velocity_verlet_step(state, force_fn, self.dt)
-        bussi_rescale(state, 0.5 * self.dt, kT, self.taut, self.n_dof, self.rng)
-        cell_rescale(state, force_fn, self.dt, kT, self.pressure_au, self.taup, self.compressibility, self.rng)
+        bussi_rescale(state, 0.5 * self.dt, kT, self.taut, self.n_dof, self.generator)
+        cell_rescale(state, force_fn, self.dt, kT, self.pressure_au, self.taup, self.compressibility, self.generator)
 
     def pressure(self) -> float:
         """Instantaneous pressure, eV/A^3."""

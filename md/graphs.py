@@ -35,13 +35,17 @@ class GraphedSteps:
             (shallow copy of the) state, without host synchronisation.
         block: steps per captured graph.
         generator: a CUDA generator the step draws from, registered with the graphs.
+        extra: tensors besides the state that ``advance`` updates in place (a thermostat's
+            variables); saved at each block's start and restored on a rollback with the state.
         capture: False replays the blocks eagerly instead (any device; the same bookkeeping,
             which is how the CPU tests exercise it).
     """
 
     def __init__(self, state: MDState, force_fn: ModelForces, advance: Callable, block: int = 10,
-                 generator: torch.Generator | None = None, capture: bool = True):
+                 generator: torch.Generator | None = None, capture: bool = True,
+                 extra: dict[str, torch.Tensor] | None = None):
         self.state, self.force_fn, self.advance = state, force_fn, advance
+        self.extra = dict(extra or {})
         self.block = max(1, int(block))
         self.generator = generator
         self.capture = capture
@@ -49,7 +53,7 @@ class GraphedSteps:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.layout = force_fn.layout_version
         self.static = {name: getattr(state, name).clone() for name in _FIELDS}
-        self.backup = {name: t.clone() for name, t in self.static.items()}
+        self.backup = {name: t.clone() for name, t in {**self.static, **self.extra}.items()}
         self.n_rollbacks = 0
         self.n_eager_blocks = 0
 
@@ -66,10 +70,14 @@ class GraphedSteps:
     def _save(self) -> None:
         for name in _FIELDS:
             self.backup[name].copy_(self.static[name])
+        for name, t in self.extra.items():
+            self.backup[name].copy_(t)
 
     def _restore(self) -> None:
         for name in _FIELDS:
             self.static[name].copy_(self.backup[name])
+        for name, t in self.extra.items():
+            t.copy_(self.backup[name])
 
     def _body(self, k: int) -> None:
         s = copy.copy(self.state)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from nnpot.md.state import MDState
@@ -50,32 +49,35 @@ def langevin_baoab_step(state: MDState, force_fn, dt: float, kT: float, friction
     return state
 
 
-def bussi_rescale(state: MDState, dt: float, kT: float, tau: float, n_dof: int, rng: np.random.Generator) -> None:
+def bussi_rescale(state: MDState, dt: float, kT: float, tau: float, n_dof: int,
+                  generator: torch.Generator | None = None) -> None:
     """Stochastic velocity rescaling over ``dt`` (Bussi, Donadio, Parrinello, J. Chem. Phys. 126,
     014101 (2007), eq. A7): the kinetic energy K becomes ``alpha^2 K`` with
 
     ``alpha^2 = c + (1 - c) (R1^2 + S) Kt / (Nf K) + 2 R1 sqrt(c (1 - c) Kt / (Nf K))``,
 
-    ``c = exp(-dt / tau)``, ``Kt = Nf kT / 2``, ``R1 ~ N(0, 1)``, ``S ~ chi^2(Nf - 1)``. The two
-    random numbers are drawn on the host, ``alpha`` is computed on the device (no sync).
+    ``c = exp(-dt / tau)``, ``Kt = Nf kT / 2``, ``R1 ~ N(0, 1)``, ``S ~ chi^2(Nf - 1)``. All of it
+    runs on the state's device with ``generator`` (``S`` as a sum of ``Nf - 1`` squared normals),
+    with no host synchronisation, so the step can be captured in a CUDA graph.
     """
     c = math.exp(-dt / tau)
-    r1 = float(rng.standard_normal())
-    s = float(2.0 * rng.standard_gamma((n_dof - 1) / 2.0)) if n_dof > 1 else 0.0
+    p = state.momenta
+    r = torch.randn(n_dof, dtype=p.dtype, device=p.device, generator=generator)
+    r1, s = r[0], r[1:].pow(2).sum()
     kin = state.kinetic_energy()
     kt = 0.5 * n_dof * kT
     ratio = kt / (n_dof * kin)
     alpha2 = c + (1 - c) * (r1 * r1 + s) * ratio + 2 * r1 * torch.sqrt(c * (1 - c) * ratio)
     alpha = torch.sqrt(alpha2) * torch.sign(r1 + torch.sqrt(c / ((1 - c) * ratio)))
-    state.momenta = state.momenta * alpha
+    state.momenta = p * alpha
 
 
 def bussi_step(state: MDState, force_fn, dt: float, kT: float, tau: float, n_dof: int,
-               rng: np.random.Generator) -> MDState:
+               generator: torch.Generator | None = None) -> MDState:
     """Velocity Verlet with half-step stochastic velocity rescaling on either side."""
-    bussi_rescale(state, 0.5 * dt, kT, tau, n_dof, rng)
+    bussi_rescale(state, 0.5 * dt, kT, tau, n_dof, generator)
     velocity_verlet_step(state, force_fn, dt)
-    bussi_rescale(state, 0.5 * dt, kT, tau, n_dof, rng)
+    bussi_rescale(state, 0.5 * dt, kT, tau, n_dof, generator)
     return state
 
 
@@ -108,17 +110,17 @@ class NoseHooverChain:
     def half_step(self, state: MDState, dt: float) -> None:
         """Propagate the chain and scale the momenta over ``dt / 2`` (the Trotter factor)."""
         h = 0.5 * dt
-        v = list(self.v.unbind())
+        v = list(self.v.clone().unbind())
         k2 = 2.0 * state.kinetic_energy()
         for j in range(self.M - 1, -1, -1):  # from the chain's end down to the particles
             self._update(j, v, k2, h)
         scale = torch.exp(-h * v[0])
         state.momenta = state.momenta * scale
         k2 = k2 * scale * scale
-        self.xi = self.xi + h * torch.stack(v)
+        self.xi.add_(h * torch.stack(v))  # in place: the buffers outlive a CUDA-graph capture
         for j in range(self.M):  # and back up
             self._update(j, v, k2, h)
-        self.v = torch.stack(v)
+        self.v.copy_(torch.stack(v))
 
     def energy(self) -> torch.Tensor:
         """The chain's contribution to the conserved quantity (eV)."""
@@ -140,7 +142,7 @@ def pressure(state: MDState) -> torch.Tensor:
 
 
 def cell_rescale(state: MDState, force_fn, dt: float, kT: float, pressure_target: float, taup: float,
-                 compressibility: float, rng: np.random.Generator) -> None:
+                 compressibility: float, generator: torch.Generator | None = None) -> None:
     """Isotropic stochastic cell rescaling (Bernetti & Bussi, J. Chem. Phys. 153, 114107 (2020)),
     one Euler-Maruyama step of the log-volume ``e = ln V``:
 
@@ -153,7 +155,8 @@ def cell_rescale(state: MDState, force_fn, dt: float, kT: float, pressure_target
     volume = float(torch.linalg.det(state.cell).abs())
     p = float(pressure(state))
     drift = -(compressibility / taup) * (pressure_target - p - kT / volume) * dt
-    noise = math.sqrt(2.0 * kT * compressibility * dt / (volume * taup)) * float(rng.standard_normal())
+    r = float(torch.randn((), dtype=state.cell.dtype, device=state.cell.device, generator=generator))
+    noise = math.sqrt(2.0 * kT * compressibility * dt / (volume * taup)) * r
     scale = math.exp((drift + noise) / 3.0)
     state.positions = state.positions * scale
     state.cell = state.cell * scale
