@@ -125,3 +125,17 @@ def test_cli_set_overrides_the_study_config(tmp_path):
     assert main(["approx", "depth", "--set", "separation=false", "--set", "depths=[2, 3, 4]",
                  "--json", str(tmp_path / "d.json")]) == 0
     assert json.loads((tmp_path / "d.json").read_text())["series"][0]["params"] == [4.0, 8.0, 16.0]
+
+
+def test_approximation_example_runs(tmp_path):
+    """examples/approximation_study.py, as a user would run it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "approximation_study.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sampled network, d=100: slope" in done.stdout and "your data: error ~ n^-0.3" in done.stdout
+    assert (tmp_path / "barron.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "barron.json").read_text())["theory_slope"] == -0.5
