@@ -139,3 +139,21 @@ def test_approximation_example_runs(tmp_path):
     assert "sampled network, d=100: slope" in done.stdout and "your data: error ~ n^-0.3" in done.stdout
     assert (tmp_path / "barron.png").stat().st_size > 1000
     assert json.loads((tmp_path / "barron.json").read_text())["theory_slope"] == -0.5
+
+
+def test_learning_curve_study_on_water(tmp_path):
+    """The study a user runs on their own data: one model per frame count, scored on held-out
+    frames; asking for more frames than the file holds is a clear error."""
+    from nnpot.approx.learning import LearningCurveConfig, learning_curve
+
+    config = LearningCurveConfig.quick()
+    config.frames, config.widths, config.steps = [4, 8], [], 20  # the width series is optional
+    result = learning_curve(config)
+    labels = [s.label for s in result.series]
+    assert labels == ["force RMSE vs training frames", "energy RMSE per atom vs training frames"]
+    errors = np.array([e for s in result.series for e in np.ravel(s.errors)])
+    assert np.all(np.isfinite(errors)) and np.all(errors > 0)
+    assert np.all(np.array(result.series[0].errors) < 5.0)  # eV/A: a trained-for-20-steps model, not garbage
+    config.frames = [10_000]
+    with pytest.raises(ValueError, match="fewer than 10000"):
+        learning_curve(config)
