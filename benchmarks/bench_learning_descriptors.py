@@ -4,7 +4,8 @@ first N frames of one seeded order, scored on the same held-out frames (``nnpot.
 learning-curve study, run for both descriptors in one process). Prints both tables, writes
 JSON and one PNG.
 
-    python benchmarks/bench_learning_descriptors.py --frames 16 64 256 --steps 1000
+    python benchmarks/bench_learning_descriptors.py                  # the study's full setting, both descriptors
+    python benchmarks/bench_learning_descriptors.py --frames 16 64 256 --steps 1000 --widths
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256])
-    p.add_argument("--steps", type=int, default=1000, help="training steps per point (batch 1)")
+    p.add_argument("--frames", type=int, nargs="+", help="training-set sizes (default: the study's full setting)")
+    p.add_argument("--steps", type=int, help="training steps per point (batch 1)")
     p.add_argument("--descriptors", nargs="+", default=["se_e2_a", "e3nn"])
-    p.add_argument("--widths", type=int, nargs="*", default=[],
+    p.add_argument("--widths", type=int, nargs="*",
                    help="also fitting-net widths at the largest frame count (the study's width series)")
     p.add_argument("--width-descriptors", nargs="*", help="descriptors that get the width series (default: all)")
-    p.add_argument("--embedding", type=int, nargs="+", default=[25, 50, 100], help="se_e2_a embedding widths")
-    p.add_argument("--axis-neuron", type=int, default=16)
-    p.add_argument("--fitting", type=int, nargs="+", default=[240, 240, 240], help="fitting-net widths")
-    p.add_argument("--valid-frames", type=int, default=64)
+    p.add_argument("--embedding", type=int, nargs="+", help="se_e2_a embedding widths")
+    p.add_argument("--axis-neuron", type=int)
+    p.add_argument("--fitting", type=int, nargs="+", help="fitting-net widths")
+    p.add_argument("--valid-frames", type=int)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learning_curve_descriptors"))
     args = p.parse_args()
@@ -42,10 +43,12 @@ def main() -> None:
 
     results = {}
     for name in args.descriptors:
-        widths = args.widths if args.width_descriptors is None or name in args.width_descriptors else []
-        config = LearningCurveConfig(frames=args.frames, widths=widths, steps=args.steps, descriptor=name,
-                                     embedding=args.embedding, axis_neuron=args.axis_neuron, fitting=args.fitting,
-                                     valid_frames=args.valid_frames)
+        config = LearningCurveConfig(descriptor=name)  # the full setting, then the options given
+        for key in ("frames", "widths", "steps", "embedding", "axis_neuron", "fitting", "valid_frames"):
+            if getattr(args, key) is not None:
+                setattr(config, key, getattr(args, key))
+        if args.width_descriptors is not None and name not in args.width_descriptors:
+            config.widths = []
         t0 = time.perf_counter()
         result = learning_curve(config, quick=False)
         print(f"[{name}] {time.perf_counter() - t0:.0f} s\n{result.table()}", flush=True)
@@ -73,7 +76,7 @@ def main() -> None:
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.suptitle(f"water, {args.steps} steps per model, fitting {args.fitting}, same validation frames", fontsize=10)
+    fig.suptitle(f"water, {config.steps} steps per model, fitting {config.fitting}, same validation frames", fontsize=10)
     fig.tight_layout()
     with atomic_path(out.with_suffix(".png")) as tmp:
         fig.savefig(tmp, format="png")
