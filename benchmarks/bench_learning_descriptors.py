@@ -15,12 +15,42 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nnpot.atomic import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def plot_curves(summary: dict, path: Path, title: str) -> None:
+    """Force and energy RMSE against frames, one line per descriptor, from the JSON summary
+    (``python -c "...plot_curves(json.load(open(F)), ...)"`` redraws a finished run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120)
+    runs = {k: v for k, v in summary.items() if k != "settings"}
+    for ax, k, unit in ((axes[0], 0, "force RMSE (eV/A)"), (axes[1], 1, "energy RMSE (eV/atom)")):
+        for c, (name, r) in enumerate(runs.items()):
+            s = r["series"][k]
+            ax.plot(s["params"], s["error_mean"], "o-", color=f"C{c}", label=f"{name}: slope {s['fit']['slope']:+.2f}")
+        frames = next(iter(runs.values()))["series"][k]["params"]
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(frames, [f"{f:g}" for f in frames])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training frames (192 atoms each)")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def main() -> None:
@@ -59,27 +89,8 @@ def main() -> None:
     summary["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120)
-    for ax, k, unit in ((axes[0], 0, "force RMSE (eV/A)"), (axes[1], 1, "energy RMSE (eV/atom)")):
-        for c, (name, r) in enumerate(results.items()):
-            s = r.series[k]
-            x, e = np.array(s.params), np.array(s.errors).mean(1)
-            ax.plot(x, e, "o-", color=f"C{c}", label=f"{name}: slope {s.fit.slope:+.2f}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training frames (192 atoms each)")
-        ax.set_ylabel(unit)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"water, {config.steps} steps per model, fitting {config.fitting}, same validation frames", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(out.with_suffix(".png")) as tmp:
-        fig.savefig(tmp, format="png")
+    plot_curves(summary, out.with_suffix(".png"),
+                f"water, {config.steps} steps per model, fitting {config.fitting}, same validation frames")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 
