@@ -36,23 +36,21 @@ STUDIES = {
 
 def study_config(study: str, quick: bool = False, overrides: list[str] | None = None):
     """The typed config of ``study`` (its quick or full setting) with ``KEY=VALUE`` overrides,
-    each value read as YAML (``widths=[16, 64]``, ``steps=500``, ``water_model=model.nnp``)."""
+    each value read as YAML (``widths=[16, 64]``, ``steps=500``, ``water_model=model.nnp``) and
+    checked against the field's type like every other nnpot config."""
     import dataclasses
 
-    import yaml
-
     from nnpot.errors import ConfigError
+    from nnpot.potentials.config import from_dict, parse_override
 
     cls = CONFIGS[study]
-    config = cls.quick() if quick else cls()
-    names = {f.name for f in dataclasses.fields(cls)}
+    tree = dataclasses.asdict(cls.quick() if quick else cls())
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in names:
-            raise ConfigError(f"{study}: cannot set {item!r}; the config keys are {', '.join(sorted(names))}")
-        setattr(config, key, yaml.safe_load(value))
-    return config
+        if "=" not in item or item.partition("=")[0].strip() not in tree:
+            raise ConfigError(f"{study}: cannot set {item!r}; the config keys are {', '.join(sorted(tree))}")
+        key, value = parse_override(item)
+        tree[key] = value
+    return from_dict(cls, tree)
 
 
 __all__ = [

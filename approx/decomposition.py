@@ -41,6 +41,7 @@ class DecompositionConfig:
     steps_list: list[int] = field(default_factory=lambda: [30, 100, 300, 1000, 3000])
     n_large: int = 20000  #: samples of the L-BFGS finish in the approximation series
     lbfgs_iterations: int = 500
+    warmup_steps: int = 300  #: Adam steps (fresh samples) before the L-BFGS finish
     m_fixed: int = 128
     steps: int = 3000  #: training steps of the approximation and estimation series
     batch: int = 512
@@ -86,7 +87,7 @@ def decomposition(config: DecompositionConfig | None = None, quick: bool = True)
     y_large = target(x_large)
 
     def best_fit(m: int, seed: int) -> float:
-        net = train_online(student(m, seed), sample, target, min(c.steps, 300), c.lr, c.batch,
+        net = train_online(student(m, seed), sample, target, min(c.steps, c.warmup_steps), c.lr, c.batch,
                            torch.Generator().manual_seed(10 + seed))
         return relative_rmse(refine_lbfgs(net, x_large, y_large, c.lbfgs_iterations), x_test, y_test, scale)
 

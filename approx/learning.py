@@ -21,8 +21,8 @@ __all__ = ["LearningCurveConfig", "learning_curve"]
 @dataclass
 class LearningCurveConfig:
     data: str = ""  #: HDF5 dataset; empty: the bundled water data
-    # the full setting: a mid-size se_e2_a (about 8 steps/s on 2 CPU cores) trained long enough
-    # per point that the curve measures data and width, not the optimiser (about 50 minutes)
+    # the full setting: a mid-size se_e2_a (about 8 steps/s on 2 CPU cores), 2,500 steps per point
+    # (16 to 156 epochs); frames and widths together take about an hour on 2 cores
     frames: list[int] = field(default_factory=lambda: [16, 64, 256])
     widths: list[int] = field(default_factory=lambda: [30, 60, 240])  #: fitting widths at max(frames)
     steps: int = 2500  #: training steps per point (batch 1; the learning rate decays 1e-3 -> 1e-5)

@@ -151,15 +151,15 @@ def run_md_from_config(path: str, overrides: list[str] | None = None, progress: 
     """Read a YAML config (with ``key=value`` overrides) and run it."""
     import yaml
 
-    from nnpot.potentials.config import from_dict
+    from nnpot.potentials.config import from_dict, parse_override
 
     try:
         tree = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     for item in overrides or []:
-        key, _, value = item.partition("=")
-        tree[key.strip()] = yaml.safe_load(value)
+        key, value = parse_override(item)
+        tree[key] = value
     config = from_dict(MDConfig, tree)
     if not config.structure or not config.model:
         raise ConfigError(f"{path}: 'structure' and 'model' are required")

@@ -67,6 +67,16 @@ class ModelConfig:
         return asdict(self)
 
 
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"key=value"`` from a ``--set`` option: the stripped key and the value read as YAML."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
 def from_dict(cls, data: dict[str, Any], prefix: str = ""):
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types by name."""
     if not isinstance(data, dict):

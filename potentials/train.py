@@ -102,6 +102,7 @@ class Trainer:
             self.valid_ds = self.train_ds
         rng = np.random.default_rng(c.seed)
         self.valid_subset = np.sort(rng.permutation(self.valid_idx)[: c.valid_frames])
+        self._order: tuple[int, np.ndarray] | None = None  #: (epoch, its permutation of train_idx)
 
     def _initialise(self) -> None:
         c = self.config
@@ -165,7 +166,7 @@ class Trainer:
         """The next training frame in this epoch's seeded order (moving to the next epoch)."""
         c, s = self.config, self.state
         while True:
-            if getattr(self, "_order", (None,))[0] != s["epoch"]:  # one permutation per epoch
+            if self._order is None or self._order[0] != s["epoch"]:  # one permutation per epoch
                 self._order = (s["epoch"], np.random.default_rng([c.seed, s["epoch"]]).permutation(self.train_idx))
             order = self._order[1]
             if s["pos"] < len(order):

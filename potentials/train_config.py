@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nnpot.errors import ConfigError
-from nnpot.potentials.config import ModelConfig, from_dict
+from nnpot.potentials.config import ModelConfig, from_dict, parse_override
 
 __all__ = ["LossConfig", "TrainConfig", "parse_duration", "load_train_config"]
 
@@ -120,8 +120,5 @@ def load_train_config(path: str | None = None, overrides: list[str] | None = Non
         if value is not None:
             _set_dotted(tree, key, value)
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(value))
+        _set_dotted(tree, *parse_override(item))
     return from_dict(TrainConfig, tree)
