@@ -6,6 +6,12 @@ over the budget (DeePMD-kit gets the number of steps it manages in that time, me
 and decay_steps = steps / 100), then both are evaluated on the same held-out 20%.
 
     python benchmarks/bench_train_budget.py --budget 10m [--precision float64]
+    python benchmarks/bench_train_budget.py --budget 10m --descriptors e3nn e3nn_mp1 --skip-deepmd
+    python benchmarks/bench_train_budget.py --budget 30m --descriptors   # DeePMD-kit only
+
+``--descriptors`` names the nnpot models trained one after another (see ``VARIANTS``): the
+default se_e2_a, ``e3nn`` (strictly local) and ``e3nn_mp1`` (one self-interaction and one
+message-passing layer, receptive field 2 rcut).
 """
 
 from __future__ import annotations
@@ -21,6 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_vs_deepmd import dp_config, dp_train_step, run  # noqa: E402
 
+#: nnpot models by name: their --set overrides on top of the default config
+VARIANTS = {
+    "se_e2_a": [],
+    "e3nn": ["model.descriptor.type=e3nn"],
+    "e3nn_mp1": ["model.descriptor.type=e3nn", "model.descriptor.message_layers=1"],
+}
+
 
 def main() -> None:
     import os
@@ -35,7 +48,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
     p.add_argument("--skip-deepmd", action="store_true")
-    p.add_argument("--descriptors", nargs="+", default=["se_e2_a"], help="nnpot descriptors to train, one after another")
+    p.add_argument("--descriptors", nargs="*", default=["se_e2_a"], choices=list(VARIANTS),
+                   help="nnpot models to train, one after another (none: DeePMD-kit only)")
     args = p.parse_args()
     seconds = parse_duration(args.budget)
     work = ROOT / "runs" / f"budget_{args.budget}_{args.precision}"
@@ -46,9 +60,9 @@ def main() -> None:
     for desc in args.descriptors:
         key = "nnpot" if desc == "se_e2_a" else f"nnpot_{desc}"
         t0 = time.perf_counter()
+        sets = [f"threads={args.threads}", f"model.dtype={args.precision}", *VARIANTS[desc]]
         nnpot_main(["train", "--data", str(work / "train.h5"), "--valid-data", str(work / "valid.h5"), "--out",
-                    str(work / key), "--max-time", args.budget, "--set", f"threads={args.threads}", "--set",
-                    f"model.dtype={args.precision}", "--set", f"model.descriptor.type={desc}", "-q"])
+                    str(work / key), "--max-time", args.budget, *(x for s in sets for x in ("--set", s)), "-q"])
         result[f"{key}_wall_s"] = time.perf_counter() - t0
         nnpot_main(["test", "-m", str(work / key / "model.nnp"), "-d", str(work / "valid.h5"), "--json",
                     str(work / f"{key}_test.json"), "-q"])
@@ -83,7 +97,7 @@ def main() -> None:
         result["deepmd"] = {"energy_rmse_per_atom": float(e[-1]), "force_rmse": float(f[-1]), "steps": steps,
                             "step_s": step}
     print(json.dumps(result, indent=2))
-    tag = "" if args.descriptors == ["se_e2_a"] else "_" + "_".join(args.descriptors)
+    tag = "" if args.descriptors == ["se_e2_a"] else "_" + "_".join(args.descriptors or ["deepmd"])
     out = ROOT / "benchmarks" / "results" / f"train_budget_{args.budget}_{args.precision}{tag}.json"
     out.write_text(json.dumps(result, indent=2))
 

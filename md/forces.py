@@ -57,7 +57,7 @@ class ModelForces:
         self.single = not isinstance(images, Sequence)
         images = [images] if self.single else list(images)
         self.skin, self.margin = float(skin), float(margin)
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size if model.is_local else None  # message passing sees the whole system
         device = model.device
         self.sizes = [len(a) for a in images]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
@@ -68,7 +68,7 @@ class ModelForces:
         self.pbc = [torch.as_tensor(np.asarray(a.pbc, dtype=bool)) for a in images]
         self.pbc_all = torch.stack(self.pbc).to(device)
         n = int(self.offsets[-1])
-        self.chunks = chunk_slices(n, chunk_size)
+        self.chunks = chunk_slices(n, self.chunk_size)
         self.groups = [model.type_groups(self.types[sl]) for sl in self.chunks]
         self.capacity: tuple[int, ...] | None = None
         self.layout_version = 0

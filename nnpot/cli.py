@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_data_export)
 
     p = sub.add_parser("train", help="train a potential on an HDF5 dataset",
-                       description="Train an se_e2_a potential. With only --data every default applies "
+                       description="Train an se_e2_a or e3nn potential. With only --data every default applies "
                        "(DeePMD-kit's water recipe; 20%% of the file held out for validation).")
     p.add_argument("config", nargs="?", help="YAML/JSON training config (optional)")
     p.add_argument("--data", help="training HDF5 file (overrides the config's data)")

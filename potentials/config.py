@@ -14,7 +14,8 @@ __all__ = ["DescriptorConfig", "FittingConfig", "ModelConfig", "from_dict"]
 class DescriptorConfig:
     """The descriptor: ``se_e2_a`` (Zhang et al., "End-to-end symmetry preserving inter-atomic
     potential energy model for finite and extended systems", NeurIPS 2018) or ``e3nn`` (an
-    E(3)-equivariant strictly local descriptor, :mod:`nnpot.potentials.equivariant`).
+    E(3)-equivariant descriptor, strictly local unless ``message_layers`` > 0,
+    :mod:`nnpot.potentials.equivariant`).
     ``rcut`` and ``sel`` serve both; the fields below are marked with the one that uses them."""
 
     type: str = "se_e2_a"  #: se_e2_a or e3nn
@@ -30,6 +31,7 @@ class DescriptorConfig:
     num_basis: int = 8  #: e3nn: Bessel radial functions
     radial_neuron: list[int] = field(default_factory=lambda: [32, 32])  #: e3nn: radial MLP widths
     layers: int = 1  #: e3nn: interaction layers (body order grows, receptive field stays rcut)
+    message_layers: int = 0  #: e3nn: message-passing layers, each adding rcut to the receptive field
 
 
 @dataclass
@@ -51,8 +53,12 @@ class ModelConfig:
         d = self.descriptor
         if d.type not in ("se_e2_a", "e3nn"):
             raise ConfigError(f"descriptor.type: {d.type!r} is not known; allowed: 'se_e2_a', 'e3nn'")
-        if d.type == "e3nn" and not (0 <= d.lmax <= 6 and d.channels > 0 and d.num_basis > 0 and d.layers >= 0):
-            raise ConfigError("descriptor: e3nn needs 0 <= lmax <= 6, channels > 0, num_basis > 0 and layers >= 0")
+        if d.type == "e3nn" and not (0 <= d.lmax <= 6 and d.channels > 0 and d.num_basis > 0 and d.layers >= 0
+                                  and d.message_layers >= 0):
+            raise ConfigError("descriptor: e3nn needs 0 <= lmax <= 6, channels > 0, num_basis > 0, layers >= 0 and "
+                              "message_layers >= 0")
+        if d.type != "e3nn" and d.message_layers:
+            raise ConfigError("descriptor.message_layers needs descriptor.type: e3nn")
         if len(d.sel) != len(self.type_map):
             raise ConfigError(f"descriptor.sel has {len(d.sel)} entries but type_map has {len(self.type_map)}")
         if not 0 <= d.rcut_smth < d.rcut:

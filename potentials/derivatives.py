@@ -8,8 +8,11 @@ The model is a function of the neighbor vectors ``r_ij = r_j + S_ij @ cell - r_i
   the stress is ``-W / volume``);
 * per-atom virial: half of ``-r_ij (x) g_ij`` to each of ``i`` and ``j`` (sums to ``W``).
 
-Because the energy of atom i depends only on the vectors of atom i's own neighbor slots,
-the atoms can be processed in chunks with exact results and bounded memory.
+When the energy of atom i depends only on the vectors of atom i's own neighbor slots (every
+local model), the atoms can be processed in chunks with exact results and bounded memory. A
+model with message passing (``model.is_local`` False) is evaluated on the whole batch at once
+and gets the neighbor indices; the formulas above hold unchanged, since its energy is still a
+function of the same edge vectors.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ def derivatives(
             device, so the call can be captured in a CUDA graph.
     """
     n = batch.positions.shape[0]
-    chunks = chunk_slices(n, None if create_graph else chunk_size)
+    local = getattr(model, "is_local", True)
+    chunks = chunk_slices(n, None if create_graph or not local else chunk_size)
     dtype = batch.positions.dtype
     forces = torch.zeros(n, 3, dtype=dtype, device=batch.positions.device)
     virial = torch.zeros(batch.n_frames, 3, 3, dtype=dtype, device=forces.device)
@@ -64,6 +68,8 @@ def derivatives(
             index = batch.neighbors.index[sl]
             mask = index >= 0
             kwargs = {} if groups is None else {"groups": groups[c]}
+            if not local:
+                kwargs["index"] = index
             e_atom = model(rij, mask, batch.types[sl], batch.neighbors.capacity, **kwargs)
             (g,) = torch.autograd.grad(e_atom.sum(), rij, create_graph=create_graph)
         if not create_graph:

@@ -17,9 +17,18 @@ unchanged. For a center atom i with neighbors k inside ``rcut``:
 * ``layers`` interaction layers ``h <- h + Linear(Gate(TP(h, A)))`` with e3nn's fully connected
   tensor product and gated nonlinearity (SiLU on scalars, sigmoid gates on l > 0). They couple
   the atom's own features with its density again: the body order grows with each layer while
-  the receptive field stays ``rcut`` (no message passing), so every atom's energy depends on
-  its own neighbor slots only, exactly as for se_e2_a: chunked evaluation, the neighbor-list
-  skin and domain decomposition stay valid;
+  the receptive field stays ``rcut``, so every atom's energy depends on its own neighbor slots
+  only, exactly as for se_e2_a: chunked evaluation, the neighbor-list skin and domain
+  decomposition stay valid;
+* ``message_layers`` message-passing layers (default 0) ``h <- h + Linear(Gate(TP(h, M)))``
+  with the message ``M_i = sum_k [R'_l(r_ik) s_k Y_lm(r_ik) + R''_l(r_ik) h_k]``: neighbor k's
+  invariant channels ``s_k`` placed on the edge direction plus its equivariant features ``h_k``
+  carried over, both weighted channel-wise by radial MLPs of the same basis times the envelope.
+  Each such layer adds ``rcut`` to the receptive field (:attr:`E3nnDescriptor.receptive_field`),
+  so the energy of an atom depends on atoms up to ``(1 + message_layers) rcut`` away. The
+  model then needs the neighbor indices and the whole structure at once: the derivatives and
+  the MD force provider switch chunking off for it, and periodic images share the features of
+  the atom they copy, so any cell size stays exact;
 * the invariant readout: the scalars of ``h`` and ``2C`` invariants of ``TP(h, h)``.
 
 float32 is fine for this descriptor (no ``1/r`` normalisation statistics); the finite-difference
@@ -63,30 +72,52 @@ class E3nnDescriptor(nn.Module):
         self.n_types = n_types
         self.rcut = float(config.rcut)
         self.lmax, self.channels, self.num_basis = int(config.lmax), int(config.channels), int(config.num_basis)
-        C = self.channels
+        C, L = self.channels, self.lmax + 1
         self.irreps_sh = o3.Irreps.spherical_harmonics(self.lmax)
-        self.irreps_h = o3.Irreps([(C, (l, (-1) ** l)) for l in range(self.lmax + 1)])
-        self.radial = MLP([self.num_basis + 2 * n_types, *config.radial_neuron, C * (self.lmax + 1)], act="silu",
-                          init="torch", dtype=dtype)
+        self.irreps_h = o3.Irreps([(C, (l, (-1) ** l)) for l in range(L)])
+        n_in = self.num_basis + 2 * n_types
+        self.radial = MLP([n_in, *config.radial_neuron, C * L], act="silu", init="torch", dtype=dtype)
         self.norm = 1.0 / math.sqrt(sum(config.sel))
-        scalars = o3.Irreps(f"{C}x0e")
-        gated = o3.Irreps([(C, (l, (-1) ** l)) for l in range(1, self.lmax + 1)])
         self.tps, self.gates, self.linears = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for _ in range(int(config.layers)):
-            gate = Gate(scalars, [nn.functional.silu], o3.Irreps(f"{gated.num_irreps}x0e"), [torch.sigmoid], gated)
-            self.tps.append(o3.FullyConnectedTensorProduct(self.irreps_h, self.irreps_h, gate.irreps_in))
-            self.gates.append(gate)
-            self.linears.append(o3.Linear(gate.irreps_out, self.irreps_h))
+            self._add_interaction()
+        self.message_radials = nn.ModuleList(
+            MLP([n_in, *config.radial_neuron, 2 * C * L], act="silu", init="torch", dtype=dtype)
+            for _ in range(int(config.message_layers)))
+        for _ in range(int(config.message_layers)):
+            self._add_interaction()
         self.readout = o3.FullyConnectedTensorProduct(self.irreps_h, self.irreps_h, o3.Irreps(f"{2 * C}x0e"))
         self.to(dtype)
+
+    def _add_interaction(self) -> None:
+        """One ``Linear(Gate(TP(h, x)))`` block with ``x`` of the irreps of ``h``."""
+        C = self.channels
+        gated = o3.Irreps([(C, (l, (-1) ** l)) for l in range(1, self.lmax + 1)])
+        gate = Gate(o3.Irreps(f"{C}x0e"), [nn.functional.silu], o3.Irreps(f"{gated.num_irreps}x0e"), [torch.sigmoid],
+                    gated)
+        self.tps.append(o3.FullyConnectedTensorProduct(self.irreps_h, self.irreps_h, gate.irreps_in))
+        self.gates.append(gate)
+        self.linears.append(o3.Linear(gate.irreps_out, self.irreps_h))
 
     @property
     def dim_out(self) -> int:
         return 3 * self.channels
 
-    def density(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
-                capacity: tuple[int, ...]) -> torch.Tensor:
-        """The equivariant atomic density ``A`` ``[n, irreps_h.dim]``."""
+    @property
+    def is_local(self) -> bool:
+        """Whether an atom's energy depends on its own neighbor slots only (no message passing)."""
+        return int(self.config.message_layers) == 0
+
+    @property
+    def receptive_field(self) -> float:
+        """Angstrom: atoms farther than this from atom i do not change atom i's energy."""
+        return self.rcut * (1 + int(self.config.message_layers))
+
+    def edges(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+              capacity: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per slot: radial-net inputs ``[n, K, num_basis + 2 n_types]`` (Bessel basis, one-hot
+        neighbor and center element), the envelope ``[n, K]`` (0 in empty slots) and the
+        spherical harmonics ``[n, K, (lmax + 1)^2]``."""
         n, K, _ = rij.shape
         safe = torch.where(mask[..., None], rij, torch.ones_like(rij))  # no 0/0 in empty slots
         r = safe.norm(dim=-1)
@@ -96,23 +127,66 @@ class E3nnDescriptor(nn.Module):
         eye = torch.eye(self.n_types, dtype=rij.dtype, device=rij.device)
         features = torch.cat([bessel_basis(r, self.rcut, self.num_basis), eye[slot_types].expand(n, K, -1),
                               eye[center_types][:, None, :].expand(n, K, -1)], dim=-1)
-        R = self.radial(features) * envelope[..., None]  # [n, K, C (lmax + 1)]
         Y = o3.spherical_harmonics(self.irreps_sh, safe, normalize=True, normalization="component")
-        C = self.channels
-        blocks = [torch.einsum("nkc,nkm->ncm", R[..., l * C:(l + 1) * C], Y[..., l * l:(l + 1) ** 2]).reshape(n, -1)
+        return features, envelope, Y
+
+    def _place(self, weights: torch.Tensor, Y: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """``sum_k w_lc(k) [v_c(k)] Y_lm(k)`` for every l, in the layout of ``irreps_h``."""
+        n, C = weights.shape[0], self.channels
+        wv = weights if values is None else weights * values.repeat(1, 1, self.lmax + 1)
+        blocks = [torch.einsum("nkc,nkm->ncm", wv[..., l * C:(l + 1) * C], Y[..., l * l:(l + 1) ** 2]).reshape(n, -1)
                   for l in range(self.lmax + 1)]
-        return torch.cat(blocks, dim=-1) * self.norm
+        return torch.cat(blocks, dim=-1)
+
+    def density(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+                capacity: tuple[int, ...]) -> torch.Tensor:
+        """The equivariant atomic density ``A`` ``[n, irreps_h.dim]``."""
+        return self._density(self.edges(rij, mask, center_types, capacity))
+
+    def _density(self, edges: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        features, envelope, Y = edges
+        R = self.radial(features) * envelope[..., None]  # [n, K, C (lmax + 1)]
+        return self._place(R, Y) * self.norm
+
+    def message(self, layer: int, h: torch.Tensor, index: torch.Tensor,
+                edges: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Message ``M`` ``[n, irreps_h.dim]`` of message layer ``layer`` from the features ``h``
+        of all atoms ``[N, irreps_h.dim]`` (``index``: ``[n, K]`` neighbor atoms, -1 empty)."""
+        features, envelope, Y = edges
+        n, K = index.shape
+        C, L = self.channels, self.lmax + 1
+        W = self.message_radials[layer](features) * envelope[..., None]  # [n, K, 2 C L]
+        hk = h[index.clamp(min=0)]  # [n, K, dim]; empty slots have W = 0
+        out = self._place(W[..., :C * L], Y, hk[..., :C])
+        carried, start = [], 0
+        for l in range(L):
+            w = W[..., C * L + l * C:C * L + (l + 1) * C]  # [n, K, C]
+            block = hk[..., start:start + C * (2 * l + 1)].reshape(n, K, C, 2 * l + 1)
+            carried.append(torch.einsum("nkc,nkcm->ncm", w, block).reshape(n, -1))
+            start += C * (2 * l + 1)
+        return (out + torch.cat(carried, dim=-1)) * self.norm
 
     def features(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
-                 capacity: tuple[int, ...]) -> torch.Tensor:
-        """Equivariant per-atom features ``h`` ``[n, irreps_h.dim]`` after the interaction layers."""
-        A = self.density(rij, mask, center_types, capacity)
+                 capacity: tuple[int, ...], index: torch.Tensor | None = None) -> torch.Tensor:
+        """Equivariant per-atom features ``h`` ``[n, irreps_h.dim]`` after the interaction layers.
+
+        ``index`` ``[n, K]``: the neighbor atom of each slot (-1 empty), needed when there are
+        message layers; ``rij`` must then hold every atom the indices point to."""
+        edges = self.edges(rij, mask, center_types, capacity)
+        A = self._density(edges)
         h = A
-        for tp, gate, linear in zip(self.tps, self.gates, self.linears):
+        n_local = int(self.config.layers)
+        blocks = list(zip(self.tps, self.gates, self.linears))
+        for tp, gate, linear in blocks[:n_local]:
             h = h + linear(gate(tp(h, A)))
+        if not self.is_local:
+            if index is None:
+                raise ValueError("an e3nn descriptor with message layers needs the neighbor indices")
+            for m, (tp, gate, linear) in enumerate(blocks[n_local:]):
+                h = h + linear(gate(tp(h, self.message(m, h, index, edges))))
         return h
 
     def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
-                capacity: tuple[int, ...]) -> torch.Tensor:
-        h = self.features(rij, mask, center_types, capacity)
+                capacity: tuple[int, ...], index: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(rij, mask, center_types, capacity, index)
         return torch.cat([h[:, : self.channels], self.readout(h, h)], dim=-1)

@@ -56,6 +56,18 @@ class EnergyModel(nn.Module):
         return list(self.config.descriptor.sel)
 
     @property
+    def is_local(self) -> bool:
+        """Whether each atom's energy depends on its own neighbor slots only. A model with
+        message passing (e3nn ``message_layers``) is evaluated on whole structures and needs
+        the neighbor indices (:func:`~nnpot.potentials.derivatives` passes them)."""
+        return getattr(self.descriptor, "is_local", True)
+
+    @property
+    def receptive_field(self) -> float:
+        """Angstrom: how far an atom's energy can see (``rcut`` for local models)."""
+        return getattr(self.descriptor, "receptive_field", self.cutoff)
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.energy_bias.dtype
 
@@ -84,12 +96,16 @@ class EnergyModel(nn.Module):
         return [torch.nonzero(types == t, as_tuple=True)[0] for t in range(len(self.fittings))]
 
     def forward(self, rij: torch.Tensor, mask: torch.Tensor, types: torch.Tensor,
-                capacity: tuple[int, ...], groups: list[torch.Tensor] | None = None) -> torch.Tensor:
+                capacity: tuple[int, ...], groups: list[torch.Tensor] | None = None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
         """Per-atom energies ``[n]`` (eV) from neighbor vectors ``rij`` ``[n, K, 3]``.
 
         ``groups``: the result of :meth:`type_groups` for ``types``, when known beforehand.
+        ``index``: ``[n, K]`` neighbor atom of each slot; only models that are not
+        :attr:`is_local` use it (they then see all ``n`` atoms of the structures at once).
         """
-        D = self.descriptor(rij, mask, types, capacity)
+        D = self.descriptor(rij, mask, types, capacity) if index is None else self.descriptor(rij, mask, types,
+                                                                                               capacity, index)
         energy = self.energy_bias[types].clone()
         groups = self.type_groups(types) if groups is None else groups
         for sel, fit in zip(groups, self.fittings):
@@ -99,4 +115,5 @@ class EnergyModel(nn.Module):
 
     def atomic_energies(self, batch: AtomsBatch) -> torch.Tensor:
         """Per-atom energies ``[N]`` of a batch (no derivatives)."""
-        return self(batch.edge_vectors(), batch.neighbors.mask, batch.types, batch.neighbors.capacity)
+        index = None if self.is_local else batch.neighbors.index
+        return self(batch.edge_vectors(), batch.neighbors.mask, batch.types, batch.neighbors.capacity, index=index)

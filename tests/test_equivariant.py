@@ -14,22 +14,33 @@ from nnpot.potentials import testing as T
 from nnpot.potentials.equivariant import polynomial_envelope
 
 
-def e3nn_config(dtype: str = "float64", layers: int = 1) -> ModelConfig:
+def e3nn_config(dtype: str = "float64", layers: int = 1, message_layers: int = 0) -> ModelConfig:
     cfg = ModelConfig(dtype=dtype)
     cfg.descriptor.type = "e3nn"
     cfg.descriptor.channels = 4
     cfg.descriptor.radial_neuron = [8]
     cfg.descriptor.layers = layers
+    cfg.descriptor.message_layers = message_layers
     cfg.fitting.neuron = [16, 16]
     return cfg
 
 
-@pytest.fixture(scope="module")
-def e3nn_model(water):
-    model = EnergyModel(e3nn_config(layers=2))
+def fitted(model: EnergyModel, water) -> EnergyModel:
     frames = [water[i] for i in range(0, len(water), 40)]
     apply_stats(model, frames, np.array([f.energy for f in frames]))
     return model.eval()
+
+
+# strictly local (two self-interaction layers) and message passing (one of each)
+@pytest.fixture(scope="module", params=[(2, 0), (1, 1)], ids=["local", "message"])
+def e3nn_model(request, water):
+    layers, message_layers = request.param
+    return fitted(EnergyModel(e3nn_config(layers=layers, message_layers=message_layers)), water)
+
+
+@pytest.fixture(scope="module")
+def message_model(water):
+    return fitted(EnergyModel(e3nn_config(layers=0, message_layers=2)), water)
 
 
 def test_forces_virial_and_invariance(e3nn_model, water_atoms):
@@ -73,8 +84,10 @@ def test_features_are_equivariant_under_rotation_and_parity(e3nn_model):
     def density(x):
         return d.density(x.reshape(3, K, 3), mask, types, capacity)
 
+    index = torch.randint(0, 3, (3, K))  # any neighbor atoms: the messages must stay equivariant
+
     def features(x):
-        return d.features(x.reshape(3, K, 3), mask, types, capacity)
+        return d.features(x.reshape(3, K, 3), mask, types, capacity, index)
 
     torch.manual_seed(0)
     x = torch.randn(3, K * 3, dtype=torch.float64) * 1.5
@@ -111,3 +124,63 @@ def test_float32_close_to_float64(e3nn_model, water_atoms):
     e3nn_model.to(torch.float64)
     assert abs(a["energy"][0] - b["energy"][0]) / abs(a["energy"][0]) < 1e-6  # float32 epsilon: 6e-8
     np.testing.assert_allclose(b["forces"], a["forces"], atol=1e-4)
+
+
+def test_message_passing_receptive_field(message_model, small_model):
+    """Three atoms in a row, A-B and B-C within rcut, A-C beyond it: moving C changes A's
+    energy through B's features with message layers, and never for a local model."""
+    from ase import Atoms
+
+    rc = message_model.cutoff
+    assert message_model.receptive_field == pytest.approx(3 * rc) and not message_model.is_local
+    assert small_model.is_local and small_model.receptive_field == pytest.approx(rc)
+
+    def chain(xc):
+        return Atoms("OHO", positions=[[0, 0, 0], [0.6 * rc, 0.3, 0], [xc, 0.6, 0.2]])
+
+    for model, should_see in ((message_model, True), (small_model, False)):
+        e_a = [T.evaluate(model, [chain(x * rc)])["atom_energy"][0] for x in (1.2, 1.3)]
+        if should_see:  # 1e-7 eV with these untrained weights; round-off is ~1e-13
+            assert abs(e_a[1] - e_a[0]) > 1e-9
+        else:
+            assert e_a[1] == e_a[0]
+    far = [T.evaluate(message_model, [chain(x * rc)])["atom_energy"][0] for x in (3.7, 3.9)]  # A-C beyond 3 rc
+    assert far[0] == far[1]
+
+
+def test_message_passing_ignores_chunks_and_matches_md_forces(message_model, water_atoms):
+    """Chunked evaluation would cut messages: it is switched off, and the MD force provider
+    (skin, trimmed slots) gives the same numbers as a plain evaluation."""
+    from nnpot.md.forces import ModelForces
+    from nnpot.potentials.batch import make_batch
+    from nnpot.potentials.derivatives import derivatives
+
+    m = message_model
+    batch = make_batch([water_atoms], m.type_map, m.cutoff, m.sel, dtype=m.dtype)
+    whole, chunked = derivatives(m, batch), derivatives(m, batch, chunk_size=50)
+    torch.testing.assert_close(chunked["forces"], whole["forces"], rtol=0, atol=1e-12)
+    provider = ModelForces(m, water_atoms, skin=1.0, chunk_size=50)
+    pos = torch.as_tensor(water_atoms.positions, dtype=m.dtype)
+    cell = torch.as_tensor(np.asarray(water_atoms.cell), dtype=m.dtype)[None]
+    provider.build(pos, cell)
+    energy, forces, virial = provider.evaluate(pos, cell)
+    torch.testing.assert_close(energy, whole["energy"], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(forces, whole["forces"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(virial, whole["virial"], rtol=0, atol=1e-9)
+
+
+def test_message_passing_physics_in_a_small_cell(message_model, water_atoms):
+    """Two message layers see 3 rcut = 18 A, beyond this 12.4 A box in every direction:
+    periodic images share features, so finite differences and supercells stay exact."""
+    assert T.check_forces(message_model, water_atoms, rtol=1e-6) < 1e-6
+    assert T.check_virial(message_model, water_atoms, rtol=1e-6) < 1e-6
+    T.check_supercell(message_model, water_atoms, reps=(1, 2, 1), rtol=1e-10)
+
+
+def test_message_layers_need_e3nn():
+    from nnpot.errors import ConfigError
+
+    cfg = ModelConfig()
+    cfg.descriptor.message_layers = 1
+    with pytest.raises(ConfigError, match="message_layers"):
+        cfg.validate()
