@@ -323,6 +323,8 @@ class NPT(MolecularDynamics):
         self.generator = self._seeded_generator(seed)
         self.n_dof = _n_dof(atoms)
 
+    graph_safe = True
+
     def _advance(self, state, force_fn) -> None:
         kT = units.kB * self.temperature_K
         bussi_rescale(state, 0.5 * self.dt, kT, self.taut, self.n_dof, self.generator)

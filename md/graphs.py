@@ -21,7 +21,7 @@ from nnpot.md.state import MDState
 
 __all__ = ["GraphedSteps"]
 
-_FIELDS = ("positions", "momenta", "forces", "energy", "virial")
+_FIELDS = ("positions", "momenta", "forces", "energy", "virial", "cell")  # cell: NPT changes it
 
 
 class GraphedSteps:

@@ -151,13 +151,14 @@ def cell_rescale(state: MDState, force_fn, dt: float, kT: float, pressure_target
     positions and cell scale by ``exp(de / 3)``, momenta by ``exp(-de / 3)``; forces are then
     recomputed. With a thermostat it samples the isothermal-isobaric ensemble; as ``taup`` grows it
     becomes NVT. Units: eV/A^3 for pressures, A^3/eV for ``beta``, ASE time for ``dt`` and ``taup``.
+    Everything stays on the state's device (the normal comes from ``generator``), so the step can
+    be captured in a CUDA graph.
     """
-    volume = float(torch.linalg.det(state.cell).abs())
-    p = float(pressure(state))
-    drift = -(compressibility / taup) * (pressure_target - p - kT / volume) * dt
-    r = float(torch.randn((), dtype=state.cell.dtype, device=state.cell.device, generator=generator))
-    noise = math.sqrt(2.0 * kT * compressibility * dt / (volume * taup)) * r
-    scale = math.exp((drift + noise) / 3.0)
+    volume = torch.linalg.det(state.cell).abs()
+    drift = -(compressibility / taup) * (pressure_target - pressure(state) - kT / volume) * dt
+    r = torch.randn((), dtype=state.cell.dtype, device=state.cell.device, generator=generator)
+    noise = torch.sqrt(2.0 * kT * compressibility * dt / (volume * taup)) * r
+    scale = torch.exp((drift + noise) / 3.0)
     state.positions = state.positions * scale
     state.cell = state.cell * scale
     state.momenta = state.momenta / scale

@@ -238,9 +238,9 @@ def test_cuda_graph_steps_match_eager(water, small_model, tabulate):
 
 @pytest.mark.gpu
 def test_cuda_graph_thermostats_match_eager(water, small_model):
-    """Nose-Hoover (deterministic) in CUDA graphs equals its eager run; Bussi runs in graphs too
-    (its draws differ from an eager run's: the capture's warm-up step consumes some)."""
-    from nnpot.md import Bussi, NoseHoover
+    """Nose-Hoover (deterministic) in CUDA graphs equals its eager run; Bussi and NPT run in
+    graphs too (their draws differ from an eager run's: the capture's warm-up step consumes some)."""
+    from nnpot.md import NPT, Bussi, NoseHoover
     from nnpot.potentials import EnergyModel
 
     gpu = EnergyModel(small_model.config)
@@ -260,6 +260,11 @@ def test_cuda_graph_thermostats_match_eager(water, small_model):
     bussi.run(100)
     assert bussi._graphs is not None and np.isfinite(a.positions).all()
     assert a.get_temperature() > 400  # heated towards 600 K from about 300 K
+    volume = a.get_volume()
+    npt = NPT(a, 0.5 * units.fs, temperature_K=600, pressure_au=1e4 * units.bar, taut=5 * units.fs,
+              taup=50 * units.fs, compressibility_au=4.5e-5 / units.bar, seed=3, graph_block=5, min_distance=0)
+    npt.run(40)
+    assert npt._graphs is not None and np.isfinite(a.positions).all() and a.get_volume() != volume
 
 
 def test_inner_block_overflow_triggers_a_rebuild(water, small_model):
@@ -301,23 +306,28 @@ def test_block_replay_bookkeeping_matches_the_eager_loop(water, small_model):
     np.testing.assert_allclose(a.get_momenta(), b.get_momenta(), rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("thermostat", ["nose-hoover", "bussi"])
+@pytest.mark.parametrize("thermostat", ["nose-hoover", "bussi", "npt"])
 def test_thermostat_blocks_match_the_eager_loop(water, small_model, thermostat):
-    """Bussi and Nose-Hoover run in the CUDA-graph runner (here replayed eagerly on the CPU):
-    the thermostat's random numbers come from the driver's device generator in the same order,
-    and the chain variables are saved and restored with the state on a rollback."""
-    from nnpot.md import Bussi, NoseHoover
+    """Bussi, Nose-Hoover and NPT run in the CUDA-graph runner (here replayed eagerly on the
+    CPU): the random numbers come from the driver's device generator in the same order, the
+    chain variables are saved and restored with the state on a rollback, and NPT's cell is
+    part of the replayed state."""
+    from nnpot.md import NPT, Bussi, NoseHoover
     from nnpot.md.graphs import GraphedSteps
     from nnpot.md.state import write_back
 
     hot = thermostat == "nose-hoover"  # deterministic: exact even through rollbacks
     T, skin = (3000.0, 0.4) if hot else (300.0, 2.0)
     a, b = _start(water, T=T), _start(water, T=T)
+    volume = a.get_volume()
     a.calc, b.calc = NNPotCalculator(small_model, device="cpu"), NNPotCalculator(small_model, device="cpu")
 
     def make(atoms):
         if hot:
             return NoseHoover(atoms, 1.0 * units.fs, temperature_K=300, tdamp=20 * units.fs, skin=skin, min_distance=0)
+        if thermostat == "npt":
+            return NPT(atoms, 1.0 * units.fs, temperature_K=600, pressure_au=1e4 * units.bar, taut=10 * units.fs,
+                       taup=50 * units.fs, compressibility_au=4.5e-5 / units.bar, seed=3, skin=skin, min_distance=0)
         return Bussi(atoms, 1.0 * units.fs, temperature_K=600, taut=10 * units.fs, seed=3, skin=skin, min_distance=0)
 
     fast, slow = make(a), make(b)
@@ -333,6 +343,9 @@ def test_thermostat_blocks_match_the_eager_loop(water, small_model, thermostat):
         assert fast.conserved_energy() == pytest.approx(slow.conserved_energy(), abs=1e-8)
     else:
         assert runner.n_rollbacks == 0 and float(fast.state.temperature()) != pytest.approx(T, rel=0.02)
+    if thermostat == "npt":
+        assert abs(a.get_volume() / volume - 1) > 1e-4  # the box moved
+        np.testing.assert_allclose(a.cell.array, b.cell.array, rtol=0, atol=1e-10)
     np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-9)
     np.testing.assert_allclose(a.get_momenta(), b.get_momenta(), rtol=0, atol=1e-9)
 
