@@ -21,6 +21,27 @@ from nnpot.potentials import EnergyModel, apply_stats, derivatives, make_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: model variants the benchmarks compare, by name: dotted ModelConfig keys on top of the defaults
+MODEL_VARIANTS: dict[str, dict[str, object]] = {
+    "se_e2_a": {},
+    "e3nn": {"descriptor.type": "e3nn"},
+    "e3nn_mp1": {"descriptor.type": "e3nn", "descriptor.message_layers": 1},  # receptive field 2 rcut
+}
+
+
+def variant_config(name: str):
+    """The :class:`~nnpot.potentials.ModelConfig` of ``MODEL_VARIANTS[name]``."""
+    from nnpot.potentials import ModelConfig
+
+    config = ModelConfig()
+    for key, value in MODEL_VARIANTS[name].items():
+        *parents, leaf = key.split(".")
+        target = config
+        for part in parents:
+            target = getattr(target, part)
+        setattr(target, leaf, value)
+    return config
+
 
 def replicate_for(n_atoms: int) -> tuple[int, int, int]:
     k = round((n_atoms / 192) ** (1 / 3))
@@ -35,14 +56,11 @@ def replicate_for(n_atoms: int) -> tuple[int, int, int]:
 def water_model(sel: tuple[int, int] | None = None, descriptor: str = "se_e2_a"):
     """Frame 0 of the bundled water data (192 atoms, no calculator) and the default water model
     (``sel`` changed if given) with statistics from 8 frames (random weights: speed does not
-    depend on them)."""
-    from nnpot.potentials import ModelConfig
-
+    depend on them). ``descriptor``: a name in ``MODEL_VARIANTS``."""
     ds = H5Dataset(ROOT / "examples" / "data" / "water.h5")
     base = ds[0].to_atoms()
     base.calc = None
-    config = ModelConfig()
-    config.descriptor.type = descriptor
+    config = variant_config(descriptor)
     if sel is not None:
         config.descriptor.sel = list(sel)
     model = EnergyModel(config)
@@ -82,7 +100,8 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunk", type=int, default=8192)
-    p.add_argument("--descriptors", nargs="+", default=["se_e2_a"], help="se_e2_a and/or e3nn (default settings)")
+    p.add_argument("--descriptors", nargs="+", default=["se_e2_a"], choices=list(MODEL_VARIANTS),
+                   help="model variants (default settings otherwise)")
     p.add_argument("--tabulate", action="store_true", help="also time se_e2_a with tabulated embedding nets")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "eval.json"))
     args = p.parse_args()

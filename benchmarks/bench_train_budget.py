@@ -9,7 +9,7 @@ and decay_steps = steps / 100), then both are evaluated on the same held-out 20%
     python benchmarks/bench_train_budget.py --budget 10m --descriptors e3nn e3nn_mp1 --skip-deepmd
     python benchmarks/bench_train_budget.py --budget 30m --descriptors   # DeePMD-kit only
 
-``--descriptors`` names the nnpot models trained one after another (see ``VARIANTS``): the
+``--descriptors`` names the nnpot models trained one after another (see ``bench_eval.MODEL_VARIANTS``): the
 default se_e2_a, ``e3nn`` (strictly local) and ``e3nn_mp1`` (one self-interaction and one
 message-passing layer, receptive field 2 rcut).
 """
@@ -25,14 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_eval import MODEL_VARIANTS  # noqa: E402
 from bench_vs_deepmd import dp_config, dp_train_step, run  # noqa: E402
-
-#: nnpot models by name: their --set overrides on top of the default config
-VARIANTS = {
-    "se_e2_a": [],
-    "e3nn": ["model.descriptor.type=e3nn"],
-    "e3nn_mp1": ["model.descriptor.type=e3nn", "model.descriptor.message_layers=1"],
-}
 
 
 def main() -> None:
@@ -48,7 +42,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
     p.add_argument("--skip-deepmd", action="store_true")
-    p.add_argument("--descriptors", nargs="*", default=["se_e2_a"], choices=list(VARIANTS),
+    p.add_argument("--descriptors", nargs="*", default=["se_e2_a"], choices=list(MODEL_VARIANTS),
                    help="nnpot models to train, one after another (none: DeePMD-kit only)")
     args = p.parse_args()
     seconds = parse_duration(args.budget)
@@ -60,7 +54,8 @@ def main() -> None:
     for desc in args.descriptors:
         key = "nnpot" if desc == "se_e2_a" else f"nnpot_{desc}"
         t0 = time.perf_counter()
-        sets = [f"threads={args.threads}", f"model.dtype={args.precision}", *VARIANTS[desc]]
+        sets = [f"threads={args.threads}", f"model.dtype={args.precision}",
+                *(f"model.{k}={v}" for k, v in MODEL_VARIANTS[desc].items())]
         nnpot_main(["train", "--data", str(work / "train.h5"), "--valid-data", str(work / "valid.h5"), "--out",
                     str(work / key), "--max-time", args.budget, *(x for s in sets for x in ("--set", s)), "-q"])
         result[f"{key}_wall_s"] = time.perf_counter() - t0
