@@ -6,7 +6,9 @@ records the largest displacement since the last neighbor build (a device scalar,
 sync). After a block one small read tells whether any atom went further than ``skin / 2``
 or anything became non-finite; if so, the state saved at the block's start is restored, the
 list is rebuilt there and the block is run again. The trajectory is therefore exactly the one
-an eager loop with a per-step check would produce (up to the random numbers of a thermostat).
+an eager loop with a per-step check would produce. A thermostat's generator is part of the
+saved state: the capture's warm-up step and a rolled-back block give their draws back, so a
+stochastic run draws the same numbers, in the same order, as its eager twin.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class GraphedSteps:
         self.layout = force_fn.layout_version
         self.static = {name: getattr(state, name).clone() for name in _FIELDS}
         self.backup = {name: t.clone() for name, t in {**self.static, **self.extra}.items()}
+        self.rng_backup: torch.Tensor | None = None
         self.n_rollbacks = 0
         self.n_eager_blocks = 0
 
@@ -72,12 +75,16 @@ class GraphedSteps:
             self.backup[name].copy_(self.static[name])
         for name, t in self.extra.items():
             self.backup[name].copy_(t)
+        if self.generator is not None:  # host-side seed and offset: no device sync
+            self.rng_backup = self.generator.get_state()
 
     def _restore(self) -> None:
         for name in _FIELDS:
             self.static[name].copy_(self.backup[name])
         for name, t in self.extra.items():
             t.copy_(self.backup[name])
+        if self.generator is not None:
+            self.generator.set_state(self.rng_backup)
 
     def _body(self, k: int) -> None:
         s = copy.copy(self.state)
