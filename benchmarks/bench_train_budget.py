@@ -42,6 +42,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
     p.add_argument("--skip-deepmd", action="store_true")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra nnpot config override for every nnpot run (e.g. loss.energy_norm_exp=1)")
+    p.add_argument("--tag", default="", help="suffix of the nnpot run folders and of the JSON file")
     p.add_argument("--descriptors", nargs="*", default=["se_e2_a"], choices=list(MODEL_VARIANTS),
                    help="nnpot models to train, one after another (none: DeePMD-kit only)")
     args = p.parse_args()
@@ -52,10 +55,10 @@ def main() -> None:
     result = {"budget": args.budget, "precision": args.precision, "threads": args.threads}
 
     for desc in args.descriptors:
-        key = "nnpot" if desc == "se_e2_a" else f"nnpot_{desc}"
+        key = ("nnpot" if desc == "se_e2_a" else f"nnpot_{desc}") + (f"_{args.tag}" if args.tag else "")
         t0 = time.perf_counter()
         sets = [f"threads={args.threads}", f"model.dtype={args.precision}",
-                *(f"model.{k}={v}" for k, v in MODEL_VARIANTS[desc].items())]
+                *(f"model.{k}={v}" for k, v in MODEL_VARIANTS[desc].items()), *args.sets]
         nnpot_main(["train", "--data", str(work / "train.h5"), "--valid-data", str(work / "valid.h5"), "--out",
                     str(work / key), "--max-time", args.budget, *(x for s in sets for x in ("--set", s)), "-q"])
         result[f"{key}_wall_s"] = time.perf_counter() - t0
@@ -93,6 +96,8 @@ def main() -> None:
                             "step_s": step}
     print(json.dumps(result, indent=2))
     tag = "" if args.descriptors == ["se_e2_a"] else "_" + "_".join(args.descriptors or ["deepmd"])
+    tag += f"_{args.tag}" if args.tag else ""
+    result["nnpot_sets"] = args.sets
     out = ROOT / "benchmarks" / "results" / f"train_budget_{args.budget}_{args.precision}{tag}.json"
     out.write_text(json.dumps(result, indent=2))
 

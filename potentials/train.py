@@ -1,6 +1,7 @@
 """The training loop behind ``nnpot train``.
 
-Adam on ``loss = p_e (dE/N)^2 + p_f mean(dF^2) + p_v mean((dW/N)^2)`` with DeePMD-kit's
+Adam on ``loss = p_e dE^2 / N^k + p_f mean(dF^2) + p_v mean(dW^2) / N^k`` (``k`` 2 by default,
+1 as in DeePMD-kit's default; :class:`~nnpot.potentials.train_config.LossConfig`) with DeePMD-kit's
 exponential learning-rate decay and prefactor schedule (Wang et al., Comput. Phys. Commun. 228,
 178 (2018)). The decay runs over ``num_steps`` or over the wall-clock budget ``max_time``,
 whichever is nearer, so a time-limited run still ends at ``stop_lr``.
@@ -209,19 +210,22 @@ class Trainer:
         n = tensor([f.n_atoms for f in frames])
         e_ref = tensor([f.energy for f in frames])
         f_ref = tensor(np.concatenate([f.forces for f in frames]))
-        l_e = (((out["energy"] - e_ref) / n) ** 2).mean()
+        norm_exp = lc.energy_norm_exp
+        de = out["energy"] - e_ref
+        l_e = (de ** 2 / n ** norm_exp).mean()
         l_f = ((out["forces"] - f_ref) ** 2).mean()
         pe = prefactor(lc.start_pref_e, lc.limit_pref_e, lr, c.start_lr)
         pf = prefactor(lc.start_pref_f, lc.limit_pref_f, lr, c.start_lr)
         loss = pe * l_e + pf * l_f
-        parts = {"rmse_e": float(l_e.detach().sqrt()), "rmse_f": float(l_f.detach().sqrt())}
+        parts = {"rmse_e": float(((de.detach() / n) ** 2).mean().sqrt()), "rmse_f": float(l_f.detach().sqrt())}
         pv = prefactor(lc.start_pref_v, lc.limit_pref_v, lr, c.start_lr)
         with_virial = [k for k, f in enumerate(frames) if f.virial is not None]
         if pv > 0 and with_virial:
             v_ref = tensor(np.stack([frames[k].virial for k in with_virial]))
-            l_v = (((out["virial"][with_virial] - v_ref) / n[with_virial, None, None]) ** 2).mean()
-            loss = loss + pv * l_v
-            parts["rmse_v"] = float(l_v.detach().sqrt())
+            dw = out["virial"][with_virial] - v_ref
+            n_v = n[with_virial, None, None]
+            loss = loss + pv * (dw ** 2 / n_v ** norm_exp).mean()
+            parts["rmse_v"] = float(((dw.detach() / n_v) ** 2).mean().sqrt())
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the loss became {float(loss.detach())} at step {self.state['step']} on training frame(s) {indices} of "

@@ -14,8 +14,11 @@ __all__ = ["LossConfig", "TrainConfig", "parse_duration", "load_train_config"]
 
 @dataclass
 class LossConfig:
-    """``loss = p_e (dE/N)^2 + p_f mean(dF^2) + p_v mean((dW/N)^2)``; each prefactor moves
-    from ``start_*`` to ``limit_*`` as ``limit + (start - limit) * lr / start_lr``."""
+    """``loss = p_e dE^2 / N^k + p_f mean(dF^2) + p_v mean(dW^2) / N^k``; each prefactor moves
+    from ``start_*`` to ``limit_*`` as ``limit + (start - limit) * lr / start_lr``.
+
+    ``k = energy_norm_exp``: 2 gives the size-independent ``(dE/N)^2``; 1 is DeePMD-kit's
+    default (its ``intensive_ener_virial: false``), which weights the energy N times more."""
 
     start_pref_e: float = 0.02
     limit_pref_e: float = 1.0
@@ -23,6 +26,7 @@ class LossConfig:
     limit_pref_f: float = 1.0
     start_pref_v: float = 0.0
     limit_pref_v: float = 0.0
+    energy_norm_exp: int = 2  #: k above: 2 (per-atom errors squared) or 1 (DeePMD-kit's default)
 
 
 @dataclass
@@ -71,6 +75,8 @@ class TrainConfig:
         for name in ("batch_size", "num_steps", "valid_freq", "save_freq"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.loss.energy_norm_exp not in (1, 2):
+            raise ConfigError(f"loss.energy_norm_exp must be 1 or 2, got {self.loss.energy_norm_exp}")
         if self.batch_atoms < 0:
             raise ConfigError(f"batch_atoms must be >= 0 (0: batches of batch_size frames), got {self.batch_atoms}")
         if self.max_time:

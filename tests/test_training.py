@@ -142,3 +142,31 @@ def test_atom_budget_batches(tmp_path):
     tiny = Trainer(_config(2, ["batch_atoms=10"]), tmp_path / "c", progress=False)
     assert len(tiny._next_frames()) == 1
     assert np.isfinite(trainer.step()["loss"])
+
+
+@pytest.mark.parametrize("norm_exp", [2, 1])
+def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
+    """The loss equals p_e dE^2 / N^k + p_f mean(dF^2) recomputed by hand, for k = 2 (the
+    default, (dE/N)^2) and k = 1 (DeePMD-kit's default); the reported energy RMSE is per atom
+    either way."""
+    from nnpot.potentials import derivatives, make_batch
+    from nnpot.potentials.train import prefactor
+
+    trainer = Trainer(_config(2, ["batch_size=2", f"loss.energy_norm_exp={norm_exp}"]), tmp_path / "r",
+                      progress=False)
+    idx = trainer.train_idx[:2].tolist()
+    lr = 1e-4
+    loss, parts = trainer.loss(idx, lr)
+    frames = [trainer.train_ds[i] for i in idx]
+    m = trainer.model
+    out = derivatives(m, make_batch(frames, m.type_map, m.cutoff, m.sel, dtype=m.dtype))
+    n = np.array([f.n_atoms for f in frames], dtype=float)
+    de = out["energy"].detach().numpy() - np.array([f.energy for f in frames])
+    df = out["forces"].detach().numpy() - np.concatenate([f.forces for f in frames])
+    lc = trainer.config.loss
+    pe, pf = prefactor(lc.start_pref_e, lc.limit_pref_e, lr, 1e-3), prefactor(lc.start_pref_f, lc.limit_pref_f, lr, 1e-3)
+    expected = pe * np.mean(de ** 2 / n ** norm_exp) + pf * np.mean(df ** 2)
+    assert float(loss) == pytest.approx(expected, rel=1e-10)
+    assert parts["rmse_e"] == pytest.approx(np.sqrt(np.mean((de / n) ** 2)), rel=1e-10)
+    with pytest.raises(ConfigError, match="energy_norm_exp"):
+        _config(2, ["loss.energy_norm_exp=3"]).validate()
