@@ -3,7 +3,9 @@
 Both train the default water se_e2_a architecture on the same 80% of the frames (seed 0) for the
 same wall-clock budget on the same cores, with the learning rate decaying from 1e-3 to 1e-5
 over the budget (DeePMD-kit gets the number of steps it manages in that time, measured first,
-and decay_steps = steps / 100), then both are evaluated on the same held-out 20%.
+and decay_steps = steps / 100), then both are evaluated on the same held-out 20%. DeePMD-kit keeps
+its default energy weighting dE^2/N; nnpot's default is (dE/N)^2 (``--set loss.energy_norm_exp=1``
+gives nnpot DeePMD-kit's).
 
     python benchmarks/bench_train_budget.py --budget 10m [--precision float64]
     python benchmarks/bench_train_budget.py --budget 10m --descriptors e3nn e3nn_mp1 --skip-deepmd
