@@ -30,17 +30,16 @@ MODEL_VARIANTS: dict[str, dict[str, object]] = {
 
 
 def variant_config(name: str):
-    """The :class:`~nnpot.potentials.ModelConfig` of ``MODEL_VARIANTS[name]``."""
+    """The :class:`~nnpot.potentials.ModelConfig` of ``MODEL_VARIANTS[name]`` (through the same
+    dotted-key, type-checked path as ``--set``)."""
     from nnpot.potentials import ModelConfig
+    from nnpot.potentials.config import from_dict
+    from nnpot.potentials.train_config import _set_dotted
 
-    config = ModelConfig()
+    tree: dict = {}
     for key, value in MODEL_VARIANTS[name].items():
-        *parents, leaf = key.split(".")
-        target = config
-        for part in parents:
-            target = getattr(target, part)
-        setattr(target, leaf, value)
-    return config
+        _set_dotted(tree, key, value)
+    return from_dict(ModelConfig, tree)
 
 
 def replicate_for(n_atoms: int) -> tuple[int, int, int]:

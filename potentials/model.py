@@ -104,8 +104,8 @@ class EnergyModel(nn.Module):
         ``index``: ``[n, K]`` neighbor atom of each slot; only models that are not
         :attr:`is_local` use it (they then see all ``n`` atoms of the structures at once).
         """
-        D = self.descriptor(rij, mask, types, capacity) if index is None else self.descriptor(rij, mask, types,
-                                                                                               capacity, index)
+        extra = () if index is None else (index,)  # se_e2_a takes no indices
+        D = self.descriptor(rij, mask, types, capacity, *extra)
         energy = self.energy_bias[types].clone()
         groups = self.type_groups(types) if groups is None else groups
         for sel, fit in zip(groups, self.fittings):
