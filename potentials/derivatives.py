@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from nnpot.potentials.batch import AtomsBatch
+from nnpot.potentials.embedding_plan import plan_embeddings
 
 __all__ = ["derivatives", "chunk_slices"]
 
@@ -38,6 +39,7 @@ def derivatives(
     chunk_size: int | None = None,
     atom_virial: bool = False,
     groups: list[list[torch.Tensor]] | None = None,
+    share_embeddings: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Energy ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virial ``[B, 3, 3]`` (eV), atom energies ``[N]``.
 
@@ -51,6 +53,12 @@ def derivatives(
         groups: for each chunk (see :func:`chunk_slices`), the atoms of each type relative to
             the chunk's start (``model.type_groups``); with them nothing here waits on the
             device, so the call can be captured in a CUDA graph.
+        share_embeddings: for models that :attr:`~EnergyModel.shares_embeddings`, evaluate each
+            embedding net once per distinct input (:mod:`nnpot.potentials.embedding_plan`):
+            the same numbers with less work. ``None``: on for CPU tensors (1.5-1.9x faster
+            energy+forces, about 15% faster training steps); off on GPUs until measured there.
+            Its planning waits on the device, so it is always off when ``groups`` are given
+            (CUDA graph captures).
     """
     n = batch.positions.shape[0]
     local = getattr(model, "is_local", True)
@@ -60,7 +68,11 @@ def derivatives(
     virial = torch.zeros(batch.n_frames, 3, 3, dtype=dtype, device=forces.device)
     atom_vir = torch.zeros(n, 3, 3, dtype=dtype, device=forces.device) if atom_virial else None
     energies = []
+    if share_embeddings is None:
+        share_embeddings = batch.positions.device.type == "cpu"
+    share = getattr(model, "shares_embeddings", False) and share_embeddings and groups is None
     for c, sl in enumerate(chunks):
+        centers = torch.arange(sl.start, sl.stop, device=forces.device)
         with torch.enable_grad():
             rij = batch.edge_vectors(centers=sl)
             if not rij.requires_grad:
@@ -70,12 +82,14 @@ def derivatives(
             kwargs = {} if groups is None else {"groups": groups[c]}
             if not local:
                 kwargs["index"] = index
+            if share:
+                kwargs["plan"] = plan_embeddings(index, batch.neighbors.shifts[sl], centers, batch.types,
+                                                 batch.neighbors.capacity)
             e_atom = model(rij, mask, batch.types[sl], batch.neighbors.capacity, **kwargs)
             (g,) = torch.autograd.grad(e_atom.sum(), rij, create_graph=create_graph)
         if not create_graph:
             rij, e_atom = rij.detach(), e_atom.detach()
         g = g * mask[..., None]  # [n, K, 3]
-        centers = torch.arange(sl.start, sl.stop, device=forces.device)
         forces = forces.index_add(0, centers, g.sum(dim=1))
         forces = forces.index_add(0, index.clamp(min=0).reshape(-1), -g.reshape(-1, 3))
         pair_w = -torch.einsum("nka,nkb->nab", rij, g)  # [n, 3, 3], each atom's edges

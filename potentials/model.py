@@ -9,6 +9,7 @@ from nnpot.nn import MLP
 from nnpot.potentials.batch import AtomsBatch
 from nnpot.potentials.config import ModelConfig
 from nnpot.potentials.descriptor import SeE2A
+from nnpot.potentials.embedding_plan import EmbeddingPlan
 
 __all__ = ["EnergyModel"]
 
@@ -63,6 +64,12 @@ class EnergyModel(nn.Module):
         return getattr(self.descriptor, "is_local", True)
 
     @property
+    def shares_embeddings(self) -> bool:
+        """Whether the descriptor takes an :class:`~nnpot.potentials.embedding_plan.EmbeddingPlan`
+        (se_e2_a with embedding nets; :func:`~nnpot.potentials.derivatives` makes one)."""
+        return isinstance(self.descriptor, SeE2A)
+
+    @property
     def receptive_field(self) -> float:
         """Angstrom: how far an atom's energy can see (``rcut`` for local models)."""
         return getattr(self.descriptor, "receptive_field", self.cutoff)
@@ -97,15 +104,18 @@ class EnergyModel(nn.Module):
 
     def forward(self, rij: torch.Tensor, mask: torch.Tensor, types: torch.Tensor,
                 capacity: tuple[int, ...], groups: list[torch.Tensor] | None = None,
-                index: torch.Tensor | None = None) -> torch.Tensor:
+                index: torch.Tensor | None = None, plan: EmbeddingPlan | None = None) -> torch.Tensor:
         """Per-atom energies ``[n]`` (eV) from neighbor vectors ``rij`` ``[n, K, 3]``.
 
         ``groups``: the result of :meth:`type_groups` for ``types``, when known beforehand.
         ``index``: ``[n, K]`` neighbor atom of each slot; only models that are not
         :attr:`is_local` use it (they then see all ``n`` atoms of the structures at once).
+        ``plan``: shared embedding inputs, for models that :attr:`shares_embeddings`.
         """
-        extra = () if index is None else (index,)  # se_e2_a takes no indices
-        D = self.descriptor(rij, mask, types, capacity, *extra)
+        extra = {} if index is None else {"index": index}  # se_e2_a takes no indices
+        if plan is not None:
+            extra["plan"] = plan
+        D = self.descriptor(rij, mask, types, capacity, **extra)
         energy = self.energy_bias[types].clone()
         groups = self.type_groups(types) if groups is None else groups
         for sel, fit in zip(groups, self.fittings):
