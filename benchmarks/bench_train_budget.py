@@ -10,6 +10,7 @@ gives nnpot DeePMD-kit's).
     python benchmarks/bench_train_budget.py --budget 10m [--precision float64]
     python benchmarks/bench_train_budget.py --budget 10m --descriptors e3nn e3nn_mp1 --skip-deepmd
     python benchmarks/bench_train_budget.py --budget 30m --descriptors   # DeePMD-kit only
+    python benchmarks/bench_train_budget.py --budget 60m --concurrent --threads 1   # both at once, a core each
 
 ``--descriptors`` names the nnpot models trained one after another (see ``bench_eval.MODEL_VARIANTS``): the
 default se_e2_a, ``e3nn`` (strictly local) and ``e3nn_mp1`` (one self-interaction and one
@@ -31,11 +32,44 @@ from bench_eval import MODEL_VARIANTS  # noqa: E402
 from bench_vs_deepmd import dp_config, dp_train_step, run  # noqa: E402
 
 
-def main() -> None:
+def run_deepmd(args, work: Path, seconds: float) -> dict:
+    """DeePMD-kit trained for the steps it manages in ``seconds`` (timed over its first 140 steps),
+    then tested on the validation frames."""
     import os
 
+    from nnpot.data import H5Dataset, write_deepmd
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), DP_INTRA_OP_PARALLELISM_THREADS=str(args.threads),
+               DP_INTER_OP_PARALLELISM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    dp_cmd = [args.dp_python, "-m", "deepmd"]
+    dpw = work / "deepmd"
+    dpw.mkdir(exist_ok=True)
+    write_deepmd(H5Dataset(work / "train.h5"), dpw / "dpdata", type_map=["O", "H"])
+    write_deepmd(H5Dataset(work / "valid.h5"), dpw / "dpvalid", type_map=["O", "H"])
+    step = dp_train_step(dp_cmd, dpw, env, 140, args.precision)
+    steps = int(seconds / step)
+    cfg = dp_config(args.precision)
+    cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((dpw / "dpdata").iterdir())]
+    cfg["training"].update(numb_steps=steps, disp_freq=max(1, steps // 20), save_freq=steps)
+    cfg["learning_rate"].update(decay_steps=max(1, steps // 100), stop_lr=1e-5)
+    (dpw / "input.json").write_text(json.dumps(cfg, indent=1))
+    t0 = time.perf_counter()
+    run([*dp_cmd, "--pt", "train", "input.json"], dpw, env)
+    wall = time.perf_counter() - t0
+    run([*dp_cmd, "--pt", "freeze", "-o", "model.pth"], dpw, env)
+    _, out = run([*dp_cmd, "--pt", "test", "-m", "model.pth", "-s", str(dpw / "dpvalid"), "-n", "100000"], dpw,
+                 env, stderr=True)
+    e = re.findall(r"Energy RMSE/Natoms\s*:\s*([0-9.eE+-]+)", out)
+    f = re.findall(r"Force\s+RMSE\s*:\s*([0-9.eE+-]+)", out)
+    return {"energy_rmse_per_atom": float(e[-1]), "force_rmse": float(f[-1]), "steps": steps, "step_s": step,
+            "wall_s": wall}
+
+
+def main() -> None:
+    import threading
+
     from nnpot.cli import main as nnpot_main
-    from nnpot.data import H5Dataset, split, write_deepmd
+    from nnpot.data import split
     from nnpot.potentials.train_config import parse_duration
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,12 +83,26 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix of the nnpot run folders and of the JSON file")
     p.add_argument("--descriptors", nargs="*", default=["se_e2_a"], choices=list(MODEL_VARIANTS),
                    help="nnpot models to train, one after another (none: DeePMD-kit only)")
+    p.add_argument("--concurrent", action="store_true",
+                   help="train DeePMD-kit at the same time as nnpot (give each code its cores with --threads)")
     args = p.parse_args()
     seconds = parse_duration(args.budget)
     work = ROOT / "runs" / f"budget_{args.budget}_{args.precision}"
     work.mkdir(parents=True, exist_ok=True)
     split(ROOT / "examples" / "data" / "water.h5", [0.8, 0.2], [work / "train.h5", work / "valid.h5"], seed=0)
-    result = {"budget": args.budget, "precision": args.precision, "threads": args.threads}
+    result = {"budget": args.budget, "precision": args.precision, "threads": args.threads,
+              "concurrent": args.concurrent}
+    dp_result: dict = {}
+
+    def deepmd() -> None:
+        try:
+            dp_result.update(run_deepmd(args, work, seconds))
+        except SystemExit as err:  # a thread would swallow it silently
+            dp_result["error"] = str(err)
+
+    dp_thread = threading.Thread(target=deepmd)
+    if args.concurrent and not args.skip_deepmd:
+        dp_thread.start()
 
     for desc in args.descriptors:
         key = ("nnpot" if desc == "se_e2_a" else f"nnpot_{desc}") + (f"_{args.tag}" if args.tag else "")
@@ -72,33 +120,17 @@ def main() -> None:
         result[key]["steps"] = log[-1]["step"]
 
     if not args.skip_deepmd:
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), DP_INTRA_OP_PARALLELISM_THREADS=str(args.threads),
-                   DP_INTER_OP_PARALLELISM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-        dp_cmd = [args.dp_python, "-m", "deepmd"]
-        dpw = work / "deepmd"
-        dpw.mkdir(exist_ok=True)
-        write_deepmd(H5Dataset(work / "train.h5"), dpw / "dpdata", type_map=["O", "H"])
-        write_deepmd(H5Dataset(work / "valid.h5"), dpw / "dpvalid", type_map=["O", "H"])
-        step = dp_train_step(dp_cmd, dpw, env, 140, args.precision)
-        steps = int(seconds / step)
-        cfg = dp_config(args.precision)
-        cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((dpw / "dpdata").iterdir())]
-        cfg["training"].update(numb_steps=steps, disp_freq=max(1, steps // 20), save_freq=steps)
-        cfg["learning_rate"].update(decay_steps=max(1, steps // 100), stop_lr=1e-5)
-        (dpw / "input.json").write_text(json.dumps(cfg, indent=1))
-        t0 = time.perf_counter()
-        run([*dp_cmd, "--pt", "train", "input.json"], dpw, env)
-        result["deepmd_wall_s"] = time.perf_counter() - t0
-        run([*dp_cmd, "--pt", "freeze", "-o", "model.pth"], dpw, env)
-        _, out = run([*dp_cmd, "--pt", "test", "-m", "model.pth", "-s", str(dpw / "dpvalid"), "-n", "100000"], dpw,
-                     env, stderr=True)
-        e = re.findall(r"Energy RMSE/Natoms\s*:\s*([0-9.eE+-]+)", out)
-        f = re.findall(r"Force\s+RMSE\s*:\s*([0-9.eE+-]+)", out)
-        result["deepmd"] = {"energy_rmse_per_atom": float(e[-1]), "force_rmse": float(f[-1]), "steps": steps,
-                            "step_s": step}
+        if not args.concurrent:
+            dp_thread.start()
+        dp_thread.join()
+        if "error" in dp_result:
+            raise SystemExit(f"DeePMD-kit's run failed: {dp_result['error']}")
+        result["deepmd"] = dp_result
+        result["deepmd_wall_s"] = dp_result.pop("wall_s")
     print(json.dumps(result, indent=2))
     tag = "" if args.descriptors == ["se_e2_a"] else "_" + "_".join(args.descriptors or ["deepmd"])
     tag += f"_{args.tag}" if args.tag else ""
+    tag += "_concurrent" if args.concurrent else ""
     result["nnpot_sets"] = args.sets
     out = ROOT / "benchmarks" / "results" / f"train_budget_{args.budget}_{args.precision}{tag}.json"
     out.write_text(json.dumps(result, indent=2))
