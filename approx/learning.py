@@ -32,6 +32,11 @@ class LearningCurveConfig:
     fitting: list[int] = field(default_factory=lambda: [120, 120, 120])
     seed: int = 0
     descriptor: str = "se_e2_a"  #: or e3nn (its default settings; embedding/axis_neuron then unused)
+    #: every step on all of a point's frames (batch = the training set) instead of one frame: the
+    #: same noise-free optimisation at every size, so the curve measures data, not how many passes
+    #: over each frame ``steps`` allowed (with one frame per step, more frames means fewer passes
+    #: and noisier gradients, and at a few hundred steps the error can even rise with the data)
+    full_batch: bool = False
 
     @classmethod
     def quick(cls) -> "LearningCurveConfig":
@@ -39,14 +44,15 @@ class LearningCurveConfig:
                    axis_neuron=4, fitting=[32, 32])
 
 
-def _train_and_score(c: LearningCurveConfig, train_path: Path, valid_path: Path, fitting: list[int], out: Path) -> dict:
+def _train_and_score(c: LearningCurveConfig, train_path: Path, valid_path: Path, fitting: list[int], out: Path,
+                     n_frames: int) -> dict:
     from nnpot.potentials.train import Trainer
     from nnpot.potentials.train_config import load_train_config
 
     overrides = [f"num_steps={c.steps}", f"valid_freq={c.steps + 1}", f"save_freq={c.steps + 1}", "stat_frames=16",
                  f"model.descriptor.neuron={c.embedding}", f"model.descriptor.axis_neuron={c.axis_neuron}",
                  f"model.fitting.neuron={fitting}", f"seed={c.seed}", "stop_lr=1e-5",
-                 f"model.descriptor.type={c.descriptor}"]
+                 f"model.descriptor.type={c.descriptor}", f"batch_size={n_frames if c.full_batch else 1}"]
     config = load_train_config(None, overrides, {"data": str(train_path), "valid_data": str(valid_path)})
     trainer = Trainer(config, out, progress=False)
     trainer.run()
@@ -72,13 +78,13 @@ def learning_curve(config: LearningCurveConfig | None = None, quick: bool = True
         for n in c.frames:
             path = tmp / f"train_{n}.h5"
             write_h5((ds[int(i)] for i in np.sort(pool[:n])), path, validate=False)
-            m = _train_and_score(c, path, valid_path, c.fitting, tmp / f"run_{n}")
+            m = _train_and_score(c, path, valid_path, c.fitting, tmp / f"run_{n}", n)
             force_n.append([m["force_rmse"]])
             energy_n.append([m["energy_rmse_per_atom"]])
         full = tmp / f"train_{max(c.frames)}.h5"
         force_w = []
         for w in c.widths:
-            m = _train_and_score(c, full, valid_path, [w] * len(c.fitting), tmp / f"run_w{w}")
+            m = _train_and_score(c, full, valid_path, [w] * len(c.fitting), tmp / f"run_w{w}", max(c.frames))
             force_w.append([m["force_rmse"]])
     frames = [float(n) for n in c.frames]
     series = [Series("force RMSE vs training frames", frames, force_n, None, metric="RMSE (eV/A, eV/atom)"),
@@ -89,4 +95,4 @@ def learning_curve(config: LearningCurveConfig | None = None, quick: bool = True
         s.fit_rate()
     return StudyResult("learning-curve", "training frames / fitting-net width", series, time.perf_counter() - t0, quick,
                        notes={"data": str(data), "steps": c.steps, "valid_frames": c.valid_frames,
-                              "descriptor": c.descriptor})
+                              "descriptor": c.descriptor, "full_batch": c.full_batch})

@@ -6,6 +6,7 @@ JSON and one PNG.
 
     python benchmarks/bench_learning_descriptors.py                  # the study's full setting, both descriptors
     python benchmarks/bench_learning_descriptors.py --frames 16 64 256 --steps 1000 --widths
+    python benchmarks/bench_learning_descriptors.py --frames 1 2 4 8 --steps 300 --widths --full-batch
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main() -> None:
     p.add_argument("--axis-neuron", type=int)
     p.add_argument("--fitting", type=int, nargs="+", help="fitting-net widths")
     p.add_argument("--valid-frames", type=int)
+    p.add_argument("--full-batch", action="store_true", help="every step on all of a point's frames")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learning_curve_descriptors"))
     args = p.parse_args()
@@ -74,6 +76,7 @@ def main() -> None:
     results = {}
     for name in args.descriptors:
         config = LearningCurveConfig(descriptor=name)  # the full setting, then the options given
+        config.full_batch = args.full_batch
         for key in ("frames", "widths", "steps", "embedding", "axis_neuron", "fitting", "valid_frames"):
             if getattr(args, key) is not None:
                 setattr(config, key, getattr(args, key))
@@ -89,8 +92,9 @@ def main() -> None:
     summary["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+    batches = "all frames per step" if args.full_batch else "one frame per step"
     plot_curves(summary, out.with_suffix(".png"),
-                f"water, {config.steps} steps per model, fitting {config.fitting}, same validation frames")
+                f"water, {config.steps} steps per model ({batches}), fitting {config.fitting}, same validation frames")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 

@@ -154,6 +154,35 @@ def test_learning_curve_study_on_water(tmp_path):
     errors = np.array([e for s in result.series for e in np.ravel(s.errors)])
     assert np.all(np.isfinite(errors)) and np.all(errors > 0)
     assert np.all(np.array(result.series[0].errors) < 5.0)  # eV/A: a trained-for-20-steps model, not garbage
-    config.frames = [10_000]
+    assert result.notes["full_batch"] is False
+
+
+def test_learning_curve_full_batch_trains_on_the_whole_set(monkeypatch):
+    """With ``full_batch`` each point's trainer takes all of its frames in every step (and one
+    frame per step without it); the curve's points stay finite and sane."""
+    from nnpot.approx.learning import LearningCurveConfig, learning_curve
+    from nnpot.potentials import train
+
+    batch_sizes = []
+
+    class Recording(train.Trainer):
+        def __init__(self, config, *args, **kwargs):
+            batch_sizes.append(config.batch_size)
+            super().__init__(config, *args, **kwargs)
+
+    monkeypatch.setattr(train, "Trainer", Recording)
+    config = LearningCurveConfig.quick()
+    config.frames, config.widths, config.steps, config.full_batch = [1, 3], [], 15, True
+    result = learning_curve(config)
+    assert batch_sizes == [1, 3] and result.notes["full_batch"] is True
+    errors = np.ravel(result.series[0].errors)
+    assert np.all(np.isfinite(errors)) and np.all(errors < 5.0)  # eV/A
+
+
+def test_learning_curve_rejects_too_many_frames():
+    from nnpot.approx.learning import LearningCurveConfig, learning_curve
+
+    config = LearningCurveConfig.quick()
+    config.frames, config.widths, config.steps = [10_000], [], 20
     with pytest.raises(ValueError, match="fewer than 10000"):
         learning_curve(config)
