@@ -305,15 +305,19 @@ class Trainer:
         from tqdm.auto import tqdm
 
         c, s = self.config, self.state
-        total = c.num_steps
-        bar = tqdm(total=total, initial=s["step"], disable=not self.progress, unit=" steps", dynamic_ncols=True)
+        budget = c.max_seconds()  # a wall-clock budget: the bar counts its seconds, not num_steps
+        if budget:
+            bar = tqdm(total=round(budget), initial=min(round(s["elapsed"]), round(budget)), disable=not self.progress,
+                       dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]")
+        else:
+            bar = tqdm(total=c.num_steps, initial=s["step"], disable=not self.progress, unit=" steps", dynamic_ncols=True)
         last = {}
         t0 = time.perf_counter() - s["elapsed"]
         while not self._done():
             last = self.step()
             s["elapsed"] = time.perf_counter() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.3g}", rmse_f=f"{last['rmse_f']:.3f}", lr=f"{last['lr']:.2e}", refresh=False)
+            bar.update(min(round(s["elapsed"]), bar.total) - bar.n if budget else 1)
+            bar.set_postfix(step=s["step"], loss=f"{last['loss']:.3g}", rmse_f=f"{last['rmse_f']:.3f}", lr=f"{last['lr']:.2e}", refresh=False)
             if s["step"] % c.valid_freq == 0:
                 self._log_validation(self.validate(), last)
                 s["elapsed"] = time.perf_counter() - t0
