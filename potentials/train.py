@@ -306,11 +306,10 @@ class Trainer:
 
         c, s = self.config, self.state
         budget = c.max_seconds()  # a wall-clock budget: the bar counts its seconds, not num_steps
-        if budget:
-            bar = tqdm(total=round(budget), initial=min(round(s["elapsed"]), round(budget)), disable=not self.progress,
-                       dynamic_ncols=True, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]")
-        else:
-            bar = tqdm(total=c.num_steps, initial=s["step"], disable=not self.progress, unit=" steps", dynamic_ncols=True)
+        total = round(budget) if budget else c.num_steps
+        fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if budget else None
+        bar = tqdm(total=total, initial=min(round(s["elapsed"]), total) if budget else s["step"], unit=" steps",
+                   bar_format=fmt, disable=not self.progress, dynamic_ncols=True)
         last = {}
         t0 = time.perf_counter() - s["elapsed"]
         while not self._done():
