@@ -17,10 +17,12 @@ function of the same edge vectors.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import torch
 
 from nnpot.potentials.batch import AtomsBatch
-from nnpot.potentials.embedding_plan import plan_embeddings
+from nnpot.potentials.embedding_plan import PlanCache, plan_embeddings
 
 __all__ = ["derivatives", "chunk_slices"]
 
@@ -40,6 +42,8 @@ def derivatives(
     atom_virial: bool = False,
     groups: list[list[torch.Tensor]] | None = None,
     share_embeddings: bool | None = None,
+    plan_cache: PlanCache | None = None,
+    plan_key: Hashable = None,
 ) -> dict[str, torch.Tensor]:
     """Energy ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virial ``[B, 3, 3]`` (eV), atom energies ``[N]``.
 
@@ -59,6 +63,8 @@ def derivatives(
             energy+forces, about 15% faster training steps); off on GPUs until measured there.
             Its planning waits on the device, so it is always off when ``groups`` are given
             (CUDA graph captures).
+        plan_cache, plan_key: reuse the batch's embedding plan from ``plan_cache`` under
+            ``plan_key`` (for batches that recur, such as training frames; whole batches only).
     """
     n = batch.positions.shape[0]
     local = getattr(model, "is_local", True)
@@ -83,8 +89,12 @@ def derivatives(
             if not local:
                 kwargs["index"] = index
             if share:
-                kwargs["plan"] = plan_embeddings(index, batch.neighbors.shifts[sl], centers, batch.types,
-                                                 batch.neighbors.capacity)
+                def make(index=index, sl=sl, centers=centers):
+                    return plan_embeddings(index, batch.neighbors.shifts[sl], centers, batch.types,
+                                           batch.neighbors.capacity)
+
+                cached = plan_cache is not None and plan_key is not None and len(chunks) == 1
+                kwargs["plan"] = plan_cache.get(plan_key, make) if cached else make()
             e_atom = model(rij, mask, batch.types[sl], batch.neighbors.capacity, **kwargs)
             (g,) = torch.autograd.grad(e_atom.sum(), rij, create_graph=create_graph)
         if not create_graph:

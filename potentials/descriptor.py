@@ -28,7 +28,7 @@ from nnpot.nn import MLP
 from nnpot.potentials.config import DescriptorConfig
 from nnpot.potentials.embedding_plan import EmbeddingPlan
 
-__all__ = ["SeE2A", "smooth_switch", "environment"]
+__all__ = ["SeE2A", "smooth_switch", "environment", "empty_slot_term"]
 
 
 def smooth_switch(r: torch.Tensor, rcut_smth: float, rcut: float) -> torch.Tensor:
@@ -93,7 +93,6 @@ class SeE2A(nn.Module):
         Returns:
             ``[n, M1 * M2]``.
         """
-        davg, dstd = self.davg[center_types], self.dstd[center_types]  # [n, T, 4]
         T = rij.new_zeros(rij.shape[0], 4, self.config.neuron[-1])
         for t, rows in type_rows(self, rij, mask, center_types, capacity):
             embed = self.embeddings[t]
@@ -105,10 +104,15 @@ class SeE2A(nn.Module):
                     G = embed(x).index_select(0, plan.rows[t]).view(*rows.shape[:2], -1)
                 T = T + torch.einsum("nsc,nsm->ncm", rows, G)
             if rows.shape[1] != self.sel[t]:  # slots beyond capacity, as DeePMD-kit would have them
-                empty = -davg[:, t] / dstd[:, t]  # [n, 4]
-                G0 = embed(empty[:, :1])  # [n, M1]
-                T = T + (self.sel[t] - rows.shape[1]) * empty[:, :, None] * G0[:, None, :]
+                T = T + (self.sel[t] - rows.shape[1]) * empty_slot_term(self, embed, t)[center_types]
         return descriptor_from_sum(self, T)
+
+
+def empty_slot_term(desc: nn.Module, embed: nn.Module, t: int) -> torch.Tensor:
+    """``[n_types, 4, M1]``: what one empty slot of neighbor type ``t`` adds to ``T``, per center
+    type (its row ``-davg/dstd`` times the embedding of that row's first entry)."""
+    empty = -desc.davg[:, t] / desc.dstd[:, t]  # [T, 4]
+    return empty[:, :, None] * embed(empty[:, :1])[:, None, :]
 
 
 def type_rows(desc: nn.Module, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,

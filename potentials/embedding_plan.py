@@ -18,11 +18,12 @@ where the embedding nets' double backward dominates the step.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EmbeddingPlan", "plan_embeddings"]
+__all__ = ["EmbeddingPlan", "PlanCache", "plan_embeddings"]
 
 
 @dataclass
@@ -94,3 +95,23 @@ def plan_embeddings(index: torch.Tensor, shifts: torch.Tensor, centers: torch.Te
         first.append(head.scatter_reduce(0, inverse, flat, reduce="amin"))
         rows.append(inverse)
     return EmbeddingPlan(first, rows)
+
+
+class PlanCache:
+    """Plans of batches that recur (training frames, epoch after epoch), by the caller's key, up
+    to ``max_bytes``; a cached plan is the one :func:`plan_embeddings` would make again."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes, self.bytes = int(max_bytes), 0
+        self._store: dict[Hashable, EmbeddingPlan] = {}
+
+    def get(self, key: Hashable, make: Callable[[], EmbeddingPlan]) -> EmbeddingPlan:
+        """The plan stored under ``key``, or ``make()``'s (stored while it fits)."""
+        plan = self._store.get(key)
+        if plan is None:
+            plan = make()
+            size = sum(x.numel() * x.element_size() for x in (*plan.first, *plan.rows))
+            if self.bytes + size <= self.max_bytes:
+                self._store[key] = plan
+                self.bytes += size
+        return plan

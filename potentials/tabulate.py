@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from nnpot.potentials.descriptor import SeE2A, descriptor_from_sum, type_rows
+from nnpot.potentials.descriptor import SeE2A, descriptor_from_sum, empty_slot_term, type_rows
 from nnpot.potentials.tabulate_kernels import contract_reference, fused_descriptor_sum, triton_available
 
 __all__ = ["TabulatedSeE2A", "quintic_table", "tabulate_model"]
@@ -92,9 +92,8 @@ class TabulatedSeE2A(nn.Module):
             self.offsets.append(start)
             start += nbins
             tables.append(quintic_table(embed, lo, h, nbins))
-            with torch.no_grad():  # an empty slot's contribution, per center type [T, 4, M1]
-                empty = -exact.davg[:, t] / exact.dstd[:, t]
-                empty_terms.append(empty[:, :, None] * embed(empty[:, :1])[:, None, :])
+            with torch.no_grad():
+                empty_terms.append(empty_slot_term(exact, embed, t))
         self.offsets.append(start)
         dtype, device = exact.davg.dtype, exact.davg.device
         self.register_buffer("coeffs", torch.cat(tables).to(dtype))  # [sum nbins, 6, M1]

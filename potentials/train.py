@@ -30,6 +30,7 @@ from nnpot.potentials.calculator import resolve_device
 from nnpot.potentials.checkpoint import latest_checkpoint, save_checkpoint
 from nnpot.potentials.derivatives import derivatives
 from nnpot.potentials.distributed import average_gradients, init_distributed
+from nnpot.potentials.embedding_plan import PlanCache
 from nnpot.potentials.evaluate import error_metrics, predict
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import save_model
@@ -73,6 +74,7 @@ class Trainer:
         self.dist, self.device = init_distributed(resolve_device(config.device))
         self._load_data()
         self.neighbor_cache = NeighborCache()  # training frames keep their neighbor lists
+        self.plan_cache = PlanCache()  # and their embedding plans (see derivatives)
         self.model = EnergyModel(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.start_lr)
         self.ema = None
@@ -205,7 +207,7 @@ class Trainer:
         model = self.model
         batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype,
                            tight=True, cache=self.neighbor_cache, keys=indices)
-        out = derivatives(model, batch, create_graph=True)
+        out = derivatives(model, batch, create_graph=True, plan_cache=self.plan_cache, plan_key=tuple(indices))
         tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
         n = tensor([f.n_atoms for f in frames])
         e_ref = tensor([f.energy for f in frames])

@@ -91,3 +91,22 @@ def test_plan_evaluates_each_distinct_input_once(small_model, water, case):
     assert plan.n_evaluations == expected
     if case == "bulk_batch":  # water: over a third fewer embedding evaluations than slots
         assert plan.n_evaluations < 0.65 * nb.index.numel()
+
+
+def test_plan_cache_reuses_a_batch_plan_and_respects_its_budget(small_model, water):
+    from nnpot.potentials.embedding_plan import PlanCache
+
+    batch = make_batch([water[3].to_atoms()], small_model.type_map, 6.0, small_model.sel, tight=True)
+    cache, calls = PlanCache(), []
+    plain = derivatives(small_model, batch, atom_virial=True, share_embeddings=True)
+    for _ in range(2):
+        _assert_same(plain, derivatives(small_model, batch, atom_virial=True, share_embeddings=True,
+                                        plan_cache=cache, plan_key=(3,)))
+    first = cache.get((3,), lambda: calls.append(1))
+    assert not calls and cache.bytes > 0  # made once, then reused
+    assert cache.get((3,), lambda: calls.append(1)) is first
+    full = PlanCache(max_bytes=0)
+    make = lambda: plan_embeddings(batch.neighbors.index, batch.neighbors.shifts,  # noqa: E731
+                                   torch.arange(len(batch.types)), batch.types, batch.neighbors.capacity)
+    kept = full.get((3,), make)
+    assert full.bytes == 0 and full.get((3,), make) is not kept  # over budget: not stored
