@@ -1,11 +1,13 @@
 """nnpot against DeePMD-kit 3.2 (PyTorch backend) on the same data, architecture and machine.
 
 Measures, in one run: training step time at batch 1 on the bundled water data (default water
-recipe in both), and energy+forces evaluation time per call for water boxes of several sizes
+recipe in both; DeePMD-kit's steady state against nnpot's first epoch, where it searches each
+frame's neighbors, and its later epochs, where it reuses them), and energy+forces evaluation time per call for water boxes of several sizes
 (float64, DeePMD-kit's default precision). DeePMD-kit runs in its own virtual environment
 (see shared/peers/README.md); nothing of it is imported here.
 
     python benchmarks/bench_vs_deepmd.py --dp-python .peers/dp/bin/python --sizes 192 1536 12288
+    python benchmarks/bench_vs_deepmd.py --device cuda --sizes 192 --share-embeddings off on   # both settings
 """
 
 from __future__ import annotations
@@ -93,22 +95,35 @@ def dp_train_step(dp_cmd: list[str], work: Path, env, steps: int, precision: str
     return float(np.mean(walls[2:])) / every
 
 
-def nnpot_train_step_time(steps: int, threads: int, precision: str, device: str = "cpu") -> float:
+def nnpot_train_step_time(steps: int, threads: int, precision: str, device: str = "cpu",
+                          share_embeddings: str = "auto") -> dict[str, float]:
+    """Seconds per nnpot training step at batch 1: ``first_epoch`` (each frame's neighbor list
+    and embedding plan made in the step, as DeePMD-kit does in every step) and ``cached`` (a
+    later epoch, where they are reused: the steady state of a run longer than one epoch)."""
     from nnpot.potentials.train import Trainer
     from nnpot.potentials.train_config import load_train_config
 
-    config = load_train_config(None, [f"num_steps={steps * 10}", "valid_freq=1000000", f"threads={threads}",
-                                      f"model.dtype={precision}", f"device={device}"],
+    config = load_train_config(None, [f"num_steps={steps * 100}", "valid_freq=1000000", f"threads={threads}",
+                                      f"model.dtype={precision}", f"device={device}",
+                                      f"share_embeddings={share_embeddings}"],
                                {"data": str(ROOT / "examples" / "data" / "water.h5")})
     trainer = Trainer(config, ROOT / "runs" / "bench_nnpot_train", progress=False)
-    for _ in range(5):
-        trainer.step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        trainer.step()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+    epoch = len(trainer.train_idx)
+
+    def timed(n: int) -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            trainer.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / n
+
+    timed(5)
+    first = timed(min(steps, epoch - 5))
+    timed(epoch - 5 - min(steps, epoch - 5))  # the rest of the first epoch
+    return {"first_epoch": first, "cached": timed(steps)}
 
 
 def main() -> None:
@@ -121,6 +136,8 @@ def main() -> None:
     p.add_argument("--precision", choices=["float64", "float32"], default="float64", help="both codes, same precision")
     p.add_argument("--device", default="cpu", help="cpu or cuda, for both codes")
     p.add_argument("--tabulate", action="store_true", help="also time nnpot with tabulated embedding nets")
+    p.add_argument("--share-embeddings", nargs="+", default=["auto"], choices=["auto", "on", "off"],
+                   help="nnpot training setting(s) to time (TrainConfig.share_embeddings), each in turn")
     p.add_argument("--json", help="default benchmarks/results/vs_deepmd_<precision>[_cuda].json")
     args = p.parse_args()
     args.json = args.json or str(ROOT / "benchmarks" / "results" / f"vs_deepmd_{args.precision}{'_cuda' if args.device != 'cpu' else ''}.json")
@@ -139,7 +156,9 @@ def main() -> None:
     dp_cmd = [args.dp_python, "-m", "deepmd"]
     dp_step = dp_train_step(dp_cmd, work, env, 40 + args.train_steps, args.precision)
     run([*dp_cmd, "--pt", "freeze", "-o", "model.pth"], work, env)
-    nn_step = nnpot_train_step_time(args.train_steps, args.threads, args.precision, args.device)
+    nn_steps = {k: nnpot_train_step_time(args.train_steps, args.threads, args.precision, args.device, k)
+                for k in args.share_embeddings}
+    nn_step = nn_steps[args.share_embeddings[0]]["cached"]
 
     base = ds[0].to_atoms()
     boxes = []
@@ -176,8 +195,10 @@ def main() -> None:
             rows[-1]["nnpot_tabulated_s"] = tab_t = eval_time(tabulated, atoms)
             rows[-1]["speedup_tabulated"] = (dp_t / tab_t) if dp_t else None
     print(f"precision {args.precision}")
-    print(f"training step, batch 1, water, {args.device}, {args.threads} threads: nnpot {nn_step:.3f} s, DeePMD-kit {dp_step:.3f} s "
-          f"-> {dp_step / nn_step:.2f}x")
+    for k, t in nn_steps.items():
+        print(f"training step, batch 1, water, {args.device}, {args.threads} threads, share_embeddings={k}: nnpot "
+              f"{t['cached']:.3f} s (first epoch {t['first_epoch']:.3f} s), DeePMD-kit {dp_step:.3f} s -> "
+              f"{dp_step / t['cached']:.2f}x ({dp_step / t['first_epoch']:.2f}x)")
     print(f"{'atoms':>8} {'nnpot (s)':>10} {'DeePMD-kit (s)':>15} {'DeePMD/nnpot':>13}   (energy+forces, {args.precision}, {args.device})")
     for r in rows:
         dp_text = f"{r['deepmd_s']:15.3f}" if r["deepmd_s"] else f"{'failed':>15}"
@@ -186,7 +207,7 @@ def main() -> None:
                if r.get("speedup_tabulated") else "")
         print(f"{r['atoms']:>8} {r['nnpot_s']:10.4f} {dp_text} {ratio}{tab}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"precision": args.precision, "device": args.device, "threads": args.threads, "train_step_s": {"nnpot": nn_step, "deepmd": dp_step},
+    Path(args.json).write_text(json.dumps({"precision": args.precision, "device": args.device, "threads": args.threads, "train_step_s": {"nnpot": nn_step, "deepmd": dp_step, "nnpot_by_setting": nn_steps},
                                            "eval": rows, "torch": torch.__version__}, indent=2))
 
 

@@ -35,7 +35,7 @@ from nnpot.potentials.evaluate import error_metrics, predict
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import save_model
 from nnpot.potentials.stats import apply_stats
-from nnpot.potentials.train_config import TrainConfig
+from nnpot.potentials.train_config import SHARE_EMBEDDINGS, TrainConfig
 
 __all__ = ["Trainer", "TrainingError", "learning_rate", "prefactor"]
 
@@ -207,7 +207,8 @@ class Trainer:
         model = self.model
         batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype,
                            tight=True, cache=self.neighbor_cache, keys=indices)
-        out = derivatives(model, batch, create_graph=True, plan_cache=self.plan_cache, plan_key=tuple(indices))
+        out = derivatives(model, batch, create_graph=True, share_embeddings=SHARE_EMBEDDINGS[c.share_embeddings],
+                          plan_cache=self.plan_cache, plan_key=tuple(indices))
         tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
         n = tensor([f.n_atoms for f in frames])
         e_ref = tensor([f.energy for f in frames])

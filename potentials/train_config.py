@@ -11,6 +11,9 @@ from nnpot.potentials.config import ModelConfig, from_dict, parse_override
 
 __all__ = ["LossConfig", "TrainConfig", "parse_duration", "load_train_config"]
 
+#: ``TrainConfig.share_embeddings`` -> ``derivatives(share_embeddings=...)``
+SHARE_EMBEDDINGS = {"auto": None, "on": True, "off": False}
+
 
 @dataclass
 class LossConfig:
@@ -60,6 +63,10 @@ class TrainConfig:
     overlap_threshold: float = 0.5  #: Angstrom; closer atoms in the training set are reported
     threads: int = 0  #: torch CPU threads; 0 keeps torch's default
     device: str = "auto"
+    #: evaluate each se_e2_a embedding net once per distinct input (the same numbers, less work;
+    #: plans are cached per training frame): "auto" (on for CPU, off on GPUs until measured
+    #: there), "on" or "off"
+    share_embeddings: str = "auto"
 
     def max_seconds(self) -> float | None:
         return parse_duration(self.max_time) if self.max_time else None
@@ -81,6 +88,11 @@ class TrainConfig:
             raise ConfigError(f"batch_atoms must be >= 0 (0: batches of batch_size frames), got {self.batch_atoms}")
         if self.max_time:
             parse_duration(self.max_time)
+        # YAML reads on/off/yes/no as booleans, which arrive here as "True"/"False"
+        self.share_embeddings = {"true": "on", "false": "off"}.get(str(self.share_embeddings).lower(),
+                                                                   self.share_embeddings)
+        if self.share_embeddings not in SHARE_EMBEDDINGS:
+            raise ConfigError(f"share_embeddings must be one of {', '.join(SHARE_EMBEDDINGS)}, got {self.share_embeddings!r}")
         return self
 
     def to_dict(self) -> dict:

@@ -170,3 +170,16 @@ def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
     assert parts["rmse_e"] == pytest.approx(np.sqrt(np.mean((de / n) ** 2)), rel=1e-10)
     with pytest.raises(ConfigError, match="energy_norm_exp"):
         _config(2, ["loss.energy_norm_exp=3"]).validate()
+
+
+def test_shared_embeddings_train_the_same_and_bad_setting_is_named(tmp_path):
+    """share_embeddings on (plans cached per frame) and off give the same losses, step by step."""
+    runs = {k: Trainer(_config(3, [f"share_embeddings={k}"]), tmp_path / k, progress=False) for k in ("on", "off")}
+    losses = {k: [t.step()["loss"] for _ in range(3)] for k, t in runs.items()}
+    np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-10)
+    idx = runs["on"].train_idx[:1].tolist()
+    again = [float(runs["on"].loss(idx, 1e-4)[0]) for _ in range(2)]  # the second from the cache
+    assert len(runs["on"].plan_cache._store) >= 1 and again[0] == again[1]
+    assert not runs["off"].plan_cache._store
+    with pytest.raises(ConfigError, match="share_embeddings must be one of auto, on, off, got 'sometimes'"):
+        _config(2, ["share_embeddings=sometimes"]).validate()
