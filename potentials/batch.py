@@ -23,19 +23,19 @@ import numpy as np
 import torch
 
 from nnpot.errors import UnknownElementError
+from nnpot.potentials.cache import ByteBudgetCache
 from nnpot.potentials.neighbors import PaddedNeighbors, build_neighbors
 
 __all__ = ["AtomsBatch", "make_batch", "types_from_numbers", "NeighborCache"]
 
 
-class NeighborCache:
+class NeighborCache(ByteBudgetCache):
     """Neighbor lists of structures that do not move (training frames), kept compactly (int32
     indices, int16 shifts) on their device up to ``max_bytes``; keys are the caller's (e.g. the
     frame index). A cached list is the one the search would return, so results are unchanged."""
 
     def __init__(self, max_bytes: int = 2 << 30):
-        self.max_bytes, self.bytes = int(max_bytes), 0
-        self._store: dict = {}
+        super().__init__(max_bytes)
 
     def get(self, key, dtype: torch.dtype) -> PaddedNeighbors | None:
         item = self._store.get(key)
@@ -45,11 +45,9 @@ class NeighborCache:
         return PaddedNeighbors(index.long(), shifts.to(dtype), capacity, max_counts)
 
     def put(self, key, nb: PaddedNeighbors) -> None:
-        size = nb.index.numel() * 10
-        if key in self._store or self.bytes + size > self.max_bytes or nb.n_dropped:
-            return
-        self._store[key] = (nb.index.int(), nb.shifts.to(torch.int16), nb.capacity, nb.max_counts)
-        self.bytes += size
+        if not nb.n_dropped:  # a truncated list is never reused
+            self._keep(key, (nb.index.int(), nb.shifts.to(torch.int16), nb.capacity, nb.max_counts),
+                       nb.index.numel() * 10)
 
 
 @dataclass

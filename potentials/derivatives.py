@@ -89,7 +89,7 @@ def derivatives(
             if not local:
                 kwargs["index"] = index
             if share:
-                def make(index=index, sl=sl, centers=centers):
+                def make():  # called in this iteration, so the loop's names are current
                     return plan_embeddings(index, batch.neighbors.shifts[sl], centers, batch.types,
                                            batch.neighbors.capacity)
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nnpot.potentials.cache import ByteBudgetCache
+
 __all__ = ["EmbeddingPlan", "PlanCache", "plan_embeddings"]
 
 
@@ -97,21 +99,17 @@ def plan_embeddings(index: torch.Tensor, shifts: torch.Tensor, centers: torch.Te
     return EmbeddingPlan(first, rows)
 
 
-class PlanCache:
+class PlanCache(ByteBudgetCache):
     """Plans of batches that recur (training frames, epoch after epoch), by the caller's key, up
     to ``max_bytes``; a cached plan is the one :func:`plan_embeddings` would make again."""
 
     def __init__(self, max_bytes: int = 1 << 30):
-        self.max_bytes, self.bytes = int(max_bytes), 0
-        self._store: dict[Hashable, EmbeddingPlan] = {}
+        super().__init__(max_bytes)
 
     def get(self, key: Hashable, make: Callable[[], EmbeddingPlan]) -> EmbeddingPlan:
         """The plan stored under ``key``, or ``make()``'s (stored while it fits)."""
         plan = self._store.get(key)
         if plan is None:
             plan = make()
-            size = sum(x.numel() * x.element_size() for x in (*plan.first, *plan.rows))
-            if self.bytes + size <= self.max_bytes:
-                self._store[key] = plan
-                self.bytes += size
+            self._keep(key, plan, sum(x.numel() * x.element_size() for x in (*plan.first, *plan.rows)))
         return plan
