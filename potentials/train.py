@@ -37,7 +37,7 @@ from nnpot.potentials.modelfile import save_model
 from nnpot.potentials.stats import apply_stats
 from nnpot.potentials.train_config import SHARE_EMBEDDINGS, TrainConfig
 
-__all__ = ["Trainer", "TrainingError", "learning_rate", "prefactor"]
+__all__ = ["Trainer", "TrainingError", "ema_decay", "learning_rate", "prefactor"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,13 @@ def learning_rate(config: TrainConfig, progress: float) -> float:
     p = min(max(progress, 0.0), 1.0)
     stop = max(config.stop_lr, config.budget_stop_lr) if config.max_time else config.stop_lr
     return config.start_lr * (stop / config.start_lr) ** p
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The decay of the weight average at update ``step`` (0-based): ``min(decay, (1 + step) /
+    (10 + step))``. The warm-up keeps the average from holding the initial weights for
+    ``1 / (1 - decay)`` steps; after it the average spans the last ``1 / (1 - decay)`` steps."""
+    return min(decay, (1 + step) / (10 + step))
 
 
 def prefactor(start: float, limit: float, lr: float, start_lr: float) -> float:
@@ -250,10 +257,11 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()
         if self.ema is not None:
+            decay = ema_decay(c.ema_decay, self.state["step"])
             with torch.no_grad():
                 for k, v in self.model.state_dict().items():
                     if v.dtype.is_floating_point:
-                        self.ema[k].mul_(c.ema_decay).add_(v, alpha=1 - c.ema_decay)
+                        self.ema[k].mul_(decay).add_(v, alpha=1 - decay)
         self.state["step"] += 1
         return {"loss": float(loss.detach()), "lr": lr, **parts}
 

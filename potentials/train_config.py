@@ -57,7 +57,9 @@ class TrainConfig:
     valid_frames: int = 32  #: validation frames evaluated each time (all at the end)
     save_freq: int = 1000  #: steps between checkpoints
     keep_checkpoints: int = 3
-    ema_decay: float = 0.0  #: 0 disables the exponential moving average of weights
+    #: decay d of the weight average that validation and the saved models use, warmed up as
+    #: ``min(d, (1 + t) / (10 + t))`` at update t; 0 disables it
+    ema_decay: float = 0.0
     grad_clip: float = 0.0  #: 0 disables gradient-norm clipping
     early_stop_patience: int = 0  #: validations without improvement before stopping; 0: never
     overlap_threshold: float = 0.5  #: Angstrom; closer atoms in the training set are reported

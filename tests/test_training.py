@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from nnpot.cli import main
 from nnpot.errors import ConfigError
-from nnpot.potentials.train import Trainer, TrainingError, learning_rate
+from nnpot.potentials.train import Trainer, TrainingError, ema_decay, learning_rate
 from nnpot.potentials.train_config import load_train_config, parse_duration
 
 from .conftest import WATER
@@ -39,21 +40,36 @@ def test_unknown_key_and_wrong_type_are_named():
         load_train_config(None, ["batch_size=many"], {"data": "x.h5"})
 
 
-def test_interrupted_run_resumes_to_identical_losses(tmp_path):
-    full = Trainer(_config(8), tmp_path / "full", progress=False)
+@pytest.mark.parametrize("extra", [(), ("ema_decay=0.9",)], ids=["plain", "ema"])
+def test_interrupted_run_resumes_to_identical_losses(tmp_path, extra):
+    full = Trainer(_config(8, extra), tmp_path / "full", progress=False)
     full.run()
-    part = Trainer(_config(8), tmp_path / "part", progress=False)
+    part = Trainer(_config(8, extra), tmp_path / "part", progress=False)
     for _ in range(4):  # then "killed": only the step-4 checkpoint survives
         part.step()
         if part.state["step"] % 2 == 0:
             part._checkpoint()
-    resumed = Trainer(_config(8), tmp_path / "part", resume=True, progress=False)
+    resumed = Trainer(_config(8, extra), tmp_path / "part", resume=True, progress=False)
     assert resumed.state["step"] == 4
     resumed.run()
     a = json.loads((tmp_path / "full" / "final_metrics.json").read_text())
     b = json.loads((tmp_path / "part" / "final_metrics.json").read_text())
     assert a["force_rmse"] == pytest.approx(b["force_rmse"], rel=1e-12)
     assert a["energy_rmse_per_atom"] == pytest.approx(b["energy_rmse_per_atom"], rel=1e-12)
+
+
+def test_ema_is_the_warmed_up_average_of_the_weights(tmp_path):
+    assert [ema_decay(0.99, t) for t in (0, 1, 8)] == pytest.approx([0.1, 2 / 11, 0.5])
+    assert ema_decay(0.99, 10_000) == 0.99
+    t = Trainer(_config(6, ["ema_decay=0.5"]), tmp_path / "r", progress=False)
+    name = "fittings.0.layers.0.weight"
+    expected = t.model.state_dict()[name].clone()
+    for step in range(6):
+        t.step()
+        d = ema_decay(0.5, step)
+        expected = d * expected + (1 - d) * t.model.state_dict()[name]
+    assert not torch.allclose(expected, t.model.state_dict()[name])  # the average lags the weights
+    torch.testing.assert_close(t._eval_model().state_dict()[name], expected, rtol=1e-12, atol=0)
 
 
 def test_corrupt_latest_checkpoint_falls_back(tmp_path):
