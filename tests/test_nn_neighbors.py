@@ -35,7 +35,7 @@ def test_two_layer_mean_field_and_path_norm():
     assert float(weight_norm(net)) == pytest.approx(float(torch.cat([w.reshape(-1), a.reshape(-1)]).norm()))
 
 
-@pytest.mark.parametrize("method", ["cells", "all"])
+@pytest.mark.parametrize("method", ["cells", "all", "vesin"])
 @pytest.mark.parametrize("seed", range(12))
 def test_neighbor_pairs_equal_ase(seed, method):
     rng = np.random.default_rng(seed)
