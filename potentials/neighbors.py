@@ -241,8 +241,9 @@ def padded_neighbors(
     block_start = torch.cumsum(cap, 0) - cap
     tj = types[j]
     group = i * n_types + tj
-    order = torch.argsort(distances, stable=True)
-    order = order[torch.argsort(group[order], stable=True)]
+    # one sort by (center, neighbor type, distance): groups spaced wider than any distance
+    stride = float(distances.max()) + 1.0 if distances.numel() else 1.0
+    order = torch.argsort(group.double() * stride + distances.double(), stable=True)
     g_sorted = group[order]
     counts = torch.bincount(g_sorted, minlength=n_atoms * n_types)
     first = torch.cumsum(counts, 0) - counts
