@@ -8,7 +8,7 @@ import numpy as np
 
 from nnpot.errors import DatasetError
 
-__all__ = ["Frame", "validate_frame", "MAX_Z"]
+__all__ = ["Frame", "validate_frame", "periodic_volume", "MAX_Z"]
 
 MAX_Z = 118  # the periodic table ends here; anything else is not an element
 
@@ -55,6 +55,16 @@ class Frame:
         return atoms
 
 
+def periodic_volume(cell: np.ndarray, pbc: np.ndarray) -> float:
+    """Volume (area, length) spanned by the periodic cell vectors: ``sqrt(det(V V^T))`` over the
+    rows ``V`` of ``cell`` whose ``pbc`` is set; 1 when no direction is periodic. Vectors along
+    non-periodic directions do not matter (a slab may leave its third vector zero)."""
+    rows = np.asarray(cell, dtype=np.float64)[np.asarray(pbc, dtype=bool)]
+    if len(rows) == 0:
+        return 1.0
+    return float(np.sqrt(max(np.linalg.det(rows @ rows.T), 0.0)))
+
+
 def _fail(where: str, problem: str) -> DatasetError:
     return DatasetError(f"{where}: {problem}")
 
@@ -99,8 +109,8 @@ def validate_frame(frame: Frame, where: str) -> Frame:
             raise _fail(where, f"{name} contains NaN or inf")
     if scalars["weight"] < 0:
         raise _fail(where, f"weight must be >= 0, got {scalars['weight']}")
-    if pbc.any() and abs(np.linalg.det(arrays["cell"])) < 1e-6:
-        raise _fail(where, "the cell is singular (zero volume) but the frame is periodic")
+    if periodic_volume(arrays["cell"], pbc) < 1e-6:
+        raise _fail(where, "the cell is singular: its periodic vectors span no volume (area, length)")
     return Frame(
         numbers=numbers.astype(np.int32),
         positions=arrays["positions"],

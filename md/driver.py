@@ -63,9 +63,11 @@ class MolecularDynamics:
                  cuda_graphs: bool | None = None, graph_block: int = 10, compile: bool = False,
                  min_distance: float = 0.5):
         from nnpot.potentials.calculator import NNPotCalculator
+        from nnpot.potentials.structure import check_structure
 
         if atoms.calc is None:
             raise NNPotError("atoms has no calculator; set atoms.calc = NNPotCalculator('model.nnp') first")
+        check_structure(atoms.positions, atoms.cell.array, atoms.pbc, min_distance)  # a clear error before any step
         self.atoms = atoms
         self.dt = float(timestep)
         self.nsteps = 0

@@ -9,6 +9,7 @@ __all__ = [
     "ModelFileError",
     "NeighborOverflowError",
     "AtomsTooCloseError",
+    "InvalidStructureError",
     "ConfigError",
     "UnknownElementError",
 ]
@@ -32,6 +33,10 @@ class NeighborOverflowError(NNPotError, RuntimeError):
 
 class AtomsTooCloseError(NNPotError, RuntimeError):
     """Two atoms came closer than the allowed minimum distance (a collapsing simulation)."""
+
+
+class InvalidStructureError(NNPotError, ValueError):
+    """A structure has non-finite positions or cell, or a singular periodic cell."""
 
 
 class ConfigError(NNPotError, ValueError):

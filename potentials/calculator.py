@@ -14,6 +14,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from nnpot.potentials.batch import make_batch
 from nnpot.potentials.derivatives import derivatives
 from nnpot.potentials.model import EnergyModel
+from nnpot.potentials.structure import check_structure
 
 __all__ = ["NNPotCalculator", "resolve_device"]
 
@@ -45,6 +46,10 @@ class NNPotCalculator(Calculator):
         tabulate: replace the se_e2_a embedding nets by quintic tables (DeePMD-kit's model
             compression, :meth:`EnergyModel.tabulated`): agrees with the exact model to
             ~1e-12 relative in float64 and is several times faster on CUDA.
+        min_distance: Angstrom; atoms closer than this raise
+            :class:`~nnpot.errors.AtomsTooCloseError` (overlapping atoms are outside any
+            training set); 0 turns the check off. Non-finite positions and singular periodic
+            cells raise :class:`~nnpot.errors.InvalidStructureError` (``check_structure``).
 
     Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/A),
     ``stress`` (eV/A^3, Voigt xx yy zz yz xz xy, only when the cell has a volume).
@@ -61,6 +66,7 @@ class NNPotCalculator(Calculator):
         on_overflow: str = "error",
         tabulate: bool = False,
         skin: float = 1.0,
+        min_distance: float = 0.5,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -80,10 +86,12 @@ class NNPotCalculator(Calculator):
         self.chunk_size = chunk_size
         self.on_overflow = on_overflow
         self.skin = float(skin)
+        self.min_distance = float(min_distance)
         self._reused = None  # (numbers, pbc) -> force provider with a reused neighbor list
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        check_structure(self.atoms.positions, self.atoms.cell.array, self.atoms.pbc, self.min_distance)
         model = self.model
         if self.skin > 0 and self.on_overflow == "error":
             out, dropped = self._with_reused_list(), 0

@@ -224,6 +224,11 @@ def test_singular_cell(tmp_path, water):
     f.cell = np.zeros((3, 3))
     with pytest.raises(DatasetError, match="cell is singular"):
         validate_frame(f, "x: frame 0")
+    f.cell, f.pbc = np.diag([12.0, 12.0, 0.0]), np.array([True, True, False])  # a slab: fine
+    validate_frame(f, "x: frame 0")
+    f.cell = np.array([[12.0, 0, 0], [6.0, 0, 0], [0, 0, 20.0]])  # parallel periodic vectors
+    with pytest.raises(DatasetError, match="cell is singular"):
+        validate_frame(f, "x: frame 0")
 
 
 def test_failed_append_keeps_old_file(tmp_path, water):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnpot import NNPotCalculator, load_model, save_model
-from nnpot.errors import ModelFileError, UnknownElementError
+from nnpot.errors import AtomsTooCloseError, InvalidStructureError, ModelFileError, UnknownElementError
 from nnpot.potentials import EnergyModel, descriptor
 from nnpot.potentials import testing as T
 
@@ -105,6 +105,37 @@ def test_unknown_element_is_a_clear_error(small_model, water_atoms):
         water_atoms.get_potential_energy()
 
 
+def test_bad_structures_are_clear_errors(small_model, water_atoms):
+    def energy(atoms, **kwargs):
+        atoms.calc = NNPotCalculator(small_model, device="cpu", **kwargs)
+        return atoms.get_potential_energy()
+
+    a = water_atoms.copy()
+    a.positions[5, 1] = np.nan
+    with pytest.raises(InvalidStructureError, match=r"atom 5 has a non-finite position"):
+        energy(a)
+    a = water_atoms.copy()
+    a.cell = [[12.0, 0, 0], [24.0, 0, 0], [0, 0, 12.0]]
+    with pytest.raises(InvalidStructureError, match="the cell is singular"):
+        energy(a)
+    a = water_atoms.copy()
+    a.positions[7] = a.positions[2] + [0.1, 0.05, 0.0]
+    with pytest.raises(AtomsTooCloseError, match=r"atoms (2 and 7|7 and 2) are 0.112 A apart"):
+        energy(a)
+    assert np.isfinite(energy(a, min_distance=0.0))  # the check can be turned off
+    a = water_atoms.copy()  # an atom next to a periodic image of another, across the boundary
+    a.positions[0], a.positions[1] = [0.05, 5.0, 5.0], [a.cell[0, 0] - 0.15, 5.0, 5.0]
+    with pytest.raises(AtomsTooCloseError, match=r"are 0.200 A apart"):
+        energy(a)
+    from nnpot.md import VelocityVerlet
+
+    a = water_atoms.copy()
+    a.positions[7] = a.positions[2] + [0.1, 0.05, 0.0]
+    a.calc = NNPotCalculator(small_model, device="cpu", min_distance=0.0)
+    with pytest.raises(AtomsTooCloseError):  # MD refuses to start from it
+        VelocityVerlet(a, 1.0)
+
+
 def test_model_file_round_trip(tmp_path, small_model, water_atoms):
     path = save_model(small_model, tmp_path / "m.nnp", provenance={"note": "test"})
     loaded = load_model(path)
@@ -166,7 +197,8 @@ def test_cuda_matches_cpu(small_model, water_atoms):
 def test_calculator_reused_neighbor_list_equals_fresh_lists(small_model, water_atoms):
     """Small moves reuse the skin list, a far jump or a strained cell rebuilds it, a new
     composition gets a new list: every result equals a fresh build's."""
-    reuse, fresh = NNPotCalculator(small_model, device="cpu", skin=1.0), NNPotCalculator(small_model, device="cpu", skin=0)
+    kw = dict(device="cpu", min_distance=0.0)  # random jumps of 2 A make overlaps; the lists are what is tested
+    reuse, fresh = NNPotCalculator(small_model, skin=1.0, **kw), NNPotCalculator(small_model, skin=0, **kw)
     rng = np.random.default_rng(2)
     atoms = water_atoms.copy()
     moves = [0.05, 0.1, 0.1, 2.0, 0.05]
