@@ -41,25 +41,56 @@ DP_INPUT = {
                  "disp_file": "lcurve.out", "disp_freq": 100000, "save_freq": 100000},
 }
 
-DP_EVAL = r'''
+# Each evaluation runs in a process of its own, so that its peak memory is its own: the host's
+# peak resident set on CPU, torch's peak allocation on CUDA. Both print one JSON line.
+PEAK = r'''
+def peak_mib(device):
+    import resource, torch
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+'''
+
+DP_EVAL = PEAK + r'''
 import json, sys, time
 import numpy as np
 from deepmd.infer import DeepPot
 args = json.loads(sys.argv[1])
 dp = DeepPot(args["model"])
-out = []
-for path in args["boxes"]:
-    d = np.load(path)
-    coord, cell, types = d["coord"][None], d["cell"].reshape(1, 9), d["types"].tolist()
-    try:
-        dp.eval(coord, cell, types)
-        times = []
-        for _ in range(args["repeats"]):
-            t0 = time.perf_counter(); e, f, v = dp.eval(coord, cell, types); times.append(time.perf_counter() - t0)
-        out.append({"atoms": len(types), "eval_s": min(times), "energy": float(np.ravel(e)[0])})
-    except Exception as exc:  # out of memory and the like are results too
-        out.append({"atoms": len(types), "error": f"{type(exc).__name__}: {str(exc)[-400:]}"})
+d = np.load(args["box"])
+coord, cell, types = d["coord"][None], d["cell"].reshape(1, 9), d["types"].tolist()
+try:
+    dp.eval(coord, cell, types)
+    times = []
+    for _ in range(args["repeats"]):
+        t0 = time.perf_counter(); e, f, v = dp.eval(coord, cell, types); times.append(time.perf_counter() - t0)
+    out = {"eval_s": min(times), "peak_MiB": peak_mib(args["device"])}
+except Exception as exc:  # out of memory and the like are results too
+    out = {"error": f"{type(exc).__name__}: {str(exc)[-400:]}"}
 print("JSON" + json.dumps(out))
+'''
+
+NN_EVAL = PEAK + r'''
+import json, sys, time
+import numpy as np
+import torch
+from ase import Atoms
+from nnpot.potentials import derivatives, make_batch
+from nnpot.potentials.modelfile import load_model
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+m = load_model(args["model"], device=args["device"]).to(getattr(torch, args["dtype"]))
+if args["tabulate"]:
+    m = m.tabulated()
+d = np.load(args["box"])
+atoms = Atoms(numbers=np.where(d["types"] == 0, 8, 1), positions=d["coord"].reshape(-1, 3), cell=d["cell"], pbc=True)
+times = []
+for _ in range(args["repeats"] + 1):  # neighbor list included, best of the repeats after a warm-up
+    t0 = time.perf_counter()
+    batch = make_batch([atoms], m.type_map, m.cutoff, m.sel, dtype=m.dtype, device=args["device"])
+    float(derivatives(m, batch, chunk_size=8192)["energy"][0])  # synchronises
+    times.append(time.perf_counter() - t0)
+print("JSON" + json.dumps({"eval_s": min(times[1:]), "peak_MiB": peak_mib(args["device"])}))
 '''
 
 
@@ -138,12 +169,15 @@ def main() -> None:
     p.add_argument("--tabulate", action="store_true", help="also time nnpot with tabulated embedding nets")
     p.add_argument("--share-embeddings", nargs="+", default=["auto"], choices=["auto", "on", "off"],
                    help="nnpot training setting(s) to time (TrainConfig.share_embeddings), each in turn")
+    p.add_argument("--dp-max", type=int, default=1 << 30, help="largest box given to DeePMD-kit's evaluation")
+    p.add_argument("--skip-train", action="store_true", help="time energy+forces only")
     p.add_argument("--json", help="default benchmarks/results/vs_deepmd_<precision>[_cuda].json")
     args = p.parse_args()
     args.json = args.json or str(ROOT / "benchmarks" / "results" / f"vs_deepmd_{args.precision}{'_cuda' if args.device != 'cpu' else ''}.json")
     torch.set_num_threads(args.threads)
     from nnpot.data import H5Dataset, write_deepmd
-    from nnpot.potentials import EnergyModel, apply_stats, derivatives, make_batch
+    from nnpot.potentials import EnergyModel, apply_stats
+    from nnpot.potentials.modelfile import save_model
 
     work = ROOT / "runs" / "bench_dp"
     work.mkdir(parents=True, exist_ok=True)
@@ -154,11 +188,12 @@ def main() -> None:
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     dp_cmd = [args.dp_python, "-m", "deepmd"]
-    dp_step = dp_train_step(dp_cmd, work, env, 40 + args.train_steps, args.precision)
+    dp_step = dp_train_step(dp_cmd, work, env, 60 if args.skip_train else 40 + args.train_steps, args.precision)
     run([*dp_cmd, "--pt", "freeze", "-o", "model.pth"], work, env)
-    nn_steps = {k: nnpot_train_step_time(args.train_steps, args.threads, args.precision, args.device, k)
-                for k in args.share_embeddings}
-    nn_step = nn_steps[args.share_embeddings[0]]["cached"]
+    nn_steps = {} if args.skip_train else {
+        k: nnpot_train_step_time(args.train_steps, args.threads, args.precision, args.device, k)
+        for k in args.share_embeddings}
+    nn_step = nn_steps[args.share_embeddings[0]]["cached"] if nn_steps else None
 
     base = ds[0].to_atoms()
     boxes = []
@@ -167,45 +202,45 @@ def main() -> None:
         path = work / f"box_{n}.npz"
         np.savez(path, coord=atoms.positions.reshape(-1), cell=atoms.cell.array, types=(atoms.numbers == 1).astype(int))
         boxes.append((atoms, path))
-    _, out = run([args.dp_python, "-c", DP_EVAL, json.dumps({"model": str(work / "model.pth"), "repeats": args.repeats,
-                                                            "boxes": [str(b[1]) for b in boxes]})], work, env)
-    dp_eval = json.loads(out.split("JSON", 1)[1])
     model = EnergyModel()
     frames = [ds[i] for i in range(0, 320, 40)]
     apply_stats(model, frames, np.array([f.energy for f in frames]))
-    model = model.to(dtype=getattr(torch, args.precision), device=args.device).eval()
-    tabulated = model.tabulated() if args.tabulate else None
+    save_model(model, work / "nnpot_model.nnp")
 
-    def eval_time(m, atoms) -> float:  # neighbor list included, best of the repeats after a warm-up
-        times = []
-        for _ in range(args.repeats + 1):
-            t0 = time.perf_counter()
-            batch = make_batch([atoms], m.type_map, m.cutoff, m.sel, dtype=m.dtype, device=args.device)
-            float(derivatives(m, batch, chunk_size=8192)["energy"][0])  # synchronises
-            times.append(time.perf_counter() - t0)
-        return min(times[1:])
+    def child(python: str, code: str, box: Path, **extra) -> dict:
+        spec = {"box": str(box), "repeats": args.repeats, "device": args.device, **extra}
+        return json.loads(run([python, "-c", code, json.dumps(spec)], work, env)[1].split("JSON", 1)[1])
 
     rows = []
-    for (atoms, _), dp_row in zip(boxes, dp_eval):
-        nn_t = eval_time(model, atoms)
-        dp_t = dp_row.get("eval_s")
-        rows.append({"atoms": len(atoms), "nnpot_s": nn_t, "deepmd_s": dp_t, "deepmd_error": dp_row.get("error"),
-                     "speedup": (dp_t / nn_t) if dp_t else None})
-        if tabulated is not None:
-            rows[-1]["nnpot_tabulated_s"] = tab_t = eval_time(tabulated, atoms)
+    for atoms, path in boxes:
+        nn = child(sys.executable, NN_EVAL, path, model=str(work / "nnpot_model.nnp"), threads=args.threads,
+                   dtype=args.precision, tabulate=False)
+        dp = (child(args.dp_python, DP_EVAL, path, model=str(work / "model.pth")) if len(atoms) <= args.dp_max
+              else {"error": f"not run (--dp-max {args.dp_max})"})
+        dp_t = dp.get("eval_s")
+        rows.append({"atoms": len(atoms), "nnpot_s": nn["eval_s"], "nnpot_peak_MiB": nn["peak_MiB"], "deepmd_s": dp_t,
+                     "deepmd_peak_MiB": dp.get("peak_MiB"), "deepmd_error": dp.get("error"),
+                     "speedup": (dp_t / nn["eval_s"]) if dp_t else None})
+        if args.tabulate:
+            tab = child(sys.executable, NN_EVAL, path, model=str(work / "nnpot_model.nnp"), threads=args.threads,
+                        dtype=args.precision, tabulate=True)
+            rows[-1]["nnpot_tabulated_s"] = tab_t = tab["eval_s"]
+            rows[-1]["nnpot_tabulated_peak_MiB"] = tab["peak_MiB"]
             rows[-1]["speedup_tabulated"] = (dp_t / tab_t) if dp_t else None
     print(f"precision {args.precision}")
     for k, t in nn_steps.items():
         print(f"training step, batch 1, water, {args.device}, {args.threads} threads, share_embeddings={k}: nnpot "
               f"{t['cached']:.3f} s (first epoch {t['first_epoch']:.3f} s), DeePMD-kit {dp_step:.3f} s -> "
               f"{dp_step / t['cached']:.2f}x ({dp_step / t['first_epoch']:.2f}x)")
-    print(f"{'atoms':>8} {'nnpot (s)':>10} {'DeePMD-kit (s)':>15} {'DeePMD/nnpot':>13}   (energy+forces, {args.precision}, {args.device})")
+    print(f"{'atoms':>8} {'nnpot (s)':>10} {'peak MiB':>9} {'DeePMD-kit (s)':>15} {'peak MiB':>9} {'DeePMD/nnpot':>13}"
+          f"   (energy+forces, {args.precision}, {args.device})")
     for r in rows:
-        dp_text = f"{r['deepmd_s']:15.3f}" if r["deepmd_s"] else f"{'failed':>15}"
+        dp_text = (f"{r['deepmd_s']:15.3f} {r['deepmd_peak_MiB']:9.0f}" if r["deepmd_s"]
+                   else f"{'failed' if 'not run' not in r['deepmd_error'] else 'not run':>15} {'-':>9}")
         ratio = f"{r['speedup']:13.2f}" if r["speedup"] else f"{'-':>13}"
-        tab = (f"   tabulated {r['nnpot_tabulated_s']:.4f} s ({r['speedup_tabulated']:.2f}x)"
-               if r.get("speedup_tabulated") else "")
-        print(f"{r['atoms']:>8} {r['nnpot_s']:10.4f} {dp_text} {ratio}{tab}")
+        tab = (f"   tabulated {r['nnpot_tabulated_s']:.4f} s" + (f" ({r['speedup_tabulated']:.2f}x)" if r["speedup_tabulated"] else "")
+               if "nnpot_tabulated_s" in r else "")
+        print(f"{r['atoms']:>8} {r['nnpot_s']:10.4f} {r['nnpot_peak_MiB']:9.0f} {dp_text} {ratio}{tab}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"precision": args.precision, "device": args.device, "threads": args.threads, "train_step_s": {"nnpot": nn_step, "deepmd": dp_step, "nnpot_by_setting": nn_steps},
                                            "eval": rows, "torch": torch.__version__}, indent=2))
