@@ -242,7 +242,7 @@ def padded_neighbors(
     tj = types[j]
     group = i * n_types + tj
     # one sort by (center, neighbor type, distance): groups spaced wider than any distance
-    stride = float(distances.max()) + 1.0 if distances.numel() else 1.0
+    stride = distances.max().double() + 1.0 if distances.numel() else 1.0  # a tensor: no wait on the device
     order = torch.argsort(group.double() * stride + distances.double(), stable=True)
     g_sorted = group[order]
     counts = torch.bincount(g_sorted, minlength=n_atoms * n_types)

@@ -13,6 +13,7 @@ import torch
 
 from nnpot.data.frame import periodic_volume
 from nnpot.errors import AtomsTooCloseError, InvalidStructureError
+from nnpot.potentials.neighbors import neighbor_pairs
 
 __all__ = ["check_structure"]
 
@@ -28,8 +29,6 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, mi
         min_distance: Angstrom; two atoms (or an atom and a periodic image) closer than this
             are an error. 0 skips the search.
     """
-    from nnpot.potentials.neighbors import neighbor_pairs
-
     positions, cell = np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
     if bad.size:
