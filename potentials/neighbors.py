@@ -7,7 +7,7 @@ Two layers:
   the cell, the periodic images within ``cutoff`` of the cell are generated (as many image
   layers as a thin cell needs), and a cell list with bins of edge >= ``cutoff`` keeps the
   search linear in the number of atoms. Everything is tensor code, so the same function runs
-  on any torch device. For CPU tensors vesin's cell list does the same search 10-16x faster
+  on any torch device. For CPU tensors vesin's cell list does the same search 5.8-12.8x faster
   on water boxes (``benchmarks/bench_neighbors.py``) and is used where it is installed; the
   tests hold both to ASE's ``neighbor_list``.
 * :func:`padded_neighbors` turns pairs into the dense per-type layout that se_e2_a uses:
@@ -74,7 +74,7 @@ def neighbor_pairs(
         pbc: ``[3]`` bool.
         cutoff: Angstrom.
         method: ``"cells"`` (O(N) cell list), ``"all"`` (every center against every periodic
-            image, for small systems), ``"vesin"`` (vesin's cell list on the host: 10-16x
+            image, for small systems), ``"vesin"`` (vesin's cell list on the host: 5.8-12.8x
             faster than ``"cells"`` on CPU, ``benchmarks/bench_neighbors.py``) or ``"auto"``
             (vesin for CPU tensors where it is installed; else ``"all"`` below a size that
             depends on the device, ``"cells"`` above).
