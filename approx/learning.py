@@ -46,13 +46,16 @@ class LearningCurveConfig:
 
 def _train_and_score(c: LearningCurveConfig, train_path: Path, valid_path: Path, fitting: list[int], out: Path,
                      n_frames: int) -> dict:
+    from nnpot.potentials.descriptor_base import config_keys
     from nnpot.potentials.train import Trainer
     from nnpot.potentials.train_config import load_train_config
 
     overrides = [f"num_steps={c.steps}", f"valid_freq={c.steps + 1}", f"save_freq={c.steps + 1}", "stat_frames=16",
-                 f"model.descriptor.neuron={c.embedding}", f"model.descriptor.axis_neuron={c.axis_neuron}",
                  f"model.fitting.neuron={fitting}", f"seed={c.seed}", "stop_lr=1e-5",
                  f"model.descriptor.type={c.descriptor}", f"batch_size={n_frames if c.full_batch else 1}"]
+    # the embedding widths apply to descriptors that have embedding nets
+    embedding = {"neuron": c.embedding, "axis_neuron": c.axis_neuron}
+    overrides += [f"model.descriptor.{k}={v}" for k, v in embedding.items() if k in config_keys(c.descriptor)]
     config = load_train_config(None, overrides, {"data": str(train_path), "valid_data": str(valid_path)})
     trainer = Trainer(config, out, progress=False)
     trainer.run()

@@ -136,7 +136,7 @@ def nnpot_train_step_time(steps: int, threads: int, precision: str, device: str 
 
     config = load_train_config(None, [f"num_steps={steps * 100}", "valid_freq=1000000", f"threads={threads}",
                                       f"model.dtype={precision}", f"device={device}",
-                                      f"share_embeddings={share_embeddings}"],
+                                      f"model.descriptor.share_embeddings={share_embeddings}"],
                                {"data": str(ROOT / "examples" / "data" / "water.h5")})
     trainer = Trainer(config, ROOT / "runs" / "bench_nnpot_train", progress=False)
     epoch = len(trainer.train_idx)
@@ -168,7 +168,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda, for both codes")
     p.add_argument("--tabulate", action="store_true", help="also time nnpot with tabulated embedding nets")
     p.add_argument("--share-embeddings", nargs="+", default=["auto"], choices=["auto", "on", "off"],
-                   help="nnpot training setting(s) to time (TrainConfig.share_embeddings), each in turn")
+                   help="nnpot training setting(s) to time (model.descriptor.share_embeddings), each in turn")
     p.add_argument("--dp-max", type=int, default=1 << 30, help="largest box given to DeePMD-kit's evaluation")
     p.add_argument("--skip-train", action="store_true", help="time energy+forces only")
     p.add_argument("--json", help="default benchmarks/results/vs_deepmd_<precision>[_cuda].json")

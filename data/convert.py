@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator, Sequence
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnpot.atomic import atomic_path
 from nnpot.data.frame import Frame
 from nnpot.data.h5format import H5Dataset, append_h5, write_h5
 from nnpot.data.readers import read_source
@@ -38,9 +40,10 @@ def convert(
         raise DatasetError("no source given")
     provenance = [{"source": str(Path(s).resolve()), "reader": _reader_name(s)} for s in sources]
     frames = read_frames(sources, energy_unit=energy_unit)
+    # every reader has validated its frames, naming its own file and frame
     if append and Path(out).exists():
-        return append_h5(frames, out, sources=provenance, progress=progress)
-    return write_h5(frames, out, sources=provenance, progress=progress)
+        return append_h5(frames, out, sources=provenance, progress=progress, validate=False)
+    return write_h5(frames, out, sources=provenance, progress=progress, validate=False)
 
 
 def _reader_name(source: str | os.PathLike[str]) -> str:
@@ -66,16 +69,19 @@ def split(
     fr = np.asarray(fractions, dtype=float)
     if np.any(fr <= 0):
         raise DatasetError(f"fractions must be positive, got {list(fractions)}")
-    ds = H5Dataset(path)
+    if len({Path(o).resolve() for o in outputs}) != len(outputs):
+        raise DatasetError(f"the output names must be distinct, got {[str(o) for o in outputs]}")
+    ds = H5Dataset(path).check()
     order = split_indices(len(ds), fr, seed)
-    counts = []
     for indices, out in zip(order, outputs):
         if len(indices) == 0:
-            raise DatasetError(f"{out}: the split leaves no frame for this part")
-        write_h5((ds[int(i)] for i in np.sort(indices)), out, sources=ds.sources + [{"split_of": str(path), "seed": seed}],
-                 validate=False)
-        counts.append(len(indices))
-    return counts
+            raise DatasetError(f"{out}: the split leaves no frame for this part ({len(ds)} frames in {path})")
+    with contextlib.ExitStack() as stack:  # every part under a temporary name; all renamed only at the end
+        for indices, out in zip(order, outputs):
+            tmp = stack.enter_context(atomic_path(out))
+            write_h5((ds[int(i)] for i in np.sort(indices)), tmp, sources=ds.sources + [{"split_of": str(path),
+                                                                                        "seed": seed}], validate=False)
+    return [len(indices) for indices in order]
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:

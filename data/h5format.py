@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from nnpot.atomic import atomic_path
-from nnpot.data.frame import Frame, validate_frame
+from nnpot.data.frame import MAX_Z, Frame, periodic_volume, validate_frame
 from nnpot.errors import DatasetError
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "UNITS", "H5Dataset", "write_h5", "append_h5"]
@@ -65,25 +65,20 @@ class H5Dataset(Sequence[Frame]):
             with h5py.File(self.path, "r") as fh:
                 self.attrs = {k: _attr(v) for k, v in fh.attrs.items()}
                 self._check_header(fh, where)
+                _check_shapes(fh, where)  # before anything is read: declared sizes must match
                 self.frame_offsets = np.asarray(fh["frame_offsets"][:], dtype=np.int64)
                 self.energy = np.asarray(fh["energy"][:], dtype=np.float64)
                 self.cell = np.asarray(fh["cell"][:], dtype=np.float64)
                 self.pbc = np.asarray(fh["pbc"][:], dtype=bool)
-                self.weight = np.asarray(fh["weight"][:]) if "weight" in fh else np.ones(len(self.energy))
+                self.weight = np.asarray(fh["weight"][:], dtype=np.float64) if "weight" in fh else np.ones(len(self.energy))
                 self.has_virial = np.asarray(fh["has_virial"][:], bool) if "has_virial" in fh else None
                 n_atoms_total = fh["numbers"].shape[0]
-                for key in ("positions", "forces"):
-                    if fh[key].shape != (n_atoms_total, 3):
-                        raise DatasetError(f"{where}: /{key} has shape {fh[key].shape}, expected ({n_atoms_total}, 3)")
-        except OSError as exc:
-            raise DatasetError(f"{where}: not a readable HDF5 file (truncated or corrupt?): {exc}") from None
+        except _READ_ERRORS as exc:
+            raise DatasetError(f"{where}: not a readable nnpot HDF5 file (truncated or corrupt?): {exc}") from None
         n = len(self.energy)
         offsets = self.frame_offsets
-        if offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != n_atoms_total or np.any(np.diff(offsets) <= 0):
+        if offsets[0] != 0 or offsets[-1] != n_atoms_total or np.any(np.diff(offsets) <= 0):
             raise DatasetError(f"{where}: /frame_offsets is inconsistent with {n} frames of {n_atoms_total} atoms")
-        for key, arr, shape in (("cell", self.cell, (n, 3, 3)), ("pbc", self.pbc, (n, 3)), ("weight", self.weight, (n,))):
-            if arr.shape != shape:
-                raise DatasetError(f"{where}: /{key} has shape {arr.shape}, expected {shape}")
         self._fh: h5py.File | None = None
         self._ds: dict = {}
         self._pid = -1
@@ -109,10 +104,14 @@ class H5Dataset(Sequence[Frame]):
 
     def _file(self) -> h5py.File:
         if self._fh is None or self._pid != os.getpid():
-            self._fh = h5py.File(self.path, "r", rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
-            self._pid = os.getpid()
-            # dataset handles are kept: the chunk cache lives and dies with them
-            self._ds = {k: self._fh[k] for k in ("numbers", "positions", "forces") + (("virial",) if "virial" in self._fh else ())}
+            try:
+                self._fh = h5py.File(self.path, "r", rdcc_nbytes=_CACHE_BYTES, rdcc_nslots=10007)
+                self._pid = os.getpid()
+                # dataset handles are kept: the chunk cache lives and dies with them
+                self._ds = {k: self._fh[k] for k in ("numbers", "positions", "forces")
+                            + (("virial",) if "virial" in self._fh else ())}
+            except _READ_ERRORS as exc:
+                raise DatasetError(f"{self.path}: unreadable (changed, truncated or corrupt?): {exc}") from None
         return self._fh
 
     def close(self) -> None:
@@ -139,7 +138,10 @@ class H5Dataset(Sequence[Frame]):
 
     def numbers(self) -> np.ndarray:
         """All atomic numbers, concatenated (``[n_atoms_total]``; small enough to load)."""
-        return np.asarray(self._file()["numbers"][:])
+        try:
+            return np.asarray(self._file()["numbers"][:])
+        except _READ_ERRORS as exc:
+            raise DatasetError(f"{self.path}: /numbers is unreadable (truncated or corrupt file?): {exc}") from None
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
@@ -166,12 +168,104 @@ class H5Dataset(Sequence[Frame]):
                 virial=virial,
                 weight=float(self.weight[i]),
             )
-        except OSError as exc:
+        except _READ_ERRORS as exc:
             raise DatasetError(f"{self.path}: frame {i}: unreadable (truncated or corrupt file?): {exc}") from None
 
     def __iter__(self) -> Iterator[Frame]:
         for i in range(len(self)):
             yield self[i]
+
+    def problems(self, block_atoms: int = 1 << 20) -> dict[int, str]:
+        try:
+            return self._problems(block_atoms)
+        except _READ_ERRORS as exc:
+            raise DatasetError(f"{self.path}: unreadable (truncated or corrupt file?): {exc}") from None
+
+    def _problems(self, block_atoms: int) -> dict[int, str]:
+        """What no model can train on, per bad frame (index -> problem):
+        non-finite positions, forces, energies, cells, virials or weights, negative weights,
+        atomic numbers outside the periodic table, and singular periodic cells. Per-atom
+        arrays are read in blocks of about ``block_atoms`` atoms."""
+        found: dict[int, str] = {}
+
+        def note(frames, problem: str) -> None:
+            for i in np.atleast_1d(frames):
+                found.setdefault(int(i), problem)
+
+        note(np.flatnonzero(~np.isfinite(self.energy)), "energy is NaN or inf")
+        note(np.flatnonzero(~np.isfinite(self.cell).all(axis=(1, 2))), "cell contains NaN or inf")
+        note(np.flatnonzero(~np.isfinite(self.weight) | (self.weight < 0)), "weight must be a finite number >= 0")
+        finite_cells = np.isfinite(self.cell).all(axis=(1, 2))
+        singular = [i for i in np.flatnonzero(finite_cells) if periodic_volume(self.cell[i], self.pbc[i]) < 1e-6]
+        note(singular, "the cell is singular: its periodic vectors span no volume (area, length)")
+        fh = self._file()
+        start = 0
+        while start < len(self):
+            stop = int(np.searchsorted(self.frame_offsets, self.frame_offsets[start] + block_atoms, side="right"))
+            stop = min(max(stop - 1, start + 1), len(self))
+            a, b = int(self.frame_offsets[start]), int(self.frame_offsets[stop])
+            frame_of = lambda atoms: np.searchsorted(self.frame_offsets, a + atoms, side="right") - 1  # noqa: E731
+            z = np.asarray(fh["numbers"][a:b])
+            note(frame_of(np.flatnonzero((z < 1) | (z > MAX_Z))), "atomic number outside the periodic table (1-118)")
+            for key in ("positions", "forces"):
+                note(frame_of(np.flatnonzero(~np.isfinite(np.asarray(fh[key][a:b])).all(axis=1))),
+                     f"{key} contain NaN or inf")
+            if self.has_virial is not None and self.has_virial[start:stop].any():
+                vir = np.asarray(fh["virial"][start:stop])
+                bad = ~np.isfinite(vir.reshape(len(vir), -1)).all(axis=1) & self.has_virial[start:stop]
+                note(start + np.flatnonzero(bad), "virial contains NaN or inf")
+            start = stop
+        return dict(sorted(found.items()))
+
+    def check(self) -> H5Dataset:
+        """Raise :class:`~nnpot.errors.DatasetError` on the first of :meth:`problems` (and say
+        how many frames are bad); return the dataset otherwise."""
+        bad = self.problems()
+        if bad:
+            i, problem = next(iter(bad.items()))
+            more = f" ({len(bad)} bad frames in all; nnpot data info lists them)" if len(bad) > 1 else ""
+            raise DatasetError(f"{self.path}: frame {i}: {problem}{more}")
+        return self
+
+
+#: what h5py raises on a damaged file
+_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError)
+
+
+def _check_shapes(fh: h5py.File, where: str) -> None:
+    """Every array's declared shape agrees with the others and is backed by stored data, so a
+    crafted header cannot make the reader allocate more than the file holds."""
+    n_atoms = fh["numbers"].shape[0] if fh["numbers"].ndim == 1 else -1
+    n = fh["energy"].shape[0] if fh["energy"].ndim == 1 else -1
+    expected = {"numbers": (n_atoms,), "positions": (n_atoms, 3), "forces": (n_atoms, 3), "energy": (n,),
+                "frame_offsets": (n + 1,), "cell": (n, 3, 3), "pbc": (n, 3), "weight": (n,), "has_virial": (n,),
+                "virial": (n, 3, 3)}
+    if n_atoms < 0 or n < 0 or n > n_atoms:
+        raise DatasetError(f"{where}: /numbers {fh['numbers'].shape} and /energy {fh['energy'].shape} do not describe "
+                           "frames of at least one atom")
+    for key, shape in expected.items():
+        if key not in fh:
+            continue
+        dset = fh[key]
+        if dset.shape != shape:
+            raise DatasetError(f"{where}: /{key} has shape {dset.shape}, expected {shape}")
+        _check_stored(dset, where)
+
+
+def _check_stored(dset: h5py.Dataset, where: str) -> None:
+    """Refuse a dataset whose declared size is not backed by data in the file (unwritten chunks
+    of a crafted or truncated file)."""
+    if dset.size == 0:
+        return
+    if dset.chunks is None:
+        stored, needed = dset.id.get_storage_size(), dset.size * dset.dtype.itemsize
+        ok = stored >= needed or dset.id.get_offset() is None and stored > 0
+    else:
+        needed = int(np.prod([-(-s // c) for s, c in zip(dset.shape, dset.chunks)]))
+        ok = dset.id.get_num_chunks() >= needed
+    if not ok:
+        raise DatasetError(f"{where}: /{dset.name.lstrip('/')} declares {dset.shape} values that the file does not "
+                           "hold (truncated or crafted file)")
 
 
 def _attr(value):

@@ -47,7 +47,7 @@ def read_source(path: str | os.PathLike[str], energy_unit: str | None = None) ->
     if suffix in (".h5", ".hdf5"):
         from nnpot.data.h5format import H5Dataset
 
-        return iter(H5Dataset(path))
+        return (validate_frame(f, f"{path}: frame {i}") for i, f in enumerate(H5Dataset(path)))
     if suffix == ".npz":
         return read_npz(path, energy_unit=energy_unit)
     if suffix == ".db":

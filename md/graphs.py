@@ -31,7 +31,7 @@ class GraphedSteps:
 
     Args:
         state: the MD state (its tensors are rebound to fixed buffers).
-        force_fn: the model's forces with a neighbor list; its :meth:`ModelForces.evaluate`
+        force_fn: the model's forces with a neighbor list; its :meth:`ModelForces.evaluate_state`
             is what the graph calls.
         advance: ``advance(state, force_fn)`` performs one integrator step in place on a
             (shallow copy of the) state, without host synchronisation.
@@ -53,7 +53,7 @@ class GraphedSteps:
         self.capture = capture
         self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.layout = force_fn.layout_version
+        self.layout = force_fn.evaluator.layout_version
         self.static = {name: getattr(state, name).clone() for name in _FIELDS}
         self.backup = {name: t.clone() for name, t in {**self.static, **self.extra}.items()}
         self.rng_backup: torch.Tensor | None = None
@@ -97,7 +97,7 @@ class GraphedSteps:
         if not self.capture:
             return _EagerBlock(self, k)
         self._save()
-        disp = self.force_fn.max_displacement.clone()
+        disp = self.force_fn.evaluator.max_displacement.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the capture (autograd, cuBLAS handles)
@@ -110,16 +110,16 @@ class GraphedSteps:
         with torch.cuda.graph(graph, pool=self.pool):
             self._body(k)
         self._restore()
-        self.force_fn.max_displacement.copy_(disp)
+        self.force_fn.evaluator.max_displacement.copy_(disp)
         return graph
 
     def _graph(self, k: int) -> torch.cuda.CUDAGraph:
-        if self.force_fn.layout_version != self.layout:  # the neighbor buffers were replaced
+        if self.force_fn.evaluator.layout_version != self.layout:  # the neighbor buffers were replaced
             self.graphs.clear()
             if self.capture:
                 torch.cuda.synchronize()
                 self.pool = torch.cuda.graph_pool_handle()
-            self.layout = self.force_fn.layout_version
+            self.layout = self.force_fn.evaluator.layout_version
         if k not in self.graphs:
             self.graphs[k] = self._capture(k)
         return self.graphs[k]
@@ -131,17 +131,17 @@ class GraphedSteps:
         large enough; all finite)."""
         self._save()
         self._graph(k).replay()
-        flags = torch.stack([(self.force_fn.max_displacement <= 0.5 * self.force_fn.skin) & ~self.force_fn.overflow,
+        flags = torch.stack([(self.force_fn.evaluator.max_displacement <= 0.5 * self.force_fn.evaluator.skin) & ~self.force_fn.evaluator.overflow,
                              torch.isfinite(self.static["energy"]).all() & torch.isfinite(self.static["positions"]).all(),
-                             self.force_fn.closest < self.force_fn.min_distance])
+                             self.force_fn.evaluator.closest < self.force_fn.evaluator.min_distance])
         ok_disp, finite, close = flags.tolist()
         if close:
             self._restore()  # back to the block's start, the last state known good
-            self.force_fn.raise_too_close()
+            self.force_fn.evaluator.raise_too_close()
         return bool(ok_disp), bool(finite)
 
     def _rebuild(self) -> None:
-        self.force_fn.build(self.state.positions, self.force_fn.batched(self.state.cell))
+        self.force_fn.evaluator.build(self.state.positions, self.force_fn.batched(self.state.cell))
 
     def run(self, steps: int) -> None:
         """Advance ``steps`` steps (whole blocks from the graph, a remainder eagerly). Raises
@@ -149,11 +149,11 @@ class GraphedSteps:
         non-finite. A block in which some atom moves more than ``skin / 2`` even right after a
         build runs eagerly (counted in :attr:`n_eager_blocks`)."""
         self._bind()
-        if self.force_fn.neighbors is None:
+        if self.force_fn.evaluator.neighbors is None:
             self._rebuild()
         left = int(steps)
         while left >= self.block:
-            before = float(self.force_fn.max_displacement)
+            before = float(self.force_fn.evaluator.max_displacement)
             ok_disp, finite = self._replay(self.block)
             if not ok_disp:  # an atom went past skin/2 inside the block: redo it with a fresh list
                 self.n_rollbacks += 1
@@ -173,8 +173,8 @@ class GraphedSteps:
                 raise FloatingPointError("non-finite energy or positions")
             left -= self.block
             # rebuild ahead of time when the next block could cross skin/2 (avoids a rollback)
-            now = float(self.force_fn.max_displacement)
-            if now + 1.5 * max(now - before, 0.0) > 0.5 * self.force_fn.skin:
+            now = float(self.force_fn.evaluator.max_displacement)
+            if now + 1.5 * max(now - before, 0.0) > 0.5 * self.force_fn.evaluator.skin:
                 self._rebuild()
         for _ in range(left):  # the remainder, eagerly (the force call checks the list itself)
             self.advance(self.state, self.force_fn)

@@ -95,13 +95,13 @@ class Replicas:
     def kinetic_energies(self) -> np.ndarray:
         """eV, one per replica."""
         ke = 0.5 * (self.state.momenta ** 2 / self.state.masses[:, None]).sum(-1)
-        per = torch.zeros(len(self.images), dtype=ke.dtype, device=ke.device).index_add(0, self.force_fn.frame, ke)
+        per = torch.zeros(len(self.images), dtype=ke.dtype, device=ke.device).index_add(0, self.force_fn.evaluator.frame, ke)
         return per.detach().cpu().double().numpy()
 
     def write_back(self) -> None:
         pos = self.state.positions.detach().cpu().double().numpy()
         mom = self.state.momenta.detach().cpu().double().numpy()
         for f, atoms in enumerate(self.images):
-            a, b = self.force_fn.offsets[f], self.force_fn.offsets[f + 1]
+            a, b = self.force_fn.evaluator.offsets[f], self.force_fn.evaluator.offsets[f + 1]
             atoms.positions = pos[a:b]
             atoms.set_momenta(mom[a:b], apply_constraint=False)

@@ -37,27 +37,73 @@ class MDConfig:
     output: str = "runs/md"  #: folder for md.traj, md.log, thermo.json and md.png
     loginterval: int = 10
 
+    def validate(self) -> MDConfig:
+        """Raise :class:`~nnpot.errors.ConfigError` naming the first bad setting."""
+        import math
+
+        ensembles = ("nve", "langevin", "bussi", "nose-hoover", "npt")
+        if self.ensemble not in ensembles:
+            raise ConfigError(f"ensemble: {self.ensemble!r}; allowed: {', '.join(map(repr, ensembles))}")
+        positive = ("timestep_fs", "tau_fs", "taup_fs", "compressibility_per_bar")
+        for name in positive:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        for name in ("temperature_K", "friction_per_fs", "skin"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a number >= 0, got {value}")
+        if not math.isfinite(self.pressure_bar):
+            raise ConfigError(f"pressure_bar must be a finite number, got {self.pressure_bar}")
+        for name in ("steps", "loginterval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if len(self.replicate) != 3 or any(r < 1 for r in self.replicate):
+            raise ConfigError(f"replicate must be three whole numbers >= 1, got {self.replicate}")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype: {self.dtype!r}; allowed: 'float32', 'float64'")
+        if not self.structure or not self.model:
+            raise ConfigError("'structure' and 'model' are required")
+        return self
+
+
+#: what ``run_md`` writes into its output folder besides the trajectory
+MD_OUTPUTS = ("md.log", "thermo.json", "md.png")
+
 
 def _structure(config: MDConfig):
     path = Path(config.structure)
-    if not path.exists():
-        raise ConfigError(f"structure: {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"structure: {path} is not a file")
     if path.suffix in (".h5", ".hdf5"):
         from nnpot.data import H5Dataset
 
-        atoms = H5Dataset(path)[config.frame].to_atoms()
+        ds = H5Dataset(path)
+        if not -len(ds) <= config.frame < len(ds):
+            raise ConfigError(f"frame: {config.frame} is out of range for the {len(ds)} frames of {path}")
+        atoms = ds[config.frame].to_atoms()
         atoms.calc = None
     else:
         import ase.io
 
-        atoms = ase.io.read(path, index=config.frame)
+        try:
+            atoms = ase.io.read(path, index=config.frame)
+        except IndexError:
+            raise ConfigError(f"frame: {config.frame} is out of range for {path}") from None
+        except Exception as exc:  # ASE raises many types for unreadable files
+            raise ConfigError(f"structure: {path} is not a structure file ASE can read: {exc}") from None
+    if len(atoms) == 0:
+        raise ConfigError(f"structure: {path} (frame {config.frame}) holds no atoms")
     if config.replicate != [1, 1, 1]:
         atoms = atoms.repeat(tuple(config.replicate))
     return atoms
 
 
-def run_md(config: MDConfig, progress: bool = True) -> dict:
-    """Run the simulation ``config`` describes; return thermodynamic summary figures."""
+def run_md(config: MDConfig, progress: bool = True, force: bool = False) -> dict:
+    """Run the simulation ``config`` describes; return thermodynamic summary figures. An output
+    folder that holds an earlier run's files is refused unless ``force``."""
     from ase import units
     from tqdm.auto import tqdm
 
@@ -65,21 +111,23 @@ def run_md(config: MDConfig, progress: bool = True) -> dict:
     from nnpot.md.state import thermalize
     from nnpot.potentials.calculator import NNPotCalculator
 
-    ensembles = ("nve", "langevin", "bussi", "nose-hoover", "npt")
-    if config.ensemble not in ensembles:
-        raise ConfigError(f"ensemble: {config.ensemble!r}; allowed: {', '.join(map(repr, ensembles))}")
+    config.validate()
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
+    existing = [name for name in (config.trajectory, *MD_OUTPUTS) if (out / name).exists()]
+    if existing and not force:
+        raise ConfigError(f"output: {out} already holds {', '.join(existing)}; choose another output folder, or "
+                          "give --force to replace them")
     atoms = _structure(config)
     thermalize(atoms, config.temperature_K, config.seed)
+    from nnpot.potentials.device import resolve_device
     from nnpot.potentials.modelfile import load_model
-
-    from nnpot.potentials.calculator import resolve_device
 
     model = load_model(config.model)
     on_cuda = resolve_device(config.device).type == "cuda"  # the CPU table path is no faster than the nets
-    tabulate = config.tabulate and on_cuda and model.config.descriptor.type == "se_e2_a"
+    tabulate = config.tabulate and on_cuda and model.descriptor.can_tabulate
     atoms.calc = NNPotCalculator(model, device=config.device, dtype=config.dtype, tabulate=tabulate)
+    atoms.get_potential_energy()  # a bad structure (elements, overlaps, neighbor overflow) stops before any output
+    out.mkdir(parents=True, exist_ok=True)
     common = {"trajectory": str(out / config.trajectory), "logfile": str(out / "md.log"), "loginterval": config.loginterval,
               "skin": config.skin}
     dt = config.timestep_fs * units.fs
@@ -119,7 +167,7 @@ def run_md(config: MDConfig, progress: bool = True) -> dict:
     slope = float(np.polyfit(t / 1000.0, etot, 1)[0]) if len(t) > 2 else float("nan")
     summary = {"atoms": n, "steps": config.steps, "wall_s": wall, "steps_per_s": config.steps / wall,
                "us_per_atom_step": wall / config.steps / n * 1e6, "mean_T_K": float(temp.mean()),
-               "drift_eV_per_atom_per_ps": slope, "neighbor_builds": getattr(dyn.force_fn, "n_builds", None),
+               "drift_eV_per_atom_per_ps": slope, "neighbor_builds": dyn.force_fn.evaluator.n_builds,
                "config": asdict(config)}
     (out / "thermo.json").write_text(json.dumps(summary, indent=2))
     _plot(t, epot / n, etot, temp, out / "md.png")
@@ -147,7 +195,8 @@ def _plot(t, epot, etot, temp, png: Path) -> None:
     plt.close(fig)
 
 
-def run_md_from_config(path: str, overrides: list[str] | None = None, progress: bool = True) -> dict:
+def run_md_from_config(path: str, overrides: list[str] | None = None, progress: bool = True,
+                       force: bool = False) -> dict:
     """Read a YAML config (with ``key=value`` overrides) and run it."""
     import yaml
 
@@ -161,6 +210,4 @@ def run_md_from_config(path: str, overrides: list[str] | None = None, progress: 
         key, value = parse_override(item)
         tree[key] = value
     config = from_dict(MDConfig, tree)
-    if not config.structure or not config.model:
-        raise ConfigError(f"{path}: 'structure' and 'model' are required")
-    return run_md(config, progress=progress)
+    return run_md(config, progress=progress, force=force)

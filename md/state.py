@@ -61,13 +61,15 @@ def write_back(state: MDState, atoms) -> None:
 def snapshot(state: MDState, atoms):
     """A copy of ``atoms`` at ``state`` with energy, forces (and stress) in a SinglePointCalculator."""
     from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.stress import full_3x3_to_voigt_6_stress
+
+    from nnpot.potentials.evaluator import stress_from_virial
 
     frame = atoms.copy()
     write_back(state, frame)
     results = {"energy": float(state.energy), "forces": state.forces.detach().cpu().double().numpy()}
-    if all(frame.pbc) and frame.cell.volume > 0:
-        results["stress"] = full_3x3_to_voigt_6_stress(-state.virial.detach().cpu().double().numpy() / frame.cell.volume)
+    stress = stress_from_virial(state.virial.detach().cpu().double().numpy(), frame.cell.array)
+    if stress is not None:
+        results["stress"] = stress
     frame.calc = SinglePointCalculator(frame, **results)
     return frame
 

@@ -14,8 +14,41 @@ from nnpot.errors import NNPotError
 __all__ = ["main", "build_parser"]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _check_new(paths, force: bool) -> None:
+    """Refuse to overwrite existing output files unless ``--force`` was given."""
+    for path in paths:
+        if path is not None and Path(path).exists() and not force:
+            kind = "folder" if Path(path).is_dir() else "file"
+            raise NNPotError(f"{path}: the {kind} exists; choose another name, or give --force to replace it")
+        if path is not None and Path(path).is_dir() and Path(path).suffix:
+            raise NNPotError(f"{path}: is a folder; give a file name")
+
+
 def _data_convert(args) -> int:
     from nnpot.data import convert
+
+    if not args.append:
+        _check_new([args.output], args.force)
 
     n = convert(args.sources, args.output, append=args.append, energy_unit=args.energy_unit, progress=not args.quiet)
     print(f"{'appended' if args.append else 'wrote'} {n} frames to {args.output}")
@@ -23,9 +56,20 @@ def _data_convert(args) -> int:
 
 
 def _data_info(args) -> int:
+    from nnpot.data import H5Dataset
     from nnpot.data.stats import dataset_info
 
-    info = dataset_info(args.file, rcut=args.rcut, max_frames=args.max_frames)
+    info = dataset_info(args.file, max_frames=args.max_frames)
+    ds = H5Dataset(args.file)
+    problems = ds.problems()
+    info["bad_frames"] = len(problems)
+    info["problems"] = {str(i): p for i, p in list(problems.items())[:20]}
+    if args.rcut is not None:
+        from nnpot.potentials.neighbor_stats import neighbor_counts
+
+        good = [i for i in info["sampled"] if i not in problems]
+        info["neighbors"] = neighbor_counts((ds[i] for i in good), args.rcut)
+    info.pop("sampled")
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -42,6 +86,11 @@ def _data_info(args) -> int:
         for center, row in nb["per_center"].items():
             print(f"  around {center}: " + ", ".join(f"{t} {v['mean']:.1f} / {v['max']}" for t, v in row.items()))
         print("suggested sel: " + ", ".join(f"{k} {v}" for k, v in nb["suggested_sel"].items()))
+    if problems:
+        print(f"{len(problems)} bad frame(s) that training and testing refuse:")
+        for i, problem in list(problems.items())[:20]:
+            print(f"  frame {i}: {problem}")
+        return 1
     return 0
 
 
@@ -49,8 +98,11 @@ def _data_split(args) -> int:
     from nnpot.data import split
 
     names = args.names or (["train", "valid"] if len(args.fractions) == 2 else [f"part{k}" for k in range(len(args.fractions))])
+    if len(set(names)) != len(names):
+        raise NNPotError(f"--names must be distinct, got {names}")
     stem = Path(args.file)
     outputs = [stem.with_name(f"{stem.stem}.{name}.h5") for name in names]
+    _check_new(outputs, args.force)
     counts = split(args.file, args.fractions, outputs, seed=args.seed)
     for out, n in zip(outputs, counts):
         print(f"{out}: {n} frames")
@@ -61,9 +113,10 @@ def _data_export(args) -> int:
     from nnpot.data import H5Dataset, write_deepmd, write_extxyz
 
     if args.format == "deepmd":
-        systems = write_deepmd(H5Dataset(args.file), args.output, type_map=args.type_map)
+        systems = write_deepmd(H5Dataset(args.file), args.output, type_map=args.type_map, force=args.force)
         print(f"wrote {len(systems)} DeePMD-kit system(s) under {args.output}")
         return 0
+    _check_new([args.output], args.force)
     n = write_extxyz(H5Dataset(args.file), args.output)
     print(f"wrote {n} frames to {args.output}")
     return 0
@@ -75,12 +128,21 @@ def _train(args) -> int:
 
     out = Path(args.out)
     if args.resume:
+        ignored = [flag for flag, value in (("a config file", args.config), ("--data", args.data),
+                                            ("--valid-data", args.valid_data), ("--max-time", args.max_time),
+                                            ("--set", args.set), ("--force", args.force)) if value]
+        if ignored:
+            raise NNPotError(f"--resume continues with the run's own stored config ({args.resume}/config.yaml); "
+                             f"{', '.join(ignored)} would be ignored: leave them out, or start a new run")
         out = Path(args.resume)
+        if not (out / "config.yaml").is_file():
+            raise NNPotError(f"{out}: nothing to resume (no config.yaml; the run stopped before its first step "
+                             "or this is not a run folder)")
         config = load_train_config(str(out / "config.yaml"))
     else:
         config = load_train_config(args.config, args.set, {"data": args.data, "valid_data": args.valid_data,
                                                            "max_time": args.max_time})
-    trainer = Trainer(config, out, resume=bool(args.resume), progress=not args.quiet)
+    trainer = Trainer(config, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
     path = trainer.run()
     if not trainer.dist.main:
         return 0
@@ -93,12 +155,17 @@ def _train(args) -> int:
 
 def _test(args) -> int:
     from nnpot.data import H5Dataset
-    from nnpot.potentials.calculator import resolve_device
+    from nnpot.potentials.device import resolve_device
+    import numpy as np
+
+    from nnpot.potentials.batch import types_from_numbers
     from nnpot.potentials.evaluate import error_metrics, parity_plots, predict
     from nnpot.potentials.modelfile import load_model
 
+    _check_new([args.json], args.force)
     model = load_model(args.model, device=resolve_device(args.device))
-    ds = H5Dataset(args.data)
+    ds = H5Dataset(args.data).check()
+    types_from_numbers(np.unique(ds.numbers()), model.type_map)  # elements the model does not know, by name
     frames = list(ds) if args.max_frames is None else [ds[i] for i in range(min(args.max_frames, len(ds)))]
     pred = predict(model, frames, batch_size=args.batch_size, progress=not args.quiet)
     metrics = error_metrics(pred)
@@ -120,7 +187,7 @@ def _test(args) -> int:
 def _md(args) -> int:
     from nnpot.md.run_config import run_md_from_config
 
-    run_md_from_config(args.config, args.set, progress=not args.quiet)
+    run_md_from_config(args.config, args.set, progress=not args.quiet, force=args.force)
     return 0
 
 
@@ -129,7 +196,10 @@ def _approx(args) -> int:
 
     from nnpot.approx import STUDIES, study_config
 
-    torch.set_num_threads(max(1, args.threads))
+    _check_new([args.json, args.plot], args.force)
+    if args.threads < 1:
+        raise NNPotError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     overrides = list(args.set)
     if args.data:
         overrides.append(f"data={args.data}")
@@ -163,13 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", help="files or folders to read")
     p.add_argument("-o", "--output", required=True, help="output .h5 file")
     p.add_argument("--append", action="store_true", help="add to an existing output file")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("--energy-unit", choices=["eV", "kcal/mol", "Hartree"], help="unit of .npz energies (default eV)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_data_convert)
     p = dsub.add_parser("info", help="frames, elements, label statistics, neighbor counts")
     p.add_argument("file")
-    p.add_argument("--rcut", type=float, help="also count neighbors within this radius (Angstrom) to choose sel")
-    p.add_argument("--max-frames", type=int, default=200, help="frames sampled for force/neighbor statistics")
+    p.add_argument("--rcut", type=_positive_float, help="also count neighbors within this radius (Angstrom) to choose sel")
+    p.add_argument("--max-frames", type=_positive_int, default=200, help="frames sampled for force/neighbor statistics")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_data_info)
     p = dsub.add_parser("split", help="split a file at random into parts")
@@ -177,12 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.8, 0.2], help="relative sizes (default 0.8 0.2)")
     p.add_argument("--names", nargs="+", help="part names (default train valid); output FILE.NAME.h5")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace existing part files")
     p.set_defaults(func=_data_split)
     p = dsub.add_parser("export", help="write an HDF5 dataset as extended XYZ or DeePMD-kit npy systems")
     p.add_argument("file")
     p.add_argument("-o", "--output", required=True, help="output .xyz/.extxyz file, or a folder for --format deepmd")
     p.add_argument("--format", choices=["extxyz", "deepmd"], default="extxyz")
     p.add_argument("--type-map", nargs="+", help="element order of DeePMD-kit types (default: sorted symbols)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file, or an earlier DeePMD-kit "
+                   "export folder (never a folder holding anything else)")
     p.set_defaults(func=_data_export)
 
     p = sub.add_parser("train", help="train a potential on an HDF5 dataset",
@@ -196,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, dotted for nested keys: --set model.fitting.neuron=[120,120]")
     p.add_argument("--max-time", help="wall-clock budget, e.g. 10m or 2h; the learning rate decays over it")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last good checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh in an --out folder that holds an earlier run, replacing its files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
@@ -204,9 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--data", required=True, help="HDF5 dataset")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--plot", metavar="DIR", help="write parity plots (PNG) into DIR")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-frames", type=int, help="evaluate only the first N frames")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="frames evaluated together (default 4)")
+    p.add_argument("--max-frames", type=_positive_int, help="evaluate only the first N frames")
     p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_test)
 
@@ -216,8 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", choices=["barron-mc", "random-features", "depth", "decomposition", "integrator-order",
                                           "learning-curve"])
     p.add_argument("--data", help="learning-curve: your HDF5 dataset (default: the bundled water data)")
-    p.add_argument("--descriptor", choices=["se_e2_a", "e3nn"],
-                   help="learning-curve: the descriptor of the potentials trained (default se_e2_a)")
+    p.add_argument("--descriptor", metavar="NAME",
+                   help="learning-curve: the descriptor of the potentials trained (a registered name such as se_e2_a or e3nn; default se_e2_a)")
     p.add_argument("--model", help="integrator-order: a trained .nnp model for the water series "
                    "(default: a small random-weight model)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -225,12 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the small setting (about a minute on 2 cores)")
     p.add_argument("--json", help="write the table, slope, slope_ci and theory_slope as JSON")
     p.add_argument("--plot", help="write the log-log plot with theory lines (PNG)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads")
+    p.add_argument("--force", action="store_true", help="replace existing --json/--plot files")
     p.set_defaults(func=_approx)
 
     p = sub.add_parser("md", help="run molecular dynamics from a YAML config")
     p.add_argument("config", help="YAML config: structure, model, ensemble, steps, output")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--force", action="store_true", help="replace an earlier run's files in the output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_md)
     return parser
@@ -245,9 +324,18 @@ def main(argv: list[str] | None = None) -> int:
     except NNPotError as exc:
         print(f"nnpot: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # unreadable or unwritable paths, full disks
+        print(f"nnpot: error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nnpot: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug of nnpot's: one line for the user, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"nnpot: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback, and please "
+              "report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,16 +1,24 @@
-"""nnpot.potentials: neighbor lists, the se_e2_a model, derivatives, model files, the ASE calculator.
+"""nnpot.potentials: neighbor lists, descriptors, the energy model, derivatives, the one
+evaluator, model files, training and the ASE calculator.
 
-Data flow: structures -> :func:`make_batch` (neighbors in se_e2_a's padded per-type layout) ->
-:class:`EnergyModel` (per-atom energies from neighbor vectors) -> :func:`derivatives` (energy,
-forces, virial by one autograd call) -> :class:`NNPotCalculator` for ASE. Test helpers for
-any potential are in :mod:`nnpot.potentials.testing`.
+Data flow: structures -> :class:`Evaluator` (neighbor list with a skin, in the padded per-type
+layout) -> :class:`EnergyModel` (descriptor -> per-element fitting nets -> per-atom energies)
+-> :func:`derivatives` (energy, forces, virial by one autograd call). The calculator, the MD
+drivers and ``nnpot test`` all evaluate through :class:`Evaluator`; training builds its batches
+with :func:`make_batch`. Descriptors implement :class:`Descriptor` and register by name
+(:mod:`nnpot.potentials.descriptor_base`). Test helpers for any potential are in
+:mod:`nnpot.potentials.testing`.
 """
 
 from nnpot.potentials.batch import AtomsBatch, make_batch, types_from_numbers
 from nnpot.potentials.calculator import NNPotCalculator
-from nnpot.potentials.config import DescriptorConfig, FittingConfig, ModelConfig
+from nnpot.potentials.config import FittingConfig, ModelConfig
 from nnpot.potentials.derivatives import derivatives
-from nnpot.potentials.descriptor import SeE2A, environment, smooth_switch
+from nnpot.potentials.descriptor import SeE2A, SeE2AConfig, environment, smooth_switch
+from nnpot.potentials.descriptor_base import (Descriptor, DescriptorConfig, build_descriptor, descriptor_names,
+                                              register_descriptor)
+from nnpot.potentials.device import resolve_device
+from nnpot.potentials.evaluator import Evaluator, stress_from_virial
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import load_model, save_model
 from nnpot.potentials.neighbors import PaddedNeighbors, build_neighbors, neighbor_pairs, padded_neighbors
@@ -21,10 +29,18 @@ __all__ = [
     "make_batch",
     "types_from_numbers",
     "NNPotCalculator",
+    "Descriptor",
     "DescriptorConfig",
+    "SeE2AConfig",
+    "register_descriptor",
+    "build_descriptor",
+    "descriptor_names",
     "FittingConfig",
     "ModelConfig",
     "derivatives",
+    "Evaluator",
+    "stress_from_virial",
+    "resolve_device",
     "SeE2A",
     "environment",
     "smooth_switch",

@@ -11,12 +11,16 @@ frame          [N]             frame of each atom
 cell           [B, 3, 3]       Angstrom, rows are cell vectors
 pbc            [B, 3]          periodic directions
 neighbors      PaddedNeighbors indices into the concatenated atoms, shifts in cells
+groups         per chunk, [T]  optional: the atoms of each type in each chunk (known
+                               beforehand, so evaluation never waits on the device)
+key            hashable        optional: identifies a batch that recurs (training frames),
+                               so descriptors may cache work done for it
 =============  ==============  =======================================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +62,8 @@ class AtomsBatch:
     cell: torch.Tensor
     pbc: torch.Tensor
     neighbors: PaddedNeighbors
+    groups: list[list[torch.Tensor]] | None = None
+    key: Hashable | None = None
 
     @property
     def n_frames(self) -> int:
@@ -108,8 +114,9 @@ def make_batch(
 
     With ``tight`` each type's block is cut to the largest neighbor count in the batch instead of
     its full ``capacity``: less padding, the same energies (the descriptor corrects for the slot
-    count), but shapes that change from batch to batch. With a ``cache`` and one key per
-    structure, neighbor lists are searched once per structure and reused.
+    count), but shapes that change from batch to batch. With one key per structure the batch
+    is marked as recurring (``AtomsBatch.key``); with a ``cache`` too, neighbor lists are
+    searched once per structure and reused.
     """
     pos_l, typ_l, frame_l, cell_l, pbc_l, idx_l, sh_l = [], [], [], [], [], [], []
     offset = 0
@@ -147,4 +154,4 @@ def make_batch(
         capacity = tuple(min(int(m), c) for c, m in zip(capacity, max_counts))
     neighbors = PaddedNeighbors(index, shifts, capacity, tuple(int(m) for m in max_counts), dropped)
     return AtomsBatch(torch.cat(pos_l), torch.cat(typ_l), torch.cat(frame_l), torch.stack(cell_l),
-                      torch.stack(pbc_l).to(device), neighbors)
+                      torch.stack(pbc_l).to(device), neighbors, key=None if keys is None else tuple(keys))

@@ -1,4 +1,7 @@
-"""Typed model configuration; defaults are DeePMD-kit's water example (se_e2_a)."""
+"""Typed model configuration; defaults are DeePMD-kit's water example (se_e2_a).
+
+The descriptor's section is the config dataclass of the descriptor named by its ``type`` key
+(:mod:`nnpot.potentials.descriptor_base`): each descriptor owns its settings."""
 
 from __future__ import annotations
 
@@ -6,32 +9,10 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from nnpot.errors import ConfigError
+from nnpot.nn import ACTIVATIONS
+from nnpot.potentials.descriptor_base import DescriptorConfig, _check_widths, descriptor_config_class
 
 __all__ = ["DescriptorConfig", "FittingConfig", "ModelConfig", "from_dict"]
-
-
-@dataclass
-class DescriptorConfig:
-    """The descriptor: ``se_e2_a`` (Zhang et al., "End-to-end symmetry preserving inter-atomic
-    potential energy model for finite and extended systems", NeurIPS 2018) or ``e3nn`` (an
-    E(3)-equivariant descriptor, strictly local unless ``message_layers`` > 0,
-    :mod:`nnpot.potentials.equivariant`).
-    ``rcut`` and ``sel`` serve both; the fields below are marked with the one that uses them."""
-
-    type: str = "se_e2_a"  #: se_e2_a or e3nn
-    rcut: float = 6.0  #: cutoff radius, Angstrom
-    rcut_smth: float = 0.5  #: the switch starts here, Angstrom
-    sel: list[int] = field(default_factory=lambda: [46, 92])  #: max neighbors per type
-    neuron: list[int] = field(default_factory=lambda: [25, 50, 100])  #: embedding widths
-    axis_neuron: int = 16  #: columns of G used in the contraction
-    activation: str = "tanh"
-    resnet_dt: bool = False
-    lmax: int = 2  #: e3nn: largest angular momentum of the spherical harmonics and features
-    channels: int = 16  #: e3nn: channels per irrep
-    num_basis: int = 8  #: e3nn: Bessel radial functions
-    radial_neuron: list[int] = field(default_factory=lambda: [32, 32])  #: e3nn: radial MLP widths
-    layers: int = 1  #: e3nn: interaction layers (body order grows, receptive field stays rcut)
-    message_layers: int = 0  #: e3nn: message-passing layers, each adding rcut to the receptive field
 
 
 @dataclass
@@ -44,29 +25,27 @@ class FittingConfig:
 @dataclass
 class ModelConfig:
     type_map: list[str] = field(default_factory=lambda: ["O", "H"])
-    descriptor: DescriptorConfig = field(default_factory=DescriptorConfig)
+    descriptor: DescriptorConfig = field(default_factory=lambda: descriptor_config_class("se_e2_a")())
     fitting: FittingConfig = field(default_factory=FittingConfig)
     dtype: str = "float64"  #: parameter dtype: float64 or float32
     seed: int = 1
 
     def validate(self) -> "ModelConfig":
-        d = self.descriptor
-        if d.type not in ("se_e2_a", "e3nn"):
-            raise ConfigError(f"descriptor.type: {d.type!r} is not known; allowed: 'se_e2_a', 'e3nn'")
-        if d.type == "e3nn" and not (0 <= d.lmax <= 6 and d.channels > 0 and d.num_basis > 0 and d.layers >= 0
-                                  and d.message_layers >= 0):
-            raise ConfigError("descriptor: e3nn needs 0 <= lmax <= 6, channels > 0, num_basis > 0, layers >= 0 and "
-                              "message_layers >= 0")
-        if d.type != "e3nn" and d.message_layers:
-            raise ConfigError("descriptor.message_layers needs descriptor.type: e3nn")
-        if len(d.sel) != len(self.type_map):
-            raise ConfigError(f"descriptor.sel has {len(d.sel)} entries but type_map has {len(self.type_map)}")
-        if not 0 <= d.rcut_smth < d.rcut:
-            raise ConfigError(f"descriptor: need 0 <= rcut_smth < rcut, got {d.rcut_smth} and {d.rcut}")
-        if not 0 < d.axis_neuron <= d.neuron[-1]:
-            raise ConfigError(f"descriptor.axis_neuron must lie in 1..{d.neuron[-1]}, got {d.axis_neuron}")
+        from ase.data import atomic_numbers
+
+        if not self.type_map or len(set(self.type_map)) != len(self.type_map):
+            raise ConfigError(f"type_map must list distinct elements, got {list(self.type_map)}")
+        unknown = [e for e in self.type_map if e not in atomic_numbers or e == "X"]
+        if unknown:
+            raise ConfigError(f"type_map: {', '.join(map(str, unknown))} is not a chemical element")
+        self.descriptor.validate(len(self.type_map))
+        _check_widths("fitting.neuron", self.fitting.neuron)
+        if self.fitting.activation not in ACTIVATIONS:
+            raise ConfigError(f"fitting.activation: {self.fitting.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"dtype: {self.dtype!r}; allowed: 'float32', 'float64'")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         return self
 
     def to_dict(self) -> dict:
@@ -94,7 +73,10 @@ def from_dict(cls, data: dict[str, Any], prefix: str = ""):
         if key not in known:
             raise ConfigError(f"unknown key {name!r}; allowed keys: {', '.join(sorted(known))}")
         default = getattr(cls(), key)
-        if is_dataclass(default):
+        if isinstance(default, DescriptorConfig):  # the class of the descriptor its "type" names
+            kind = value.get("type", default.type) if isinstance(value, dict) else default.type
+            kwargs[key] = from_dict(descriptor_config_class(str(kind)), value, prefix=f"{name}.")
+        elif is_dataclass(default):
             kwargs[key] = from_dict(type(default), value, prefix=f"{name}.")
         else:
             kwargs[key] = _coerce(value, default, name)

@@ -17,12 +17,9 @@ function of the same edge vectors.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 import torch
 
 from nnpot.potentials.batch import AtomsBatch
-from nnpot.potentials.embedding_plan import PlanCache, plan_embeddings
 
 __all__ = ["derivatives", "chunk_slices"]
 
@@ -40,43 +37,27 @@ def derivatives(
     create_graph: bool = False,
     chunk_size: int | None = None,
     atom_virial: bool = False,
-    groups: list[list[torch.Tensor]] | None = None,
-    share_embeddings: bool | None = None,
-    plan_cache: PlanCache | None = None,
-    plan_key: Hashable = None,
 ) -> dict[str, torch.Tensor]:
     """Energy ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virial ``[B, 3, 3]`` (eV), atom energies ``[N]``.
 
     Args:
-        model: maps ``(rij, mask, types, capacity)`` to per-atom energies.
-        batch: the structures and their neighbors.
+        model: an :class:`~nnpot.potentials.EnergyModel` (per-atom energies from
+            ``(rij, mask, types, capacity, groups, **descriptor inputs)``).
+        batch: the structures and their neighbors. With ``batch.groups`` (the atoms of each
+            type per chunk) nothing here waits on the device, so the call can be captured in a
+            CUDA graph.
         create_graph: keep the graph so losses on forces/virials can be differentiated
             (training); forces training needs it.
-        chunk_size: process this many center atoms at a time (inference only).
+        chunk_size: process this many center atoms at a time (inference only; local models).
         atom_virial: also return ``"atom_virial"`` ``[N, 3, 3]``.
-        groups: for each chunk (see :func:`chunk_slices`), the atoms of each type relative to
-            the chunk's start (``model.type_groups``); with them nothing here waits on the
-            device, so the call can be captured in a CUDA graph.
-        share_embeddings: for models that :attr:`~EnergyModel.shares_embeddings`, evaluate each
-            embedding net once per distinct input (:mod:`nnpot.potentials.embedding_plan`):
-            the same numbers with less work. ``None``: on for CPU tensors (1.5-1.9x faster
-            energy+forces, about 15% faster training steps); off on GPUs until measured there.
-            Its planning waits on the device, so it is always off when ``groups`` are given
-            (CUDA graph captures).
-        plan_cache, plan_key: reuse the batch's embedding plan from ``plan_cache`` under
-            ``plan_key`` (for batches that recur, such as training frames; whole batches only).
     """
     n = batch.positions.shape[0]
-    local = getattr(model, "is_local", True)
-    chunks = chunk_slices(n, None if create_graph or not local else chunk_size)
+    chunks = chunk_slices(n, None if create_graph or not model.is_local else chunk_size)
     dtype = batch.positions.dtype
     forces = torch.zeros(n, 3, dtype=dtype, device=batch.positions.device)
     virial = torch.zeros(batch.n_frames, 3, 3, dtype=dtype, device=forces.device)
     atom_vir = torch.zeros(n, 3, 3, dtype=dtype, device=forces.device) if atom_virial else None
     energies = []
-    if share_embeddings is None:
-        share_embeddings = batch.positions.device.type == "cpu"
-    share = getattr(model, "shares_embeddings", False) and share_embeddings and groups is None
     for c, sl in enumerate(chunks):
         centers = torch.arange(sl.start, sl.stop, device=forces.device)
         with torch.enable_grad():
@@ -85,17 +66,9 @@ def derivatives(
                 rij.requires_grad_(True)
             index = batch.neighbors.index[sl]
             mask = index >= 0
-            kwargs = {} if groups is None else {"groups": groups[c]}
-            if not local:
-                kwargs["index"] = index
-            if share:
-                def make():  # called in this iteration, so the loop's names are current
-                    return plan_embeddings(index, batch.neighbors.shifts[sl], centers, batch.types,
-                                           batch.neighbors.capacity)
-
-                cached = plan_cache is not None and plan_key is not None and len(chunks) == 1
-                kwargs["plan"] = plan_cache.get(plan_key, make) if cached else make()
-            e_atom = model(rij, mask, batch.types[sl], batch.neighbors.capacity, **kwargs)
+            inputs = model.descriptor.inputs(batch, sl, whole=len(chunks) == 1)
+            groups = None if batch.groups is None else batch.groups[c]
+            e_atom = model(rij, mask, batch.types[sl], batch.neighbors.capacity, groups=groups, **inputs)
             (g,) = torch.autograd.grad(e_atom.sum(), rij, create_graph=create_graph)
         if not create_graph:
             rij, e_atom = rij.detach(), e_atom.detach()

@@ -21,14 +21,52 @@ definition for every capacity, provided no type has more than ``sel[t]`` neighbo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from torch import nn
 
-from nnpot.nn import MLP
-from nnpot.potentials.config import DescriptorConfig
-from nnpot.potentials.embedding_plan import EmbeddingPlan
+from nnpot.errors import ConfigError
+from nnpot.nn import ACTIVATIONS, MLP
+from nnpot.potentials.descriptor_base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
+from nnpot.potentials.embedding_plan import EmbeddingPlan, PlanCache, plan_embeddings
 
-__all__ = ["SeE2A", "smooth_switch", "environment", "empty_slot_term"]
+__all__ = ["SeE2A", "SeE2AConfig", "smooth_switch", "environment", "empty_slot_term"]
+
+#: ``share_embeddings`` setting -> on (True), off (False) or by device (None: on for CPU tensors)
+SHARE_EMBEDDINGS = {"auto": None, "on": True, "off": False}
+
+
+@dataclass
+class SeE2AConfig(DescriptorConfig):
+    """se_e2_a (Zhang et al., "End-to-end symmetry preserving inter-atomic potential energy
+    model for finite and extended systems", NeurIPS 2018); defaults are DeePMD-kit's water
+    example."""
+
+    type: str = "se_e2_a"
+    neuron: list[int] = field(default_factory=lambda: [25, 50, 100])  #: embedding widths
+    axis_neuron: int = 16  #: columns of G used in the contraction
+    activation: str = "tanh"
+    resnet_dt: bool = False
+    #: evaluate each embedding net once per distinct input (the same numbers with less work):
+    #: "auto" (on for CPU, off on GPUs until measured there), "on" or "off"
+    share_embeddings: str = "auto"
+
+    def validate(self, n_types: int) -> None:
+        super().validate(n_types)
+        _check_widths("descriptor.neuron", self.neuron)
+        if not 0 < self.axis_neuron <= self.neuron[-1]:
+            raise ConfigError(f"descriptor.axis_neuron must lie in 1..{self.neuron[-1]}, got {self.axis_neuron}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"descriptor.activation: {self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+        # YAML reads on/off/yes/no as booleans, which arrive here as "True"/"False"
+        self.share_embeddings = {"true": "on", "false": "off"}.get(str(self.share_embeddings).lower(),
+                                                                   self.share_embeddings)
+        if self.share_embeddings not in SHARE_EMBEDDINGS:
+            raise ConfigError(f"descriptor.share_embeddings must be one of {', '.join(SHARE_EMBEDDINGS)}, "
+                              f"got {self.share_embeddings!r}")
 
 
 def smooth_switch(r: torch.Tensor, rcut_smth: float, rcut: float) -> torch.Tensor:
@@ -53,16 +91,13 @@ def environment(rij: torch.Tensor, mask: torch.Tensor, rcut_smth: float, rcut: f
     return torch.cat([sw * inv_r, sw * safe * inv_r * inv_r], dim=-1)
 
 
-class SeE2A(nn.Module):
+@register_descriptor("se_e2_a", SeE2AConfig)
+class SeE2A(Descriptor):
     """se_e2_a: maps neighbor vectors to per-atom descriptors ``[n, M1 * M2]``."""
 
-    def __init__(self, config: DescriptorConfig, n_types: int, dtype: torch.dtype = torch.float64):
-        super().__init__()
-        self.config = config
-        self.n_types = n_types
-        self.rcut = float(config.rcut)
+    def __init__(self, config: SeE2AConfig, n_types: int, dtype: torch.dtype = torch.float64):
+        super().__init__(config, n_types, dtype)
         self.rcut_smth = float(config.rcut_smth)
-        self.sel = [int(s) for s in config.sel]
         self.nnei = sum(self.sel)
         self.axis_neuron = int(config.axis_neuron)
         widths = [1, *config.neuron]
@@ -75,9 +110,45 @@ class SeE2A(nn.Module):
         self.register_buffer("davg", torch.zeros(n_types, n_types, 4, dtype=dtype))
         self.register_buffer("dstd", torch.ones(n_types, n_types, 4, dtype=dtype))
 
+        self.plan_cache = PlanCache()  # embedding plans of recurring batches (training frames)
+
     @property
     def dim_out(self) -> int:
         return self.config.neuron[-1] * self.axis_neuron
+
+    def inputs(self, batch: Any, centers: slice, whole: bool) -> dict[str, Any]:
+        """The embedding plan of these centers (:mod:`nnpot.potentials.embedding_plan`), when
+        sharing embeddings is on; cached under ``batch.key`` for whole batches. Planning waits
+        on the device, so it is off when ``batch.groups`` is set (CUDA-graph capture)."""
+        share = SHARE_EMBEDDINGS[self.config.share_embeddings]
+        if share is None:
+            share = batch.positions.device.type == "cpu"
+        if not share or batch.groups is not None:
+            return {}
+        nb = batch.neighbors
+
+        def make() -> EmbeddingPlan:
+            ids = torch.arange(centers.start, centers.stop, device=nb.index.device)
+            return plan_embeddings(nb.index[centers], nb.shifts[centers], ids, batch.types, nb.capacity)
+
+        if whole and batch.key is not None:
+            return {"plan": self.plan_cache.get(batch.key, make)}
+        return {"plan": make()}
+
+    def fit_statistics(self, structures: Sequence, type_map: Sequence[str]) -> None:
+        """``davg``/``dstd`` of the environment rows, as DeePMD-kit computes them."""
+        from nnpot.potentials.stats import compute_env_stats
+
+        davg, dstd = compute_env_stats(self, structures, type_map)
+        self.davg.copy_(davg.to(self.davg))
+        self.dstd.copy_(dstd.to(self.dstd))
+
+    def tabulated(self, stride: float = 0.01, r_min: float = 0.5) -> Descriptor:
+        """The same descriptor with quintic tables for the embedding nets
+        (:mod:`nnpot.potentials.tabulate`, DeePMD-kit's model compression)."""
+        from nnpot.potentials.tabulate import TabulatedSeE2A
+
+        return TabulatedSeE2A(self, stride=stride, r_min=r_min)
 
     def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
                 capacity: tuple[int, ...], plan: EmbeddingPlan | None = None) -> torch.Tensor:

@@ -38,16 +38,41 @@ checks of the test helpers need float64 as for any model.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
+from nnpot.errors import ConfigError
 from nnpot.nn import MLP
-from nnpot.potentials.config import DescriptorConfig
+from nnpot.potentials.descriptor_base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
 
-__all__ = ["E3nnDescriptor", "bessel_basis", "polynomial_envelope"]
+__all__ = ["E3nnDescriptor", "E3nnConfig", "bessel_basis", "polynomial_envelope"]
+
+
+@dataclass
+class E3nnConfig(DescriptorConfig):
+    """The e3nn descriptor's settings (see the module docstring); ``rcut_smth`` is unused (the
+    polynomial envelope is smooth by itself) and ``sel`` sizes the neighbor layout and the
+    density normalisation."""
+
+    type: str = "e3nn"
+    lmax: int = 2  #: largest angular momentum of the spherical harmonics and features
+    channels: int = 16  #: channels per irrep
+    num_basis: int = 8  #: Bessel radial functions
+    radial_neuron: list[int] = field(default_factory=lambda: [32, 32])  #: radial MLP widths
+    layers: int = 1  #: interaction layers (body order grows, receptive field stays rcut)
+    message_layers: int = 0  #: message-passing layers, each adding rcut to the receptive field
+
+    def validate(self, n_types: int) -> None:
+        super().validate(n_types)
+        if not (0 <= self.lmax <= 6 and 0 < self.channels <= 512 and 0 < self.num_basis <= 64 and self.layers >= 0
+                and self.message_layers >= 0):
+            raise ConfigError("descriptor: e3nn needs 0 <= lmax <= 6, 0 < channels <= 512, 0 < num_basis <= 64, "
+                              "layers >= 0 and message_layers >= 0")
+        _check_widths("descriptor.radial_neuron", self.radial_neuron)
 
 
 def bessel_basis(r: torch.Tensor, rcut: float, n: int) -> torch.Tensor:
@@ -63,14 +88,12 @@ def polynomial_envelope(x: torch.Tensor, p: int = 6) -> torch.Tensor:
     return out * (x < 1.0)
 
 
-class E3nnDescriptor(nn.Module):
+@register_descriptor("e3nn", E3nnConfig)
+class E3nnDescriptor(Descriptor):
     """Maps neighbor vectors to per-atom invariant descriptors ``[n, dim_out]`` (see module doc)."""
 
-    def __init__(self, config: DescriptorConfig, n_types: int, dtype: torch.dtype = torch.float64):
-        super().__init__()
-        self.config = config
-        self.n_types = n_types
-        self.rcut = float(config.rcut)
+    def __init__(self, config: E3nnConfig, n_types: int, dtype: torch.dtype = torch.float64):
+        super().__init__(config, n_types, dtype)
         self.lmax, self.channels, self.num_basis = int(config.lmax), int(config.channels), int(config.num_basis)
         C, L = self.channels, self.lmax + 1
         self.irreps_sh = o3.Irreps.spherical_harmonics(self.lmax)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nnpot.potentials.batch import make_batch
-from nnpot.potentials.derivatives import derivatives
+import torch
+
+from nnpot.potentials.evaluator import Evaluator
 
 __all__ = ["predict", "error_metrics", "parity_plots"]
 
@@ -27,8 +28,9 @@ def predict(model, frames: Sequence, batch_size: int = 4, progress: bool = False
     frames = list(frames)
     for a in tqdm(range(0, len(frames), batch_size), desc="evaluating", disable=not progress, unit=" batches"):
         chunk = frames[a:a + batch_size]
-        batch = make_batch(chunk, model.type_map, model.cutoff, model.sel, device=model.device, dtype=model.dtype)
-        res = derivatives(model, batch, chunk_size=chunk_size)
+        tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=model.device)  # noqa: E731
+        res = Evaluator(model, chunk, skin=0.0, chunk_size=chunk_size)(
+            tensor(np.concatenate([f.positions for f in chunk])), tensor(np.stack([f.cell for f in chunk])))
         out["energy"].append(res["energy"].detach().double().cpu().numpy())
         out["forces"].append(res["forces"].detach().double().cpu().numpy())
         vir = res["virial"].detach().double().cpu().numpy()

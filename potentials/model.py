@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from nnpot.nn import MLP
 from nnpot.potentials.batch import AtomsBatch
 from nnpot.potentials.config import ModelConfig
-from nnpot.potentials.descriptor import SeE2A
-from nnpot.potentials.embedding_plan import EmbeddingPlan
+from nnpot.potentials.descriptor_base import build_descriptor
 
 __all__ = ["EnergyModel"]
 
@@ -30,12 +31,7 @@ class EnergyModel(nn.Module):
         dtype = _DTYPES[config.dtype]
         torch.manual_seed(config.seed)  # reproducible initial weights
         n_types = len(config.type_map)
-        if config.descriptor.type == "e3nn":
-            from nnpot.potentials.equivariant import E3nnDescriptor
-
-            self.descriptor = E3nnDescriptor(config.descriptor, n_types, dtype=dtype)
-        else:
-            self.descriptor = SeE2A(config.descriptor, n_types, dtype=dtype)
+        self.descriptor = build_descriptor(config.descriptor, n_types, dtype=dtype)
         widths = [self.descriptor.dim_out, *config.fitting.neuron, 1]
         self.fittings = nn.ModuleList(
             MLP(widths, act=config.fitting.activation, resnet=True, resnet_dt=config.fitting.resnet_dt,
@@ -58,21 +54,14 @@ class EnergyModel(nn.Module):
 
     @property
     def is_local(self) -> bool:
-        """Whether each atom's energy depends on its own neighbor slots only. A model with
-        message passing (e3nn ``message_layers``) is evaluated on whole structures and needs
-        the neighbor indices (:func:`~nnpot.potentials.derivatives` passes them)."""
-        return getattr(self.descriptor, "is_local", True)
-
-    @property
-    def shares_embeddings(self) -> bool:
-        """Whether the descriptor takes an :class:`~nnpot.potentials.embedding_plan.EmbeddingPlan`
-        (se_e2_a with embedding nets; :func:`~nnpot.potentials.derivatives` makes one)."""
-        return isinstance(self.descriptor, SeE2A)
+        """Whether each atom's energy depends on its own neighbor slots only (the descriptor's
+        :attr:`~nnpot.potentials.descriptor_base.Descriptor.is_local`)."""
+        return self.descriptor.is_local
 
     @property
     def receptive_field(self) -> float:
         """Angstrom: how far an atom's energy can see (``rcut`` for local models)."""
-        return getattr(self.descriptor, "receptive_field", self.cutoff)
+        return self.descriptor.receptive_field
 
     @property
     def dtype(self) -> torch.dtype:
@@ -84,18 +73,16 @@ class EnergyModel(nn.Module):
 
     @property
     def is_tabulated(self) -> bool:
-        """Whether the embedding nets are tables (see :meth:`tabulated`)."""
-        from nnpot.potentials.tabulate import TabulatedSeE2A
-
-        return isinstance(self.descriptor, TabulatedSeE2A)
+        """Whether the descriptor's nets are tables (see :meth:`tabulated`)."""
+        return self.descriptor.is_tabulated
 
     def tabulated(self, stride: float = 0.01, r_min: float = 0.5) -> EnergyModel:
-        """A copy with the se_e2_a embedding nets replaced by quintic tables, DeePMD-kit's
-        model compression: same energies to ~1e-9 relative, much faster with the fused CUDA
-        kernel, for inference only (see :mod:`nnpot.potentials.tabulate`)."""
-        from nnpot.potentials.tabulate import tabulate_model
-
-        return tabulate_model(self, stride=stride, r_min=r_min)
+        """A copy whose descriptor uses tables instead of nets where it has a tabulated form
+        (se_e2_a: DeePMD-kit's model compression, same energies to ~1e-9 relative, much faster
+        with the fused CUDA kernel); for inference only."""
+        out = copy.deepcopy(self)
+        out.descriptor = self.descriptor.tabulated(stride=stride, r_min=r_min)
+        return out
 
     def type_groups(self, types: torch.Tensor) -> list[torch.Tensor]:
         """Indices of the atoms of each type; passing them to :meth:`forward` avoids the
@@ -103,19 +90,14 @@ class EnergyModel(nn.Module):
         return [torch.nonzero(types == t, as_tuple=True)[0] for t in range(len(self.fittings))]
 
     def forward(self, rij: torch.Tensor, mask: torch.Tensor, types: torch.Tensor,
-                capacity: tuple[int, ...], groups: list[torch.Tensor] | None = None,
-                index: torch.Tensor | None = None, plan: EmbeddingPlan | None = None) -> torch.Tensor:
+                capacity: tuple[int, ...], groups: list[torch.Tensor] | None = None, **inputs) -> torch.Tensor:
         """Per-atom energies ``[n]`` (eV) from neighbor vectors ``rij`` ``[n, K, 3]``.
 
         ``groups``: the result of :meth:`type_groups` for ``types``, when known beforehand.
-        ``index``: ``[n, K]`` neighbor atom of each slot; only models that are not
-        :attr:`is_local` use it (they then see all ``n`` atoms of the structures at once).
-        ``plan``: shared embedding inputs, for models that :attr:`shares_embeddings`.
+        ``inputs``: the descriptor's extra inputs (:meth:`Descriptor.inputs
+        <nnpot.potentials.descriptor_base.Descriptor.inputs>`).
         """
-        extra = {} if index is None else {"index": index}  # se_e2_a takes no indices
-        if plan is not None:
-            extra["plan"] = plan
-        D = self.descriptor(rij, mask, types, capacity, **extra)
+        D = self.descriptor(rij, mask, types, capacity, **inputs)
         energy = self.energy_bias[types].clone()
         groups = self.type_groups(types) if groups is None else groups
         for sel, fit in zip(groups, self.fittings):
@@ -125,5 +107,5 @@ class EnergyModel(nn.Module):
 
     def atomic_energies(self, batch: AtomsBatch) -> torch.Tensor:
         """Per-atom energies ``[N]`` of a batch (no derivatives)."""
-        index = None if self.is_local else batch.neighbors.index
-        return self(batch.edge_vectors(), batch.neighbors.mask, batch.types, batch.neighbors.capacity, index=index)
+        inputs = self.descriptor.inputs(batch, slice(0, batch.positions.shape[0]), whole=True)
+        return self(batch.edge_vectors(), batch.neighbors.mask, batch.types, batch.neighbors.capacity, **inputs)

@@ -12,14 +12,13 @@ import os
 import pickle
 import platform
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nnpot.atomic import atomic_path
-from nnpot.errors import ModelFileError
+from nnpot.errors import ConfigError, ModelFileError
 from nnpot.potentials.config import ModelConfig, from_dict
 from nnpot.potentials.model import EnergyModel
 
@@ -67,16 +66,19 @@ def read_meta(path: str | os.PathLike[str]) -> tuple[dict, dict]:
     except pickle.UnpicklingError:
         raise ModelFileError(f"{path}: refused to load: the file is truncated or holds objects other than "
                              "tensors and plain values (nnpot never unpickles code)") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not a readable nnpot model file (truncated or corrupt?): {exc}") from None
-    if not isinstance(payload, dict) or "meta_json" not in payload or "state_dict" not in payload:
+    except Exception as exc:  # weights_only loading runs no code: anything it raises means a damaged file
+        raise ModelFileError(f"{path}: not a readable nnpot model file (truncated or corrupt?): "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if (not isinstance(payload, dict) or not isinstance(payload.get("meta_json"), str)
+            or not isinstance(payload.get("state_dict"), dict)):
         raise ModelFileError(f"{path}: not an nnpot model file (no meta_json/state_dict)")
     try:
         meta = json.loads(payload["meta_json"])
     except (TypeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: model metadata is not valid JSON: {exc}") from None
-    if meta.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ModelFileError(f"{path}: format is {found!r}, expected {FORMAT_NAME!r}")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ModelFileError(
@@ -86,17 +88,32 @@ def read_meta(path: str | os.PathLike[str]) -> tuple[dict, dict]:
     return meta, payload["state_dict"]
 
 
+def _current_config(config: dict) -> dict:
+    """The stored config in today's layout: files written before descriptors had their own
+    config classes hold every descriptor's fields in one section; keep those of its type."""
+    from nnpot.potentials.descriptor_base import config_keys
+
+    desc = dict(config.get("descriptor") or {})
+    keys = config_keys(str(desc.get("type", "se_e2_a")))
+    return {**config, "descriptor": {k: v for k, v in desc.items() if k in keys}}
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> EnergyModel:
     """Load a model file; optionally move it to ``device`` and cast it to ``dtype``."""
     meta, state = read_meta(path)
-    config = from_dict(ModelConfig, meta["config"])
-    model = EnergyModel(config)
     try:
-        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) if k in model.state_dict() else v
-                               for k, v in state.items()})
-    except RuntimeError as exc:
-        raise ModelFileError(f"{path}: weights do not match the stored config: {exc}") from None
+        config = from_dict(ModelConfig, _current_config(meta["config"])).validate()
+    except (ConfigError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: the stored model config is not usable: {exc}") from None
+    bad = [k for k, v in state.items() if not torch.is_tensor(v) or (v.is_floating_point() and not v.isfinite().all())]
+    if bad:
+        raise ModelFileError(f"{path}: weight {bad[0]!r} is not a finite tensor (a damaged file?)")
+    model = EnergyModel(config)
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise ModelFileError(f"{path}: the weights do not match the stored config (a damaged or edited file?)")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     model.meta = meta
     model = model.to(device=device)
     if dtype is not None:

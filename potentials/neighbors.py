@@ -28,7 +28,8 @@ import torch
 
 from nnpot.errors import NeighborOverflowError
 
-__all__ = ["neighbor_pairs", "padded_neighbors", "PaddedNeighbors", "build_neighbors"]
+__all__ = ["neighbor_pairs", "padded_neighbors", "PaddedNeighbors", "build_neighbors", "effective_cell",
+           "check_capacity"]
 
 _CENTER_CHUNK = 32768  # centers handled at once in the cell-list search (bounds memory)
 # "auto": all centers against all images when there are at most this many (center, image) pairs:
@@ -36,7 +37,7 @@ _CENTER_CHUNK = 32768  # centers handled at once in the cell-list search (bounds
 _ALL_PAIRS_MAX = {"cuda": 1 << 23, "cpu": 1 << 18}
 
 
-def _effective_cell(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+def effective_cell(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
     """``cell`` with the vectors of non-periodic directions replaced by orthonormal fill-ins.
 
     Only the periodic vectors matter for shifts; the fill-ins make the matrix invertible so
@@ -92,7 +93,12 @@ def neighbor_pairs(
         raise ValueError(f"method must be 'auto', 'all', 'cells' or 'vesin', got {method!r}")
     if n == 0:
         return empty, empty, torch.zeros(0, 3, dtype=torch.long, device=device)
-    eff = _effective_cell(cell, pbc)
+    eff = effective_cell(cell, pbc)
+    groups = _separate_groups(positions, eff, pbc, cutoff)
+    if len(groups) > 1:  # searched apart: the cell lists never span the empty space between them
+        parts = [neighbor_pairs(positions[g], cell, pbc, cutoff, method) for g in groups]
+        return (torch.cat([g[i] for g, (i, _, _) in zip(groups, parts)]),
+                torch.cat([g[j] for g, (_, j, _) in zip(groups, parts)]), torch.cat([p[2] for p in parts]))
     if method == "vesin" or (method == "auto" and device.type == "cpu" and _vesin() is not None):
         return _vesin_pairs(positions, eff, pbc, cutoff)
     inv = torch.linalg.inv(eff)
@@ -169,6 +175,30 @@ def neighbor_pairs(
     return i, j, s
 
 
+def _separate_groups(positions: torch.Tensor, eff: torch.Tensor, pbc: torch.Tensor,
+                     cutoff: float) -> list[torch.Tensor]:
+    """Atoms split into groups more than ``cutoff`` apart along the non-periodic directions.
+
+    Along a non-periodic direction the fill-in vector of ``eff`` is a unit vector orthogonal to
+    every periodic vector, so a gap wider than the cutoff in that coordinate separates two
+    groups and all their periodic images: they share no pair and can be searched apart. This
+    keeps the cell lists small when an atom sits far from the others (a cell list over the
+    whole span would need a grid of astronomical size).
+    """
+    groups = [torch.arange(positions.shape[0], device=positions.device)]
+    for k in range(3):
+        if bool(pbc[k]):
+            continue
+        split = []
+        for g in groups:
+            x = positions[g] @ eff[k]
+            order = torch.argsort(x)
+            cuts = (torch.nonzero(torch.diff(x[order]) > cutoff, as_tuple=True)[0] + 1).tolist()
+            split += [g[order[a:b]].sort().values for a, b in zip([0] + cuts, cuts + [len(g)])] if cuts else [g]
+        groups = split
+    return groups
+
+
 @functools.cache
 def _vesin():
     """vesin's ``NeighborList`` class, or None where vesin is not installed."""
@@ -183,7 +213,7 @@ def _vesin_pairs(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
                  cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`neighbor_pairs` by vesin's cell list (float64, on the host), for CPU tensors.
 
-    ``cell`` has invertible fill-ins along non-periodic directions (:func:`_effective_cell`).
+    ``cell`` has invertible fill-ins along non-periodic directions (:func:`effective_cell`).
     """
     cls = _vesin()
     if cls is None:
@@ -218,6 +248,25 @@ class PaddedNeighbors:
         return self.index >= 0
 
 
+def check_capacity(max_counts: torch.Tensor | list[int], sel: tuple[int, ...] | list[int],
+                   type_names: list[str] | None = None, cutoff: float | None = None) -> None:
+    """Raise :class:`~nnpot.errors.NeighborOverflowError` when some atom has more neighbors of a
+    type (``max_counts[t]``, the largest count around any atom) than ``sel[t]`` allows, naming
+    the ``sel`` to retrain with. The one overflow rule of every neighbor layout."""
+    counts = [int(c) for c in (max_counts.tolist() if torch.is_tensor(max_counts) else max_counts)]
+    over = [t for t, (c, s) in enumerate(zip(counts, sel)) if c > s]
+    if not over:
+        return
+    t = over[0]
+    name = type_names[t] if type_names else f"type {t}"
+    where = "within the cutoff" if cutoff is None else f"within the model's cutoff {cutoff} A"
+    suggestion = [max(int(s), c) for s, c in zip(sel, counts)]
+    raise NeighborOverflowError(
+        f"an atom has {counts[t]} neighbors of {name} {where} but sel allows {int(sel[t])}; the structure is denser "
+        f"than the model was built for: use sel = {suggestion} or larger (nnpot data info --rcut gives the counts "
+        "of a dataset)")
+
+
 @torch.no_grad()
 def padded_neighbors(
     i: torch.Tensor,
@@ -250,18 +299,10 @@ def padded_neighbors(
     rank = torch.arange(order.numel(), device=device) - first[g_sorted]
     per_type = counts.view(n_atoms, n_types)
     max_counts = per_type.max(dim=0).values if n_atoms else torch.zeros(n_types, dtype=torch.long)
-    over = max_counts > cap
     n_dropped = 0
-    if bool(over.any()):
-        if on_overflow == "error":
-            t = int(torch.nonzero(over)[0])
-            name = type_names[t] if type_names else f"type {t}"
-            found = int(max_counts[t])
-            suggestion = [max(int(c), int(m)) for c, m in zip(capacity, max_counts.tolist())]
-            raise NeighborOverflowError(
-                f"an atom has {found} neighbors of {name} within the cutoff but sel allows {int(cap[t])}; "
-                f"use sel = {suggestion} or larger (nnpot data info --rcut gives the counts of a dataset)"
-            )
+    if on_overflow == "error":
+        check_capacity(max_counts, capacity, type_names)
+    else:
         n_dropped = int((per_type - cap).clamp(min=0).sum())
     keep = rank < cap[tj[order]]
     o = order[keep]

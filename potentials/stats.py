@@ -17,17 +17,16 @@ _PROTECTION = 1e-2  # smallest std accepted (DeePMD-kit's protection)
 
 
 @torch.no_grad()
-def compute_env_stats(model, structures: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
-    """``davg, dstd`` ``[n_types, n_types, 4]`` over all ``sel`` slots (empty ones count as zero rows).
+def compute_env_stats(d, structures: Sequence, type_map: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``davg, dstd`` ``[n_types, n_types, 4]`` of se_e2_a descriptor ``d`` over all ``sel`` slots (empty ones count as zero rows).
 
     The radial component gets its mean and standard deviation; the three angular components
     get mean 0 and the root mean square of all three, as in DeePMD-kit.
     """
-    d = model.descriptor
     n_types = d.n_types
     sums = torch.zeros(n_types, n_types, 5, dtype=torch.float64)  # n, sum r, sum r^2, sum a, sum a^2
     for s in structures:
-        batch = make_batch([s], model.type_map, d.rcut, d.sel, dtype=torch.float64)
+        batch = make_batch([s], type_map, d.rcut, d.sel, dtype=torch.float64)
         env = environment(batch.edge_vectors(), batch.neighbors.mask, d.rcut_smth, d.rcut)  # [N, K, 4]
         start = 0
         for tj, cap in enumerate(d.sel):
@@ -65,12 +64,10 @@ def fit_energy_bias(energies: np.ndarray, numbers: Sequence[np.ndarray], type_ma
 
 
 def apply_stats(model, structures: Sequence, energies: np.ndarray | None = None) -> None:
-    """Compute and store davg/dstd (se_e2_a; and the energy bias when ``energies`` are given) in ``model``."""
+    """Fit the descriptor's input statistics (se_e2_a: davg/dstd) and, when ``energies`` are
+    given, the per-element energy bias of ``model``."""
     structures = list(structures)
-    if hasattr(model.descriptor, "davg"):  # se_e2_a normalises its environment rows
-        davg, dstd = compute_env_stats(model, structures)
-        model.descriptor.davg.copy_(davg.to(model.descriptor.davg))
-        model.descriptor.dstd.copy_(dstd.to(model.descriptor.dstd))
+    model.descriptor.fit_statistics(structures, model.type_map)
     if energies is not None:
         bias = fit_energy_bias(energies, [s.numbers for s in structures], model.type_map)
         model.energy_bias.copy_(torch.as_tensor(bias).to(model.energy_bias))

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from nnpot.potentials.descriptor import SeE2A, descriptor_from_sum, empty_slot_term, type_rows
+from nnpot.potentials.descriptor_base import Descriptor
 from nnpot.potentials.tabulate_kernels import contract_reference, fused_descriptor_sum, triton_available
 
-__all__ = ["TabulatedSeE2A", "quintic_table", "tabulate_model"]
+__all__ = ["TabulatedSeE2A", "quintic_table"]
 
 
 def _derivatives(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -58,7 +59,7 @@ def quintic_table(net: nn.Module, lo: float, h: float, nbins: int) -> torch.Tens
     return torch.stack([y0, d0, 0.5 * s0, c3, c4, c5], dim=1)
 
 
-class TabulatedSeE2A(nn.Module):
+class TabulatedSeE2A(Descriptor):
     """An :class:`SeE2A` whose embedding nets are tables; same inputs and outputs.
 
     Args:
@@ -68,12 +69,14 @@ class TabulatedSeE2A(nn.Module):
         r_min: the shortest neighbor distance (Angstrom) the table covers exactly.
     """
 
+    is_tabulated = True
+
     def __init__(self, exact: SeE2A, stride: float = 0.01, r_min: float = 0.5):
-        super().__init__()
+        super().__init__(exact.config, exact.n_types)
         if stride <= 0 or r_min <= 0:
             raise ValueError(f"stride and r_min must be positive, got {stride} and {r_min}")
-        self.config, self.n_types, self.sel, self.nnei = exact.config, exact.n_types, exact.sel, exact.nnei
-        self.rcut, self.rcut_smth, self.axis_neuron = exact.rcut, exact.rcut_smth, exact.axis_neuron
+        self.nnei = exact.nnei
+        self.rcut_smth, self.axis_neuron = exact.rcut_smth, exact.axis_neuron
         self.r_min = float(r_min)
         self.register_buffer("davg", exact.davg.detach().clone())
         self.register_buffer("dstd", exact.dstd.detach().clone())
@@ -142,12 +145,3 @@ class TabulatedSeE2A(nn.Module):
             if cap != self.sel[t]:  # slots beyond the list's capacity, as DeePMD-kit would have them
                 T = T + (self.sel[t] - cap) * self.empty_term[center_types, t]
         return descriptor_from_sum(self, T)
-
-
-def tabulate_model(model: nn.Module, stride: float = 0.01, r_min: float = 0.5) -> nn.Module:
-    """A copy of an se_e2_a ``EnergyModel`` with tabulated embedding nets (inference only)."""
-    if not isinstance(model.descriptor, SeE2A):
-        raise ValueError(f"only se_e2_a models can be tabulated, not {type(model.descriptor).__name__}")
-    out = copy.deepcopy(model)
-    out.descriptor = TabulatedSeE2A(model.descriptor, stride=stride, r_min=r_min)
-    return out

@@ -22,20 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnpot.atomic import atomic_path
 from nnpot.data.convert import split_indices
 from nnpot.data.h5format import H5Dataset
 from nnpot.errors import NNPotError
-from nnpot.potentials.batch import NeighborCache, make_batch
-from nnpot.potentials.calculator import resolve_device
+from nnpot.potentials.batch import NeighborCache, make_batch, types_from_numbers
+from nnpot.potentials.device import resolve_device
 from nnpot.potentials.checkpoint import latest_checkpoint, save_checkpoint
 from nnpot.potentials.derivatives import derivatives
 from nnpot.potentials.distributed import average_gradients, init_distributed
-from nnpot.potentials.embedding_plan import PlanCache
 from nnpot.potentials.evaluate import error_metrics, predict
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import save_model
 from nnpot.potentials.stats import apply_stats
-from nnpot.potentials.train_config import SHARE_EMBEDDINGS, TrainConfig
+from nnpot.potentials.train_config import TrainConfig
 
 __all__ = ["Trainer", "TrainingError", "ema_decay", "learning_rate", "prefactor"]
 
@@ -69,19 +69,33 @@ def prefactor(start: float, limit: float, lr: float, start_lr: float) -> float:
     return limit + (start - limit) * lr / start_lr
 
 
-class Trainer:
-    """Trains an :class:`EnergyModel` as ``config`` says, writing into ``out_dir``."""
+#: what a training run writes into its folder (and a fresh run with ``force`` replaces)
+RUN_OUTPUTS = ("config.yaml", "valid.jsonl", "model.nnp", "best.nnp", "final_metrics.json", "learning_curve.png",
+               "checkpoints")
 
-    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True):
+
+class Trainer:
+    """Trains an :class:`EnergyModel` as ``config`` says, writing into ``out_dir``.
+
+    A fresh run into a folder that already holds a run is refused unless ``force`` is given;
+    then the earlier run's files (:data:`RUN_OUTPUTS`) are replaced, but only once the first
+    training step has succeeded, so a run that fails before leaves them as they were.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True,
+                 force: bool = False):
         self.config = config.validate()
         self.out = Path(out_dir)
         self.progress = progress
+        self._claimed = resume  # a resumed run owns its folder already
+        self._force = force
+        if not resume:
+            self._check_out_dir()
         if config.threads:
             torch.set_num_threads(config.threads)
         self.dist, self.device = init_distributed(resolve_device(config.device))
         self._load_data()
         self.neighbor_cache = NeighborCache()  # training frames keep their neighbor lists
-        self.plan_cache = PlanCache()  # and their embedding plans (see derivatives)
         self.model = EnergyModel(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.start_lr)
         self.ema = None
@@ -98,10 +112,12 @@ class Trainer:
 
     def _load_data(self) -> None:
         c = self.config
-        self.train_ds = H5Dataset(c.data)
+        self.train_ds = H5Dataset(c.data).check()  # bad frames are refused before step 0
         self.train_atoms = self.train_ds.n_atoms
+        types_from_numbers(np.unique(self.train_ds.numbers()), c.model.type_map)  # unknown elements, by name
         if c.valid_data:
-            self.valid_ds = H5Dataset(c.valid_data)
+            self.valid_ds = H5Dataset(c.valid_data).check()
+            types_from_numbers(np.unique(self.valid_ds.numbers()), c.model.type_map)
             self.train_idx = np.arange(len(self.train_ds))
             self.valid_idx = np.arange(len(self.valid_ds))
         else:
@@ -110,6 +126,11 @@ class Trainer:
             self.train_idx, self.valid_idx = (np.sort(p) for p in split_indices(
                 len(self.train_ds), [1 - c.valid_fraction, c.valid_fraction], c.split_seed))
             self.valid_ds = self.train_ds
+        if len(self.valid_idx) == 0:
+            where = c.valid_data or f"{c.data} (valid_fraction {c.valid_fraction} of {len(self.train_ds)} frames)"
+            raise TrainingError(f"{where}: no validation frames; give --valid-data or raise valid_fraction")
+        if len(self.train_idx) == 0:
+            raise TrainingError(f"{c.data}: no training frames left after the validation split")
         rng = np.random.default_rng(c.seed)
         self.valid_subset = np.sort(rng.permutation(self.valid_idx)[: c.valid_frames])
         self._order: tuple[int, np.ndarray] | None = None  #: (epoch, its permutation of train_idx)
@@ -125,12 +146,35 @@ class Trainer:
         self.model.to(self.device)
         if c.ema_decay:
             self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if self.dist.main:
-            import yaml
 
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
-            (self.out / "valid.jsonl").unlink(missing_ok=True)
+    def _check_out_dir(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise TrainingError(f"{self.out}: exists and is not a folder; choose another --out")
+        found = [name for name in RUN_OUTPUTS if (self.out / name).exists()]
+        if found and not self._force:
+            raise TrainingError(f"{self.out}: already holds a training run ({', '.join(found)}); continue it with "
+                                f"--resume {self.out}, or start a new run in another --out folder (or with --force, "
+                                "which replaces that run's files)")
+
+    def _claim(self) -> None:
+        """Before the first file of a fresh run is written: replace an earlier run's outputs
+        (only with ``force``; checked at start) and write the resolved config."""
+        if self._claimed or not self.dist.main:
+            return
+        import shutil
+
+        import yaml
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_OUTPUTS:
+            path = self.out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        with atomic_path(self.out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        self._claimed = True
 
     def _report_overlaps(self, frames, indices) -> None:
         from nnpot.potentials.neighbors import neighbor_pairs
@@ -142,16 +186,34 @@ class Trainer:
                 log.warning("training frame %d has atoms %d and %d closer than %.2f A", idx, int(i[0]), int(j[0]), thr)
 
     def _restore(self, state: dict, path: Path) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise TrainingError(f"{path}: the checkpoint does not match the run's config.yaml (edited since?): "
+                                f"{str(exc).splitlines()[0]}") from None
         self.ema = state.get("ema")
         self.state = dict(state["loop"])
         torch.set_rng_state(state["torch_rng"])
+        self._forget_after(self.state["step"])
         log.info("resumed from %s at step %d", path, self.state["step"])
+
+    def _forget_after(self, step: int) -> None:
+        """Drop the validation rows logged after the checkpoint being resumed: the resumed run
+        logs those steps again, so ``valid.jsonl`` holds each step once."""
+        log_path = self.out / "valid.jsonl"
+        if not self.dist.main or not log_path.is_file():
+            return
+        rows = [line for line in log_path.read_text().splitlines() if line.strip()]
+        keep = [line for line in rows if json.loads(line).get("step", 0) <= step]
+        if len(keep) != len(rows):
+            with atomic_path(log_path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in keep))
 
     def _checkpoint(self) -> None:
         if not self.dist.main:
             return
+        self._claim()
         save_checkpoint(self.out / "checkpoints", {
             "step": self.state["step"],
             "model": self.model.state_dict(),
@@ -168,7 +230,7 @@ class Trainer:
         c, s = self.config, self.state
         p = s["step"] / c.num_steps
         budget = c.max_seconds()
-        if budget:
+        if budget is not None:
             p = max(p, s["elapsed"] / budget)
         return p
 
@@ -214,8 +276,7 @@ class Trainer:
         model = self.model
         batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype,
                            tight=True, cache=self.neighbor_cache, keys=indices)
-        out = derivatives(model, batch, create_graph=True, share_embeddings=SHARE_EMBEDDINGS[c.share_embeddings],
-                          plan_cache=self.plan_cache, plan_key=tuple(indices))
+        out = derivatives(model, batch, create_graph=True)
         tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
         n = tensor([f.n_atoms for f in frames])
         e_ref = tensor([f.energy for f in frames])
@@ -288,6 +349,7 @@ class Trainer:
             s["stale"] = 0 if metrics["score"] < s["best"] else s["stale"] + 1
             s["best"] = min(s["best"], metrics["score"])
             return
+        self._claim()
         row = {"step": s["step"], "time": round(s["elapsed"], 2), "lr": train.get("lr"), "train_loss": train.get("loss"),
                **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
         with open(self.out / "valid.jsonl", "a") as fh:
@@ -307,7 +369,7 @@ class Trainer:
     def _done(self) -> bool:
         c, s = self.config, self.state
         budget = c.max_seconds()
-        if s["step"] >= c.num_steps or (budget and s["elapsed"] >= budget):
+        if s["step"] >= c.num_steps or (budget is not None and s["elapsed"] >= budget):
             return True
         return bool(c.early_stop_patience and s["stale"] >= c.early_stop_patience)
 
@@ -317,16 +379,16 @@ class Trainer:
 
         c, s = self.config, self.state
         budget = c.max_seconds()  # a wall-clock budget: the bar counts its seconds, not num_steps
-        total = round(budget) if budget else c.num_steps
-        fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if budget else None
-        bar = tqdm(total=total, initial=min(round(s["elapsed"]), total) if budget else s["step"], unit=" steps",
+        total = round(budget) if budget is not None else c.num_steps
+        fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if budget is not None else None
+        bar = tqdm(total=total, initial=min(round(s["elapsed"]), total) if budget is not None else s["step"], unit=" steps",
                    bar_format=fmt, disable=not self.progress, dynamic_ncols=True)
         last = {}
         t0 = time.perf_counter() - s["elapsed"]
         while not self._done():
             last = self.step()
             s["elapsed"] = time.perf_counter() - t0
-            bar.update(min(round(s["elapsed"]), bar.total) - bar.n if budget else 1)
+            bar.update(min(round(s["elapsed"]), bar.total) - bar.n if budget is not None else 1)
             bar.set_postfix(step=s["step"], loss=f"{last['loss']:.3g}", rmse_f=f"{last['rmse_f']:.3f}", lr=f"{last['lr']:.2e}", refresh=False)
             if s["step"] % c.valid_freq == 0:
                 self._log_validation(self.validate(), last)

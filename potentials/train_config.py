@@ -11,10 +11,6 @@ from nnpot.potentials.config import ModelConfig, from_dict, parse_override
 
 __all__ = ["LossConfig", "TrainConfig", "parse_duration", "load_train_config"]
 
-#: ``TrainConfig.share_embeddings`` -> ``derivatives(share_embeddings=...)``
-SHARE_EMBEDDINGS = {"auto": None, "on": True, "off": False}
-
-
 @dataclass
 class LossConfig:
     """``loss = p_e dE^2 / N^k + p_f mean(dF^2) + p_v mean(dW^2) / N^k``; each prefactor moves
@@ -30,6 +26,21 @@ class LossConfig:
     start_pref_v: float = 0.0
     limit_pref_v: float = 0.0
     energy_norm_exp: int = 2  #: k above: 2 (per-atom errors squared) or 1 (DeePMD-kit's default)
+
+    def validate(self) -> None:
+        import math
+
+        for name, value in asdict(self).items():
+            if name != "energy_norm_exp" and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"loss.{name} must be a number >= 0, got {value}")
+        if self.energy_norm_exp not in (1, 2):
+            raise ConfigError(f"loss.energy_norm_exp must be 1 or 2, got {self.energy_norm_exp}")
+
+
+#: what a zero means for the settings where it switches something off
+_ZERO_MEANS = {"batch_atoms": "batches of batch_size frames", "threads": "torch's default",
+               "seed": "a valid seed", "split_seed": "a valid seed", "early_stop_patience": "never stop early",
+               "grad_clip": "no clipping", "overlap_threshold": "no report"}
 
 
 @dataclass
@@ -65,51 +76,59 @@ class TrainConfig:
     overlap_threshold: float = 0.5  #: Angstrom; closer atoms in the training set are reported
     threads: int = 0  #: torch CPU threads; 0 keeps torch's default
     device: str = "auto"
-    #: evaluate each se_e2_a embedding net once per distinct input (the same numbers, less work;
-    #: plans are cached per training frame): "auto" (on for CPU, off on GPUs until measured
-    #: there), "on" or "off"
-    share_embeddings: str = "auto"
 
     def max_seconds(self) -> float | None:
-        return parse_duration(self.max_time) if self.max_time else None
+        """The wall-clock budget in seconds, or None when there is none (``max_time`` empty)."""
+        return parse_duration(self.max_time) if self.max_time != "" else None
 
     def validate(self) -> "TrainConfig":
+        import math
+
         self.model.validate()
         if not self.data:
             raise ConfigError("data: a training HDF5 file is required (--data FILE.h5)")
         if not 0 < self.valid_fraction < 1 and not self.valid_data:
             raise ConfigError(f"valid_fraction must lie in (0, 1), got {self.valid_fraction}")
-        if not 0 < self.stop_lr <= self.start_lr:
-            raise ConfigError(f"need 0 < stop_lr <= start_lr, got {self.stop_lr} and {self.start_lr}")
-        for name in ("batch_size", "num_steps", "valid_freq", "save_freq"):
+        if not (math.isfinite(self.start_lr) and math.isfinite(self.stop_lr) and 0 < self.stop_lr <= self.start_lr):
+            raise ConfigError(f"need finite 0 < stop_lr <= start_lr, got {self.stop_lr} and {self.start_lr}")
+        if not (math.isfinite(self.budget_stop_lr) and self.budget_stop_lr > 0):
+            raise ConfigError(f"budget_stop_lr must be a positive number, got {self.budget_stop_lr}")
+        for name in ("batch_size", "num_steps", "valid_freq", "save_freq", "stat_frames", "valid_frames",
+                     "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.loss.energy_norm_exp not in (1, 2):
-            raise ConfigError(f"loss.energy_norm_exp must be 1 or 2, got {self.loss.energy_norm_exp}")
-        if self.batch_atoms < 0:
-            raise ConfigError(f"batch_atoms must be >= 0 (0: batches of batch_size frames), got {self.batch_atoms}")
-        if self.max_time:
+        for name in ("batch_atoms", "threads", "seed", "split_seed", "early_stop_patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0: {_ZERO_MEANS[name]}), got {getattr(self, name)}")
+        for name in ("grad_clip", "overlap_threshold"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a number >= 0 (0: {_ZERO_MEANS[name]}), got {value}")
+        if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise ConfigError(f"ema_decay must lie in [0, 1) (0: no average), got {self.ema_decay}")
+        self.loss.validate()
+        if self.max_time != "":
             parse_duration(self.max_time)
-        # YAML reads on/off/yes/no as booleans, which arrive here as "True"/"False"
-        self.share_embeddings = {"true": "on", "false": "off"}.get(str(self.share_embeddings).lower(),
-                                                                   self.share_embeddings)
-        if self.share_embeddings not in SHARE_EMBEDDINGS:
-            raise ConfigError(f"share_embeddings must be one of {', '.join(SHARE_EMBEDDINGS)}, got {self.share_embeddings!r}")
         return self
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in ``"90"``, ``"90s"``, ``"10m"``, ``"1.5h"`` or ``"1h30m"``."""
+def parse_duration(text: str, name: str = "max_time") -> float:
+    """Seconds in ``"90"``, ``"90s"``, ``"10m"``, ``"1.5h"`` or ``"1h30m"``; zero, negative and
+    unreadable durations are a :class:`~nnpot.errors.ConfigError` naming ``name``."""
     text = str(text).strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
-    if not parts or "".join(a + b for a, b in parts) != text.replace(" ", ""):
-        raise ConfigError(f"max_time: cannot read duration {text!r}; use e.g. 90s, 10m, 1.5h")
-    return sum(float(v) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for v, u in parts)
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
+        if not parts or "".join(a + b for a, b in parts) != text.replace(" ", ""):
+            raise ConfigError(f"{name}: cannot read duration {text!r}; use e.g. 90s, 10m, 1.5h")
+        seconds = sum(float(v) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for v, u in parts)
+    if not seconds > 0:
+        raise ConfigError(f"{name}: the budget must be positive, got {text!r} (omit it for no time limit)")
+    return seconds
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:

@@ -41,6 +41,16 @@ def _assert_same(a: dict, b: dict) -> None:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=tol, msg=lambda m: f"{key}: {m}")
 
 
+def _derivatives(model, batch, share: bool, **kwargs):
+    """:func:`derivatives` with the se_e2_a setting ``share_embeddings`` on or off."""
+    config = model.descriptor.config
+    before, config.share_embeddings = config.share_embeddings, "on" if share else "off"
+    try:
+        return derivatives(model, batch, **kwargs)
+    finally:
+        config.share_embeddings = before
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", ["bulk_batch", "small_cell", "cluster", "slab"])
 def test_shared_embeddings_give_the_same_energy_forces_and_virials(small_model, water, case, dtype):
@@ -48,9 +58,9 @@ def test_shared_embeddings_give_the_same_energy_forces_and_virials(small_model, 
     if dtype == "float32":
         model.load_state_dict({k: v.float() for k, v in small_model.state_dict().items()})
     batch = make_batch(_structures(water)[case], model.type_map, model.cutoff, model.sel, dtype=model.dtype)
-    plain = derivatives(model, batch, atom_virial=True, share_embeddings=False)
-    _assert_same(plain, derivatives(model, batch, atom_virial=True, share_embeddings=True))
-    _assert_same(plain, derivatives(model, batch, atom_virial=True, share_embeddings=True, chunk_size=50))
+    plain = _derivatives(model, batch, False, atom_virial=True)
+    _assert_same(plain, _derivatives(model, batch, True, atom_virial=True))
+    _assert_same(plain, _derivatives(model, batch, True, atom_virial=True, chunk_size=50))
 
 
 def test_training_gradients_are_unchanged(small_model, water):
@@ -59,7 +69,7 @@ def test_training_gradients_are_unchanged(small_model, water):
     params = [p for p in small_model.parameters() if p.requires_grad]
     grads = []
     for share in (False, True):
-        out = derivatives(small_model, batch, create_graph=True, share_embeddings=share)
+        out = _derivatives(small_model, batch, share, create_graph=True)
         loss = (out["forces"] ** 2).mean() + (out["energy"] / 192) ** 2 + (out["virial"] ** 2).mean()
         grads.append(torch.autograd.grad(loss, params))
     for plain, shared in zip(*grads):
@@ -97,14 +107,15 @@ def test_plan_cache_reuses_a_batch_plan_and_respects_its_budget(small_model, wat
     from nnpot.potentials.embedding_plan import PlanCache
 
     batch = make_batch([water[3].to_atoms()], small_model.type_map, 6.0, small_model.sel, tight=True)
-    cache, calls = PlanCache(), []
-    plain = derivatives(small_model, batch, atom_virial=True, share_embeddings=True)
+    calls = []
+    plain = _derivatives(small_model, batch, True, atom_virial=True)
+    batch.key = ("test-plan-cache", 3)  # a recurring batch: its plan is kept by the descriptor
+    cache = small_model.descriptor.plan_cache
     for _ in range(2):
-        _assert_same(plain, derivatives(small_model, batch, atom_virial=True, share_embeddings=True,
-                                        plan_cache=cache, plan_key=(3,)))
-    first = cache.get((3,), lambda: calls.append(1))
+        _assert_same(plain, _derivatives(small_model, batch, True, atom_virial=True))
+    first = cache.get(batch.key, lambda: calls.append(1))
     assert not calls and cache.bytes > 0  # made once, then reused
-    assert cache.get((3,), lambda: calls.append(1)) is first
+    assert cache.get(batch.key, lambda: calls.append(1)) is first
     full = PlanCache(max_bytes=0)
     make = lambda: plan_embeddings(batch.neighbors.index, batch.neighbors.shifts,  # noqa: E731
                                    torch.arange(len(batch.types)), batch.types, batch.neighbors.capacity)

@@ -15,12 +15,10 @@ from nnpot.potentials.equivariant import polynomial_envelope
 
 
 def e3nn_config(dtype: str = "float64", layers: int = 1, message_layers: int = 0) -> ModelConfig:
+    from nnpot.potentials.equivariant import E3nnConfig
+
     cfg = ModelConfig(dtype=dtype)
-    cfg.descriptor.type = "e3nn"
-    cfg.descriptor.channels = 4
-    cfg.descriptor.radial_neuron = [8]
-    cfg.descriptor.layers = layers
-    cfg.descriptor.message_layers = message_layers
+    cfg.descriptor = E3nnConfig(channels=4, radial_neuron=[8], layers=layers, message_layers=message_layers)
     cfg.fitting.neuron = [16, 16]
     return cfg
 
@@ -151,19 +149,19 @@ def test_message_passing_receptive_field(message_model, small_model):
 def test_message_passing_ignores_chunks_and_matches_md_forces(message_model, water_atoms):
     """Chunked evaluation would cut messages: it is switched off, and the MD force provider
     (skin, trimmed slots) gives the same numbers as a plain evaluation."""
-    from nnpot.md.forces import ModelForces
     from nnpot.potentials.batch import make_batch
+    from nnpot.potentials.evaluator import Evaluator
     from nnpot.potentials.derivatives import derivatives
 
     m = message_model
     batch = make_batch([water_atoms], m.type_map, m.cutoff, m.sel, dtype=m.dtype)
     whole, chunked = derivatives(m, batch), derivatives(m, batch, chunk_size=50)
     torch.testing.assert_close(chunked["forces"], whole["forces"], rtol=0, atol=1e-12)
-    provider = ModelForces(m, water_atoms, skin=1.0, chunk_size=50)
+    provider = Evaluator(m, [water_atoms], skin=1.0, chunk_size=50)
     pos = torch.as_tensor(water_atoms.positions, dtype=m.dtype)
     cell = torch.as_tensor(np.asarray(water_atoms.cell), dtype=m.dtype)[None]
-    provider.build(pos, cell)
-    energy, forces, virial = provider.evaluate(pos, cell)
+    out = provider(pos, cell)
+    energy, forces, virial = out["energy"], out["forces"], out["virial"]
     torch.testing.assert_close(energy, whole["energy"], rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(forces, whole["forces"], rtol=0, atol=1e-10)
     torch.testing.assert_close(virial, whole["virial"], rtol=0, atol=1e-9)
@@ -180,7 +178,9 @@ def test_message_passing_physics_in_a_small_cell(message_model, water_atoms):
 def test_message_layers_need_e3nn():
     from nnpot.errors import ConfigError
 
-    cfg = ModelConfig()
-    cfg.descriptor.message_layers = 1
-    with pytest.raises(ConfigError, match="message_layers"):
-        cfg.validate()
+    from nnpot.potentials.config import from_dict
+
+    with pytest.raises(ConfigError, match="unknown key 'descriptor.message_layers'"):
+        from_dict(ModelConfig, {"descriptor": {"message_layers": 1}})
+    cfg = from_dict(ModelConfig, {"descriptor": {"type": "e3nn", "message_layers": 1}}).validate()
+    assert cfg.descriptor.message_layers == 1

@@ -119,7 +119,8 @@ def _ddp_worker(rank, world, port, out):
     trainer = Trainer(_config(3, ["batch_size=1", "threads=1"]), out, progress=False)
     for _ in range(3):
         trainer.step()
-    if rank == 0:
+    if rank == 0:  # the trainer writes nothing before its first validation or checkpoint
+        out.mkdir(parents=True, exist_ok=True)
         torch.save(trainer.model.state_dict(), out / "ddp_state.pt")
     torch.distributed.destroy_process_group()
 
@@ -190,12 +191,13 @@ def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
 
 def test_shared_embeddings_train_the_same_and_bad_setting_is_named(tmp_path):
     """share_embeddings on (plans cached per frame) and off give the same losses, step by step."""
-    runs = {k: Trainer(_config(3, [f"share_embeddings={k}"]), tmp_path / k, progress=False) for k in ("on", "off")}
+    runs = {k: Trainer(_config(3, [f"model.descriptor.share_embeddings={k}"]), tmp_path / k, progress=False)
+            for k in ("on", "off")}
     losses = {k: [t.step()["loss"] for _ in range(3)] for k, t in runs.items()}
     np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-10)
     idx = runs["on"].train_idx[:1].tolist()
     again = [float(runs["on"].loss(idx, 1e-4)[0]) for _ in range(2)]  # the second from the cache
-    assert len(runs["on"].plan_cache._store) >= 1 and again[0] == again[1]
-    assert not runs["off"].plan_cache._store
+    assert len(runs["on"].model.descriptor.plan_cache._store) >= 1 and again[0] == again[1]
+    assert not runs["off"].model.descriptor.plan_cache._store
     with pytest.raises(ConfigError, match="share_embeddings must be one of auto, on, off, got 'sometimes'"):
-        _config(2, ["share_embeddings=sometimes"]).validate()
+        _config(2, ["model.descriptor.share_embeddings=sometimes"]).validate()

@@ -1,0 +1,163 @@
+"""The descriptor protocol and registry.
+
+A descriptor maps the neighbor vectors of center atoms to per-atom invariant features that the
+per-element fitting nets turn into energies. Every descriptor is a :class:`Descriptor`
+subclass with its own config dataclass (a :class:`DescriptorConfig` subclass) and registers
+under a name, the value of ``model.descriptor.type``::
+
+    @register_descriptor("my_desc", MyConfig)
+    class MyDescriptor(Descriptor): ...
+
+Generic code (the model, derivatives, statistics, the evaluator, training) only uses what the
+protocol declares, never a descriptor's type. Built-in descriptors live in their own modules,
+imported on first use from :data:`BUILTIN`; adding one is a new module and one line there.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from nnpot.errors import ConfigError
+
+__all__ = ["Descriptor", "DescriptorConfig", "register_descriptor", "descriptor_config_class",
+           "build_descriptor", "descriptor_names", "BUILTIN"]
+
+#: name -> module that registers it when imported
+BUILTIN: dict[str, str] = {
+    "se_e2_a": "nnpot.potentials.descriptor",
+    "e3nn": "nnpot.potentials.equivariant",
+}
+
+_REGISTRY: dict[str, tuple[type[DescriptorConfig], type[Descriptor]]] = {}
+
+
+@dataclass
+class DescriptorConfig:
+    """What every descriptor has: its registered name, cutoff and neighbor capacity."""
+
+    type: str = "se_e2_a"  #: the registered descriptor name
+    rcut: float = 6.0  #: cutoff radius, Angstrom
+    rcut_smth: float = 0.5  #: the smooth switch starts here, Angstrom
+    sel: list[int] = field(default_factory=lambda: [46, 92])  #: max neighbors per type within rcut
+
+    def validate(self, n_types: int) -> None:
+        """Raise :class:`~nnpot.errors.ConfigError` naming the first bad field."""
+        if len(self.sel) != n_types:
+            raise ConfigError(f"descriptor.sel has {len(self.sel)} entries but type_map has {n_types}")
+        if any(int(s) < 1 for s in self.sel):
+            raise ConfigError(f"descriptor.sel entries must be >= 1, got {list(self.sel)}")
+        if not 0 < self.rcut <= 30:
+            raise ConfigError(f"descriptor.rcut must lie in (0, 30] Angstrom, got {self.rcut}")
+        if not 0 <= self.rcut_smth < self.rcut:
+            raise ConfigError(f"descriptor: need 0 <= rcut_smth < rcut, got {self.rcut_smth} and {self.rcut}")
+        if sum(self.sel) > 4096:
+            raise ConfigError(f"descriptor.sel sums to {sum(self.sel)} neighbors, beyond any sane potential (4096)")
+
+
+def _check_widths(name: str, widths: Sequence[int], limit: int = 4096) -> None:
+    if not widths or any(int(w) < 1 or int(w) > limit for w in widths):
+        raise ConfigError(f"{name} must be a non-empty list of widths in 1..{limit}, got {list(widths)}")
+
+
+class Descriptor(nn.Module):
+    """The protocol. Subclasses set ``dim_out`` and implement :meth:`forward`; the rest has
+    defaults that fit a strictly local descriptor without statistics or tables.
+
+    Neighbor layout (what :meth:`forward` receives): se_e2_a's padded per-type blocks,
+    ``rij`` ``[n, sum(capacity), 3]`` with ``capacity[t]`` slots for neighbor type ``t``,
+    nearest first, zero vectors in empty slots (``mask`` False). The capacity may differ from
+    ``sel``; a descriptor's energies must not depend on it (empty slots must be neutral, or
+    corrected for, as se_e2_a does).
+    """
+
+    config: DescriptorConfig
+
+    def __init__(self, config: DescriptorConfig, n_types: int, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        self.config = config
+        self.n_types = int(n_types)
+        self.rcut = float(config.rcut)
+        self.sel = [int(s) for s in config.sel]
+
+    #: features per atom
+    dim_out: int
+    #: whether the embedding nets are tables (inference-only fast path)
+    is_tabulated: ClassVar[bool] = False
+
+    @property
+    def is_local(self) -> bool:
+        """Whether an atom's features depend on its own neighbor slots only (then atoms can be
+        evaluated in chunks and domain decomposition needs a shell of ``rcut``)."""
+        return True
+
+    @property
+    def receptive_field(self) -> float:
+        """Angstrom: how far an atom's energy can see."""
+        return self.rcut
+
+    def inputs(self, batch: Any, centers: slice, whole: bool) -> dict[str, Any]:
+        """Extra keyword arguments of :meth:`forward` for the centers ``centers`` of ``batch``
+        (an :class:`~nnpot.potentials.batch.AtomsBatch`; ``whole``: the chunk is the whole
+        batch). Non-local descriptors get the neighbor indices here; a descriptor may also
+        precompute work (se_e2_a's embedding plan). Nothing here may wait on the device when
+        ``batch.groups`` is set (CUDA-graph capture)."""
+        return {} if self.is_local else {"index": batch.neighbors.index[centers]}
+
+    def fit_statistics(self, structures: Sequence, type_map: Sequence[str]) -> None:
+        """Set input normalisation from training structures (default: none needed)."""
+
+    def tabulated(self, stride: float = 0.01, r_min: float = 0.5) -> Descriptor:
+        """A faster inference-only copy with tables in place of nets, where the descriptor has one."""
+        raise ConfigError(f"descriptor {self.config.type!r} has no tabulated form")
+
+    @property
+    def can_tabulate(self) -> bool:
+        return type(self).tabulated is not Descriptor.tabulated
+
+    def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+                capacity: tuple[int, ...], **inputs: Any) -> torch.Tensor:
+        """``[n, dim_out]`` features from ``rij`` ``[n, K, 3]`` (Angstrom), ``mask`` ``[n, K]``,
+        ``center_types`` ``[n]`` and the slot ``capacity`` per neighbor type."""
+        raise NotImplementedError
+
+
+def register_descriptor(name: str, config_class: type[DescriptorConfig]):
+    """Class decorator: register a :class:`Descriptor` under ``name`` with its config class."""
+    def wrap(cls: type[Descriptor]) -> type[Descriptor]:
+        _REGISTRY[name] = (config_class, cls)
+        return cls
+    return wrap
+
+
+def _lookup(name: str) -> tuple[type[DescriptorConfig], type[Descriptor]]:
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
+    if name not in _REGISTRY:
+        raise ConfigError(f"descriptor.type: {name!r} is not known; allowed: {', '.join(descriptor_names())}")
+    return _REGISTRY[name]
+
+
+def descriptor_names() -> list[str]:
+    """Every registered or built-in descriptor name."""
+    return sorted(set(BUILTIN) | set(_REGISTRY))
+
+
+def descriptor_config_class(name: str) -> type[DescriptorConfig]:
+    """The config dataclass of descriptor ``name``."""
+    return _lookup(name)[0]
+
+
+def build_descriptor(config: DescriptorConfig, n_types: int, dtype: torch.dtype = torch.float64) -> Descriptor:
+    """The descriptor module that ``config`` describes."""
+    return _lookup(config.type)[1](config, n_types, dtype=dtype)
+
+
+def config_keys(name: str) -> set[str]:
+    """The fields of descriptor ``name``'s config."""
+    return {f.name for f in fields(descriptor_config_class(name))}

@@ -1,0 +1,233 @@
+"""The one evaluation path: a model, the structures it is applied to, and their neighbor list.
+
+Everything that evaluates a model on structures (the ASE calculator, the MD drivers and their
+replicas, ``nnpot test``, approximation studies) goes through :class:`Evaluator`, which owns
+the neighbor list, reuses it with a skin and calls
+:func:`~nnpot.potentials.derivatives.derivatives`.
+
+When the list is rechecked (the one rule): every checked call (:meth:`Evaluator.__call__`)
+first measures how far the list is from going stale (:meth:`Evaluator.displacement`) and
+rebuilds it when some atom has moved more than ``skin / 2`` since the build (the cell's affine
+deformation included), then evaluates, then rebuilds and evaluates again if the inner blocks
+overflowed. :meth:`Evaluator.evaluate` skips the checks (nothing waits on the device, so a
+CUDA graph can capture it); its caller checks :attr:`~Evaluator.max_displacement` and
+:attr:`~Evaluator.overflow` itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from nnpot.errors import AtomsTooCloseError
+from nnpot.potentials.batch import AtomsBatch, types_from_numbers
+from nnpot.potentials.derivatives import chunk_slices, derivatives
+from nnpot.potentials.neighbors import (PaddedNeighbors, check_capacity, effective_cell, neighbor_pairs,
+                                        padded_neighbors)
+
+__all__ = ["Evaluator", "stress_from_virial"]
+
+
+def stress_from_virial(virial: np.ndarray, cell: np.ndarray) -> np.ndarray | None:
+    """Voigt stress ``-virial / volume`` (eV/A^3, xx yy zz yz xz xy), or None when the cell
+    spans no volume. The one rule for when nnpot reports a stress."""
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    volume = abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64))))
+    if volume <= 1e-10:
+        return None
+    return full_3x3_to_voigt_6_stress(-np.asarray(virial, dtype=np.float64) / volume)
+
+
+class Evaluator:
+    """Energy, forces and virial of an :class:`~nnpot.potentials.EnergyModel` on device tensors,
+    for one structure or several independent ones evaluated together.
+
+    The neighbor list is built on the model's device with cutoff ``rcut + skin`` and reused
+    until it may be stale (see the module docstring). Each type's block of slots is cut to the
+    largest count found plus a fraction ``margin`` (rounded up to 8) instead of padding to
+    ``sel``; descriptors correct exactly for any slot count, so energies are those of the
+    model's ``sel`` as long as no atom has more than ``sel[t]`` neighbors of type ``t`` inside
+    ``rcut`` (checked at every build, :class:`~nnpot.errors.NeighborOverflowError` otherwise).
+    Each evaluation cuts the list to the neighbors inside ``rcut``, keeping per type the
+    ``inner[t]`` nearest, so the model works on about as many slots however large the skin.
+
+    The index buffers keep their addresses from build to build while the slot counts fit, so
+    a CUDA graph that captured :meth:`evaluate` stays valid; :attr:`layout_version` changes
+    when they had to grow.
+
+    Args:
+        model: the potential (its device and dtype are used).
+        structures: ASE ``Atoms`` or :class:`~nnpot.data.Frame` objects (anything with
+            ``numbers`` and ``pbc``); their cells may differ.
+        skin: Angstrom; 0 rebuilds the list whenever an atom moved.
+        chunk_size: evaluate this many atoms at a time (bounds memory; local models only).
+        margin: spare slots per type, as a fraction of the largest count at a build.
+        compile: evaluate the model through ``torch.compile``.
+        min_distance: Angstrom; every evaluation records the closest pair on the device
+            (:attr:`closest`) and :meth:`__call__` raises
+            :class:`~nnpot.errors.AtomsTooCloseError` below it (0: no check).
+    """
+
+    def __init__(self, model: torch.nn.Module, structures: Sequence, skin: float = 1.0,
+                 chunk_size: int | None = None, margin: float = 0.1, compile: bool = False,
+                 min_distance: float = 0.0):
+        self.model = model
+        self.skin, self.margin = float(skin), float(margin)
+        self.chunk_size = chunk_size if model.is_local else None  # message passing sees the whole system
+        device = model.device
+        self.sizes = [len(s.numbers) for s in structures]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        numbers = np.concatenate([np.asarray(s.numbers) for s in structures])
+        self.types = torch.as_tensor(types_from_numbers(numbers, model.type_map), device=device)
+        self.frame = torch.repeat_interleave(torch.arange(len(self.sizes), device=device),
+                                             torch.as_tensor(self.sizes, device=device))
+        self.pbc = [torch.as_tensor(np.asarray(s.pbc, dtype=bool)) for s in structures]
+        self.pbc_all = torch.stack(self.pbc).to(device)
+        self.groups = [model.type_groups(self.types[sl]) for sl in chunk_slices(len(numbers), self.chunk_size)]
+        self.capacity: tuple[int, ...] | None = None
+        self.inner: tuple[int, ...] | None = None
+        self.layout_version = 0
+        self.n_builds = 0
+        self.neighbors: PaddedNeighbors | None = None
+        self.ref_positions: torch.Tensor | None = None
+        self.ref_inverse: torch.Tensor | None = None
+        self.fill: torch.Tensor | None = None  # [B, 3, 3] cells with fill-ins along non-periodic directions
+        self.max_displacement = torch.zeros((), dtype=model.dtype, device=device)
+        self.overflow = torch.zeros((), dtype=torch.bool, device=device)
+        self.min_distance = float(min_distance)
+        self.closest = torch.full((), math.inf, dtype=model.dtype, device=device)
+        self.compiled = torch.compile(model, dynamic=False) if compile else None
+
+    @property
+    def n_structures(self) -> int:
+        return len(self.sizes)
+
+    # --- neighbor list ----------------------------------------------------------------------
+
+    def _pairs(self, positions: torch.Tensor, cells: torch.Tensor):
+        """Pairs within ``rcut + skin`` of every structure, with global atom indices."""
+        cutoff = self.model.cutoff + self.skin
+        parts = []
+        for f, pbc in enumerate(self.pbc):
+            a, b = int(self.offsets[f]), int(self.offsets[f + 1])
+            i, j, s = neighbor_pairs(positions[a:b], cells[f], pbc, cutoff)
+            parts.append((i + a, j + a, s))
+        i, j, s = (torch.cat(x) for x in zip(*parts))
+        rij = positions[j] + torch.einsum("ps,psd->pd", s.to(positions.dtype), cells[self.frame[i]]) - positions[i]
+        return i, j, s, rij.norm(dim=-1)
+
+    def _grow(self, found: list[int], found_inner: list[int]) -> bool:
+        """New slot counts when the found counts no longer fit (True if the layout changed)."""
+        grow = lambda f: 8 * math.ceil((f * (1 + self.margin) + 4) / 8)  # noqa: E731
+        if (self.capacity is not None and all(f <= c for f, c in zip(found, self.capacity))
+                and all(f <= c for f, c in zip(found_inner, self.inner))):
+            return False
+        self.capacity = tuple(grow(f) for f in found)
+        self.inner = tuple(min(grow(f), s, c) for f, s, c in zip(found_inner, self.model.sel, self.capacity))
+        self.layout_version += 1
+        return True
+
+    @torch.no_grad()
+    def build(self, positions: torch.Tensor, cells: torch.Tensor) -> None:
+        """(Re)build the neighbor list at ``positions`` ``[N, 3]`` (``cells``: ``[B, 3, 3]``)."""
+        n, n_types = positions.shape[0], len(self.model.type_map)
+        i, j, s, d = self._pairs(positions, cells)
+        group = i * n_types + self.types[j]
+        inner_counts = torch.bincount(group[d < self.model.cutoff], minlength=n * n_types).view(n, n_types)
+        found_inner = inner_counts.max(dim=0).values.tolist() if n else [0] * n_types
+        check_capacity(found_inner, self.model.sel, self.model.type_map, self.model.cutoff)
+        found = torch.bincount(group, minlength=n * n_types).view(n, n_types).max(dim=0).values.tolist() if n \
+            else [0] * n_types
+        if self._grow(found, found_inner):
+            self.neighbors = None
+        nb = padded_neighbors(i, j, s, d, self.types, self.capacity, n, type_names=self.model.type_map)
+        self.fill = torch.stack([effective_cell(c, p) for c, p in zip(cells, self.pbc)])
+        if self.neighbors is None:
+            self.neighbors = nb
+            self.ref_positions = positions.detach().clone()
+            self.ref_inverse = torch.linalg.inv(self._fill_cells(cells))
+        else:  # same shapes: refill in place so captured graphs see the new list
+            self.neighbors.index.copy_(nb.index)
+            self.neighbors.shifts.copy_(nb.shifts)
+            self.neighbors.max_counts = nb.max_counts
+            self.ref_positions.copy_(positions)
+            self.ref_inverse.copy_(torch.linalg.inv(self._fill_cells(cells)))
+        self.max_displacement.zero_()
+        self.overflow.zero_()
+        self.n_builds += 1
+
+    def _fill_cells(self, cells: torch.Tensor) -> torch.Tensor:
+        """Cells with the vectors of non-periodic directions replaced by the fill-ins of
+        :func:`~nnpot.potentials.neighbors.effective_cell` at the last build (invertible)."""
+        return torch.where(self.pbc_all[:, :, None], cells, self.fill)
+
+    def displacement(self, positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """How far the list is from going stale, in Angstrom (a device scalar): the largest
+        atom displacement beyond the cell's affine deformation since the build, plus half the
+        deformation ``|F - 1|`` times ``rcut + skin`` (``F = cell_build^-1 cell``; zero at fixed
+        cell). A pair's separation has then changed by at most twice this, so the list is valid
+        while it stays below ``skin / 2``."""
+        F = self.ref_inverse @ self._fill_cells(cells)  # [B, 3, 3]
+        affine = torch.einsum("nd,nde->ne", self.ref_positions, F[self.frame])
+        eye = torch.eye(3, dtype=F.dtype, device=F.device)
+        strain = torch.linalg.matrix_norm(F - eye).max()
+        moved = (positions.detach() - affine).norm(dim=-1)
+        return (moved.max() if moved.numel() else moved.sum()) + 0.5 * strain * (self.model.cutoff + self.skin)
+
+    @torch.no_grad()
+    def inner_neighbors(self, batch: AtomsBatch) -> PaddedNeighbors:
+        """The list cut to the neighbors now inside ``rcut``: per type the ``inner[t]`` nearest
+        (slots beyond ``rcut`` act as empty ones, so the energy is unchanged). Sets
+        :attr:`overflow` when some atom has more than ``inner[t]`` neighbors of type ``t`` inside
+        ``rcut`` (the list must then be rebuilt with more slots). No host synchronisation."""
+        nb = self.neighbors
+        r = batch.edge_vectors().norm(dim=-1)
+        r = torch.where((nb.index >= 0) & (r < self.model.cutoff), r, torch.full_like(r, math.inf))
+        if self.min_distance > 0 and r.numel():
+            self.closest.copy_(torch.minimum(self.closest, r.min()))
+        index, shifts, start = [], [], 0
+        for cap, keep in zip(nb.capacity, self.inner):
+            block = r[:, start:start + cap]
+            counts = torch.isfinite(block).sum(dim=1)
+            self.overflow.copy_(self.overflow | (counts > keep).any())
+            dist, pick = torch.topk(block, keep, dim=1, largest=False)
+            idx = torch.gather(nb.index[:, start:start + cap], 1, pick)
+            index.append(torch.where(torch.isfinite(dist), idx, torch.full_like(idx, -1)))
+            shifts.append(torch.gather(nb.shifts[:, start:start + cap], 1, pick[..., None].expand(-1, -1, 3)))
+            start += cap
+        return PaddedNeighbors(torch.cat(index, 1), torch.cat(shifts, 1), self.inner, nb.max_counts)
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, positions: torch.Tensor, cells: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Energies ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virials ``[B, 3, 3]`` (eV) and atom
+        energies ``[N]`` with the current list, unchecked: never waits on the device. Tracks
+        :attr:`max_displacement`, :attr:`overflow` and :attr:`closest`."""
+        self.max_displacement.copy_(torch.maximum(self.max_displacement, self.displacement(positions, cells)))
+        batch = AtomsBatch(positions, self.types, self.frame, cells, self.pbc_all, self.neighbors, groups=self.groups)
+        batch.neighbors = self.inner_neighbors(batch)
+        model = self.model if self.compiled is None else self.compiled
+        return derivatives(model, batch, chunk_size=self.chunk_size)
+
+    def __call__(self, positions: torch.Tensor, cells: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`evaluate` with the checks of the module docstring: the list is rebuilt before
+        the evaluation when it may be stale and after it when the inner blocks overflowed, and
+        atoms closer than ``min_distance`` raise :class:`~nnpot.errors.AtomsTooCloseError`."""
+        if self.neighbors is None or bool(self.displacement(positions, cells) > 0.5 * self.skin):
+            self.build(positions, cells)
+        out = self.evaluate(positions, cells)
+        overflow, close = torch.stack([self.overflow, self.closest < self.min_distance]).tolist()
+        if close:
+            self.raise_too_close()
+        if overflow:
+            self.build(positions, cells)
+            out = self.evaluate(positions, cells)
+        return out
+
+    def raise_too_close(self) -> None:
+        raise AtomsTooCloseError(f"two atoms came {float(self.closest):.3f} A apart, closer than min_distance "
+                                 f"{self.min_distance} A (the structure is collapsing, or the time step is too long)")
