@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nnpot.approx.result import Series, StudyResult
+from nnpot.bundled import bundled_dataset
 from nnpot.md.integrators import velocity_verlet_step
 from nnpot.md.state import MDState
 
@@ -70,12 +71,12 @@ def _water_series(c: IntegratorConfig) -> Series:
     from nnpot.md.state import state_from_atoms, thermalize
     from nnpot.potentials import EnergyModel, ModelConfig, apply_stats, load_model
 
-    root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    ds = H5Dataset(root / "examples" / "data" / "water.h5")
+    ds = H5Dataset(bundled_dataset("water"))
     if c.water_model:
         model = load_model(c.water_model)
     else:
-        cfg = ModelConfig()
+        cfg = ModelConfig(type_map=["O", "H"])
+        cfg.descriptor.sel = [46, 92]
         cfg.descriptor.neuron, cfg.descriptor.axis_neuron, cfg.fitting.neuron = [8, 16], 4, [16, 16]
         model = EnergyModel(cfg)
         apply_stats(model, [ds[0], ds[100]], None)

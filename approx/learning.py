@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nnpot.approx.result import Series, StudyResult
+from nnpot.bundled import bundled_dataset
 
 __all__ = ["LearningCurveConfig", "learning_curve"]
 
@@ -66,7 +67,7 @@ def learning_curve(config: LearningCurveConfig | None = None, quick: bool = True
     from nnpot.data import H5Dataset, write_h5
 
     c = config or (LearningCurveConfig.quick() if quick else LearningCurveConfig())
-    data = Path(c.data) if c.data else Path(__file__).resolve().parents[1] / "examples" / "data" / "water.h5"
+    data = Path(c.data) if c.data else bundled_dataset("water")
     t0 = time.perf_counter()
     ds = H5Dataset(data)
     order = np.random.default_rng(c.seed).permutation(len(ds))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnpot.bundled import bundled_dataset
 from nnpot.data import H5Dataset
 from nnpot.potentials import EnergyModel, apply_stats, derivatives, make_batch
 
@@ -37,7 +38,7 @@ def variant_config(name: str):
     from nnpot.potentials.train_config import _set_dotted
 
     tree: dict = {}
-    for key, value in MODEL_VARIANTS[name].items():
+    for key, value in {"type_map": ["O", "H"], "descriptor.sel": [46, 92], **MODEL_VARIANTS[name]}.items():
         _set_dotted(tree, key, value)
     return from_dict(ModelConfig, tree)
 
@@ -56,7 +57,7 @@ def water_model(sel: tuple[int, int] | None = None, descriptor: str = "se_e2_a")
     """Frame 0 of the bundled water data (192 atoms, no calculator) and the default water model
     (``sel`` changed if given) with statistics from 8 frames (random weights: speed does not
     depend on them). ``descriptor``: a name in ``MODEL_VARIANTS``."""
-    ds = H5Dataset(ROOT / "examples" / "data" / "water.h5")
+    ds = H5Dataset(bundled_dataset("water"))
     base = ds[0].to_atoms()
     base.calc = None
     config = variant_config(descriptor)

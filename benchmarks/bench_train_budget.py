@@ -11,6 +11,11 @@ gives nnpot DeePMD-kit's).
     python benchmarks/bench_train_budget.py --budget 10m --descriptors e3nn e3nn_mp1 --skip-deepmd
     python benchmarks/bench_train_budget.py --budget 30m --descriptors   # DeePMD-kit only
     python benchmarks/bench_train_budget.py --budget 60m --concurrent --threads 1   # both at once, a core each
+    python benchmarks/bench_train_budget.py --dataset molecule_C3H3O4 --budget 10m --concurrent --threads 1
+
+``--dataset`` names a bundled dataset (default water). For any but water both codes get the type
+map of the data (by atomic number) and the same ``sel``: nnpot's ``sel: auto`` rule applied to
+every frame (largest count within rcut + 10%, even).
 
 ``--descriptors`` names the nnpot models trained one after another (see ``bench_eval.MODEL_VARIANTS``): the
 default se_e2_a, ``e3nn`` (strictly local) and ``e3nn_mp1`` (one self-interaction and one
@@ -25,6 +30,8 @@ import re
 import sys
 import time
 from pathlib import Path
+
+from nnpot.bundled import bundled_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -44,12 +51,12 @@ def run_deepmd(args, work: Path, seconds: float) -> dict:
     dp_cmd = [args.dp_python, "-m", "deepmd"]
     dpw = work / "deepmd"
     dpw.mkdir(exist_ok=True)
-    write_deepmd(H5Dataset(work / "train.h5"), dpw / "dpdata", type_map=["O", "H"])
-    write_deepmd(H5Dataset(work / "valid.h5"), dpw / "dpvalid", type_map=["O", "H"])
-    step = dp_train_step(dp_cmd, dpw, env, 140, args.precision)
+    write_deepmd(H5Dataset(work / "train.h5"), dpw / "dpdata", type_map=args.type_map, force=True)
+    write_deepmd(H5Dataset(work / "valid.h5"), dpw / "dpvalid", type_map=args.type_map, force=True)
+    step = dp_train_step(dp_cmd, dpw, env, 140, args.precision, type_map=args.type_map, sel=args.sel)
     steps = int(seconds / step)
-    cfg = dp_config(args.precision)
-    cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((dpw / "dpdata").iterdir())]
+    cfg = dp_config(args.precision, type_map=args.type_map, sel=args.sel)
+    cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((dpw / "dpdata").iterdir()) if p.is_dir()]
     cfg["training"].update(numb_steps=steps, disp_freq=max(1, steps // 20), save_freq=steps)
     cfg["learning_rate"].update(decay_steps=max(1, steps // 100), stop_lr=1e-5)
     (dpw / "input.json").write_text(json.dumps(cfg, indent=1))
@@ -65,6 +72,22 @@ def run_deepmd(args, work: Path, seconds: float) -> dict:
             "wall_s": wall}
 
 
+def data_settings(dataset: str) -> tuple[list[str], list[int]]:
+    """Type map and sel of both codes: DeePMD-kit's water example, or from the data."""
+    if dataset == "water":
+        return ["O", "H"], [46, 92]
+    from ase.data import atomic_numbers
+
+    from nnpot.data import H5Dataset
+    from nnpot.potentials.auto_config import dataset_elements
+    from nnpot.potentials.neighbor_stats import neighbor_counts
+
+    ds = H5Dataset(bundled_dataset(dataset))
+    type_map = dataset_elements([ds])
+    counts = neighbor_counts(list(ds), 6.0, elements=[atomic_numbers[e] for e in type_map])
+    return type_map, [counts["suggested_sel"][e] for e in type_map]
+
+
 def main() -> None:
     import threading
 
@@ -74,6 +97,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="10m")
+    p.add_argument("--dataset", default="water", help="a bundled dataset: water or molecule_C3H3O4")
     p.add_argument("--precision", default="float64", choices=["float64", "float32"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
@@ -87,9 +111,11 @@ def main() -> None:
                    help="train DeePMD-kit at the same time as nnpot (give each code its cores with --threads)")
     args = p.parse_args()
     seconds = parse_duration(args.budget)
-    work = ROOT / "runs" / f"budget_{args.budget}_{args.precision}"
+    name = "" if args.dataset == "water" else f"{args.dataset}_"
+    work = ROOT / "runs" / f"budget_{name}{args.budget}_{args.precision}"
     work.mkdir(parents=True, exist_ok=True)
-    split(ROOT / "examples" / "data" / "water.h5", [0.8, 0.2], [work / "train.h5", work / "valid.h5"], seed=0)
+    split(bundled_dataset(args.dataset), [0.8, 0.2], [work / "train.h5", work / "valid.h5"], seed=0)
+    args.type_map, args.sel = data_settings(args.dataset)
     result = {"budget": args.budget, "precision": args.precision, "threads": args.threads,
               "concurrent": args.concurrent}
     dp_result: dict = {}
@@ -107,7 +133,8 @@ def main() -> None:
     for desc in args.descriptors:
         key = ("nnpot" if desc == "se_e2_a" else f"nnpot_{desc}") + (f"_{args.tag}" if args.tag else "")
         t0 = time.perf_counter()
-        sets = [f"threads={args.threads}", f"model.dtype={args.precision}",
+        sets = [f"threads={args.threads}", f"model.dtype={args.precision}", f"model.type_map=[{','.join(args.type_map)}]",
+                f"model.descriptor.sel={args.sel}",  # the same as DeePMD-kit's, for a like-for-like run
                 *(f"model.{k}={v}" for k, v in MODEL_VARIANTS[desc].items()), *args.sets]
         nnpot_main(["train", "--data", str(work / "train.h5"), "--valid-data", str(work / "valid.h5"), "--out",
                     str(work / key), "--max-time", args.budget, *(x for s in sets for x in ("--set", s)), "-q"])
@@ -132,7 +159,7 @@ def main() -> None:
     tag += f"_{args.tag}" if args.tag else ""
     tag += "_concurrent" if args.concurrent else ""
     result["nnpot_sets"] = args.sets
-    out = ROOT / "benchmarks" / "results" / f"train_budget_{args.budget}_{args.precision}{tag}.json"
+    out = ROOT / "benchmarks" / "results" / f"train_budget_{name}{args.budget}_{args.precision}{tag}.json"
     out.write_text(json.dumps(result, indent=2))
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnpot.bundled import bundled_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_eval import replicate_for  # noqa: E402
@@ -102,20 +104,23 @@ def run(cmd, cwd, env, stderr=False):
     return time.perf_counter() - t0, proc.stdout + (proc.stderr if stderr else "")
 
 
-def dp_config(precision: str) -> dict:
+def dp_config(precision: str, type_map: list[str] | None = None, sel: list[int] | None = None) -> dict:
     cfg = json.loads(json.dumps(DP_INPUT))
+    if type_map is not None:
+        cfg["model"]["type_map"], cfg["model"]["descriptor"]["sel"] = list(type_map), list(sel)
     cfg["model"]["descriptor"]["precision"] = precision
     cfg["model"]["fitting_net"]["precision"] = precision
     return cfg
 
 
-def dp_train_step(dp_cmd: list[str], work: Path, env, steps: int, precision: str, every: int = 20) -> float:
+def dp_train_step(dp_cmd: list[str], work: Path, env, steps: int, precision: str, every: int = 20,
+                  type_map: list[str] | None = None, sel: list[int] | None = None) -> float:
     """Seconds per training step from DeePMD-kit's own log ("Batch N: total wall time = T s" per
     ``every`` batches), leaving out the first interval (start-up, statistics)."""
     import re
 
-    cfg = dp_config(precision)
-    cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((work / "dpdata").iterdir())]
+    cfg = dp_config(precision, type_map, sel)
+    cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((work / "dpdata").iterdir()) if p.is_dir()]
     cfg["training"]["numb_steps"] = steps
     cfg["training"]["disp_freq"] = every
     (work / "input.json").write_text(json.dumps(cfg, indent=1))
@@ -136,9 +141,12 @@ def nnpot_train_step_time(steps: int, threads: int, precision: str, device: str 
 
     config = load_train_config(None, [f"num_steps={steps * 100}", "valid_freq=1000000", f"threads={threads}",
                                       f"model.dtype={precision}", f"device={device}",
-                                      f"model.descriptor.share_embeddings={share_embeddings}"],
-                               {"data": str(ROOT / "examples" / "data" / "water.h5")})
-    trainer = Trainer(config, ROOT / "runs" / "bench_nnpot_train", progress=False)
+                                      f"model.descriptor.share_embeddings={share_embeddings}",
+                                      "model.type_map=[O,H]", "model.descriptor.sel=[46,92]"],  # DeePMD-kit's
+                               {"data": str(bundled_dataset("water"))})
+    import tempfile
+
+    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="bench_nnpot_train_")), progress=False)
     epoch = len(trainer.train_idx)
 
     def timed(n: int) -> float:
@@ -181,8 +189,8 @@ def main() -> None:
 
     work = ROOT / "runs" / "bench_dp"
     work.mkdir(parents=True, exist_ok=True)
-    ds = H5Dataset(ROOT / "examples" / "data" / "water.h5")
-    write_deepmd(ds, work / "dpdata", type_map=["O", "H"])
+    ds = H5Dataset(bundled_dataset("water"))
+    write_deepmd(ds, work / "dpdata", type_map=["O", "H"], force=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), DP_INTRA_OP_PARALLELISM_THREADS=str(args.threads),
                DP_INTER_OP_PARALLELISM_THREADS="1")
     if args.device == "cpu":

@@ -34,7 +34,7 @@ import numpy as np
 
 from nnpot.atomic import atomic_path
 from nnpot.data.frame import MAX_Z, Frame, periodic_volume, validate_frame
-from nnpot.errors import DatasetError
+from nnpot.errors import DatasetError, FrameIndexError
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "UNITS", "H5Dataset", "write_h5", "append_h5"]
 
@@ -150,7 +150,7 @@ class H5Dataset(Sequence[Frame]):
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
-            raise IndexError(f"frame {index} out of range for {len(self)} frames")
+            raise FrameIndexError(f"{self.path}: frame {index} is out of range for its {len(self)} frames")
         a, b = int(self.frame_offsets[i]), int(self.frame_offsets[i + 1])
         self._file()
         ds = self._ds
@@ -396,3 +396,47 @@ def _write_frames(fh: h5py.File, frames: Iterable[Frame], where: str, validate: 
         n += 1
     writer.flush()
     return n
+
+
+class DatasetUnion(Sequence[Frame]):
+    """Several datasets read as one: frame ``i`` runs through them in order (e.g. water boxes
+    and a molecule set in one training run)."""
+
+    def __init__(self, datasets: Sequence[H5Dataset]):
+        if not datasets:
+            raise DatasetError("no dataset given")
+        self.datasets = list(datasets)
+        self.offsets = np.cumsum([0] + [len(ds) for ds in self.datasets])
+        self.path = ", ".join(str(ds.path) for ds in self.datasets)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = int(index) + (len(self) if int(index) < 0 else 0)
+        if not 0 <= i < len(self):
+            raise FrameIndexError(f"{self.path}: frame {index} is out of range for their {len(self)} frames")
+        d = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.datasets[d][i - int(self.offsets[d])]
+
+    @property
+    def n_atoms(self) -> np.ndarray:
+        return np.concatenate([ds.n_atoms for ds in self.datasets])
+
+    def numbers(self) -> np.ndarray:
+        return np.concatenate([ds.numbers() for ds in self.datasets])
+
+    def check(self) -> DatasetUnion:
+        for ds in self.datasets:
+            ds.check()
+        return self
+
+
+def open_datasets(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> H5Dataset | DatasetUnion:
+    """One dataset file, or several read as one (:class:`DatasetUnion`)."""
+    if isinstance(paths, (str, os.PathLike)):
+        return H5Dataset(paths)
+    paths = list(paths)
+    return H5Dataset(paths[0]) if len(paths) == 1 else DatasetUnion([H5Dataset(p) for p in paths])

@@ -15,13 +15,14 @@ import torch
 from ase import units
 
 from nnpot import NNPotCalculator
+from nnpot.bundled import bundled_dataset
 from nnpot.data import H5Dataset
 from nnpot.md import Replicas, VelocityVerlet
 from nnpot.md.state import thermalize
 
 model = sys.argv[1] if len(sys.argv) > 1 else "runs/water/model.nnp"
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 500
-frame = H5Dataset("examples/data/water.h5")[0].to_atoms()
+frame = H5Dataset(bundled_dataset("water"))[0].to_atoms()
 frame.calc = None
 
 atoms = frame.repeat((2, 2, 2))  # 1,536 atoms

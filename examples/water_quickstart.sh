@@ -12,7 +12,7 @@ if [ -e "$RUNS/water" ] || [ -e "$RUNS/water.h5" ]; then
     exit 2
 fi
 mkdir -p "$RUNS"
-cp examples/data/water.h5 "$RUNS/water.h5"
+cp nnpot/bundled_data/water.h5 "$RUNS/water.h5"
 $NNPOT data info "$RUNS/water.h5" --rcut 6.0 --max-frames 20
 $NNPOT data split "$RUNS/water.h5" --fractions 0.8 0.2 --seed 0     # water.train.h5, water.valid.h5
 $NNPOT train --data "$RUNS/water.train.h5" --valid-data "$RUNS/water.valid.h5" --out "$RUNS/water" \

@@ -11,6 +11,7 @@ through the host (slow, but the same integrator).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from ase import units
 
-from nnpot.errors import AtomsTooCloseError, NeighborOverflowError, NNPotError
+from nnpot.errors import AtomsTooCloseError, ConfigError, NeighborOverflowError, NNPotError
 from nnpot.md.forces import ASEForces, ModelForces
 from nnpot.md.integrators import (
     NoseHooverChain,
@@ -32,6 +33,16 @@ from nnpot.md.integrators import (
 from nnpot.md.state import snapshot, state_from_atoms, write_back
 
 __all__ = ["MolecularDynamics", "VelocityVerlet", "Langevin", "Bussi", "NoseHoover", "NPT", "MDError"]
+
+
+def check_settings(**settings: tuple[float, str]) -> None:
+    """Raise :class:`~nnpot.errors.ConfigError` for the first setting outside its range;
+    each value comes with ``">0"`` or ``">=0"``."""
+    for name, (value, rule) in settings.items():
+        value = float(value)
+        ok = math.isfinite(value) and (value > 0 if rule == ">0" else value >= 0)
+        if not ok:
+            raise ConfigError(f"{name} must be {'positive' if rule == '>0' else '>= 0'}, got {value}")
 
 
 class MDError(NNPotError, RuntimeError):
@@ -67,6 +78,8 @@ class MolecularDynamics:
 
         if atoms.calc is None:
             raise NNPotError("atoms has no calculator; set atoms.calc = NNPotCalculator('model.nnp') first")
+        check_settings(timestep=(timestep, ">0"), loginterval=(loginterval, ">0"), skin=(skin, ">=0"),
+                       graph_block=(graph_block, ">0"), min_distance=(min_distance, ">=0"))
         check_structure(atoms.positions, atoms.cell.array, atoms.pbc, min_distance)  # a clear error before any step
         self.atoms = atoms
         self.dt = float(timestep)
@@ -246,6 +259,7 @@ class Langevin(MolecularDynamics):
 
     def __init__(self, atoms, timestep: float, temperature_K: float, friction: float, *, seed: int | None = None,
                  **kwargs):
+        check_settings(temperature_K=(temperature_K, ">=0"), friction=(friction, ">=0"))
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K = float(temperature_K)
         self.friction = float(friction)
@@ -269,6 +283,7 @@ class Bussi(MolecularDynamics):
 
     def __init__(self, atoms, timestep: float, temperature_K: float, taut: float, *, seed: int | None = None,
                  **kwargs):
+        check_settings(temperature_K=(temperature_K, ">=0"), taut=(taut, ">0"))
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K, self.taut = float(temperature_K), float(taut)
         self.generator = self._seeded_generator(seed)
@@ -285,6 +300,7 @@ class NoseHoover(MolecularDynamics):
     ASE's ``NoseHooverChainNVT(atoms, timestep, temperature_K, tdamp, tchain=3)``."""
 
     def __init__(self, atoms, timestep: float, temperature_K: float, tdamp: float, tchain: int = 3, **kwargs):
+        check_settings(temperature_K=(temperature_K, ">=0"), tdamp=(tdamp, ">0"), tchain=(tchain, ">0"))
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K = float(temperature_K)
         s = self.state
@@ -319,6 +335,8 @@ class NPT(MolecularDynamics):
                  compressibility_au: float, *, seed: int | None = None, **kwargs):
         if not all(atoms.pbc):
             raise NNPotError("NPT needs a cell periodic in all three directions")
+        check_settings(temperature_K=(temperature_K, ">=0"), taut=(taut, ">0"), taup=(taup, ">0"),
+                       compressibility_au=(compressibility_au, ">0"))
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K, self.pressure_au = float(temperature_K), float(pressure_au)
         self.taut, self.taup, self.compressibility = float(taut), float(taup), float(compressibility_au)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from ase import units
 
+from nnpot.errors import ConfigError
 from nnpot.md.forces import ModelForces
 from nnpot.md.integrators import langevin_baoab_step, velocity_verlet_step
 from nnpot.md.state import MDState
@@ -44,9 +45,14 @@ class Replicas:
                  dtype: str | None = None, skin: float = 2.0, chunk_size: int | None = None,
                  cuda_graphs: bool | None = None, graph_block: int = 10, seed: int | None = None,
                  tabulate: bool = False):
+        from nnpot.md.driver import check_settings
         from nnpot.potentials.calculator import NNPotCalculator
 
+        check_settings(timestep=(timestep, ">0"), temperature_K=(temperature_K or 0.0, ">=0"),
+                       friction=(friction or 0.0, ">=0"), skin=(skin, ">=0"), graph_block=(graph_block, ">0"))
         self.images = list(images)
+        if not self.images:
+            raise ConfigError("Replicas needs at least one structure")
         calc = NNPotCalculator(model, device=device, dtype=dtype, chunk_size=chunk_size, tabulate=tabulate)
         self.model = calc.model
         self.dt = float(timestep)

@@ -143,6 +143,12 @@ def _train(args) -> int:
         config = load_train_config(args.config, args.set, {"data": args.data, "valid_data": args.valid_data,
                                                            "max_time": args.max_time})
     trainer = Trainer(config, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
+    r = trainer.resolved
+    if r["type_map_from_data"] or r["sel_from_data"]:
+        counts = f" (largest counts {r['max_counts']} within rcut, +10%, even)" if r["sel_from_data"] else ""
+        print(f"from the training data: type_map {r['type_map']}, sel {r['sel']}{counts}")
+    if r["unseen_in_training"]:
+        print(f"warning: validation element(s) {', '.join(r['unseen_in_training'])} do not occur in the training data")
     path = trainer.run()
     if not trainer.dist.main:
         return 0
@@ -263,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an se_e2_a or e3nn potential. With only --data every default applies "
                        "(DeePMD-kit's water recipe; 20%% of the file held out for validation).")
     p.add_argument("config", nargs="?", help="YAML/JSON training config (optional)")
-    p.add_argument("--data", help="training HDF5 file (overrides the config's data)")
-    p.add_argument("--valid-data", help="validation HDF5 file (default: split off --data)")
+    p.add_argument("--data", action="append", metavar="FILE.h5",
+                   help="training HDF5 file (overrides the config's data); repeat it to train on several files")
+    p.add_argument("--valid-data", action="append", metavar="FILE.h5",
+                   help="validation HDF5 file, may be repeated (default: split valid_fraction off the training data)")
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, dotted for nested keys: --set model.fitting.neuron=[120,120]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = [
     "NNPotError",
+    "FrameIndexError",
     "DatasetError",
     "ModelFileError",
     "NeighborOverflowError",
@@ -48,3 +49,7 @@ class UnknownElementError(NNPotError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class FrameIndexError(NNPotError, IndexError):
+    """A frame index beyond a dataset's frames (an ``IndexError`` too, so iteration works)."""

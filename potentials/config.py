@@ -24,21 +24,27 @@ class FittingConfig:
 
 @dataclass
 class ModelConfig:
-    type_map: list[str] = field(default_factory=lambda: ["O", "H"])
+    #: element of each model type; empty: the elements of the training data, by atomic number
+    type_map: list[str] = field(default_factory=list)
     descriptor: DescriptorConfig = field(default_factory=lambda: descriptor_config_class("se_e2_a")())
     fitting: FittingConfig = field(default_factory=FittingConfig)
     dtype: str = "float64"  #: parameter dtype: float64 or float32
     seed: int = 1
 
+    @property
+    def is_resolved(self) -> bool:
+        """Whether the type map and ``sel`` are set (not still to come from the data)."""
+        return bool(self.type_map) and self.descriptor.sel != "auto"
+
     def validate(self) -> "ModelConfig":
         from ase.data import atomic_numbers
 
-        if not self.type_map or len(set(self.type_map)) != len(self.type_map):
+        if len(set(self.type_map)) != len(self.type_map):
             raise ConfigError(f"type_map must list distinct elements, got {list(self.type_map)}")
         unknown = [e for e in self.type_map if e not in atomic_numbers or e == "X"]
         if unknown:
             raise ConfigError(f"type_map: {', '.join(map(str, unknown))} is not a chemical element")
-        self.descriptor.validate(len(self.type_map))
+        self.descriptor.validate(len(self.type_map) or None)
         _check_widths("fitting.neuron", self.fitting.neuron)
         if self.fitting.activation not in ACTIVATIONS:
             raise ConfigError(f"fitting.activation: {self.fitting.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
@@ -84,6 +90,8 @@ def from_dict(cls, data: dict[str, Any], prefix: str = ""):
 
 
 def _coerce(value: Any, default: Any, name: str) -> Any:
+    if default == "auto":  # a setting that is "auto" or a choice (a word, or a list of counts for sel)
+        return _coerce(value, [0], name) if isinstance(value, (list, tuple)) else str(value)
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value

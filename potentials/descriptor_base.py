@@ -44,20 +44,26 @@ class DescriptorConfig:
     type: str = "se_e2_a"  #: the registered descriptor name
     rcut: float = 6.0  #: cutoff radius, Angstrom
     rcut_smth: float = 0.5  #: the smooth switch starts here, Angstrom
-    sel: list[int] = field(default_factory=lambda: [46, 92])  #: max neighbors per type within rcut
+    #: max neighbors per type within rcut, or "auto": from the training data's neighbor counts
+    #: (:mod:`nnpot.potentials.auto_config`)
+    sel: list[int] | str = "auto"
 
-    def validate(self, n_types: int) -> None:
-        """Raise :class:`~nnpot.errors.ConfigError` naming the first bad field."""
-        if len(self.sel) != n_types:
-            raise ConfigError(f"descriptor.sel has {len(self.sel)} entries but type_map has {n_types}")
-        if any(int(s) < 1 for s in self.sel):
-            raise ConfigError(f"descriptor.sel entries must be >= 1, got {list(self.sel)}")
+    def validate(self, n_types: int | None) -> None:
+        """Raise :class:`~nnpot.errors.ConfigError` naming the first bad field (``n_types``
+        None: the type map is still to come from the data)."""
+        if isinstance(self.sel, str) and self.sel != "auto":
+            raise ConfigError(f"descriptor.sel must be a list of neighbor counts or 'auto', got {self.sel!r}")
+        if self.sel != "auto":
+            if n_types is not None and len(self.sel) != n_types:
+                raise ConfigError(f"descriptor.sel has {len(self.sel)} entries but type_map has {n_types}")
+            if any(int(s) < 1 for s in self.sel):
+                raise ConfigError(f"descriptor.sel entries must be >= 1, got {list(self.sel)}")
+            if sum(self.sel) > 4096:
+                raise ConfigError(f"descriptor.sel sums to {sum(self.sel)} neighbors, beyond any sane potential (4096)")
         if not 0 < self.rcut <= 30:
             raise ConfigError(f"descriptor.rcut must lie in (0, 30] Angstrom, got {self.rcut}")
         if not 0 <= self.rcut_smth < self.rcut:
             raise ConfigError(f"descriptor: need 0 <= rcut_smth < rcut, got {self.rcut_smth} and {self.rcut}")
-        if sum(self.sel) > 4096:
-            raise ConfigError(f"descriptor.sel sums to {sum(self.sel)} neighbors, beyond any sane potential (4096)")
 
 
 def _check_widths(name: str, widths: Sequence[int], limit: int = 4096) -> None:

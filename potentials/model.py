@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from nnpot.errors import ConfigError
 from nnpot.nn import MLP
 from nnpot.potentials.batch import AtomsBatch
 from nnpot.potentials.config import ModelConfig
@@ -27,6 +28,9 @@ class EnergyModel(nn.Module):
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         config = (config or ModelConfig()).validate()
+        if not config.is_resolved:
+            raise ConfigError("the model's type_map and descriptor.sel are still to come from data: give them, or "
+                              "resolve them with nnpot.potentials.auto_config.resolve_model_config (nnpot train does)")
         self.config = config
         dtype = _DTYPES[config.dtype]
         torch.manual_seed(config.seed)  # reproducible initial weights

@@ -30,6 +30,8 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, mi
             are an error. 0 skips the search.
     """
     positions, cell = np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1:] != (3,) or len(positions) == 0:
+        raise InvalidStructureError(f"the structure holds no atoms (positions of shape {positions.shape})")
     bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
     if bad.size:
         raise InvalidStructureError(f"atom {int(bad[0])} has a non-finite position {positions[bad[0]].tolist()}"

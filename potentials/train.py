@@ -24,8 +24,9 @@ import torch
 
 from nnpot.atomic import atomic_path
 from nnpot.data.convert import split_indices
-from nnpot.data.h5format import H5Dataset
+from nnpot.data.h5format import open_datasets
 from nnpot.errors import NNPotError
+from nnpot.potentials.auto_config import resolve_model_config
 from nnpot.potentials.batch import NeighborCache, make_batch, types_from_numbers
 from nnpot.potentials.device import resolve_device
 from nnpot.potentials.checkpoint import latest_checkpoint, save_checkpoint
@@ -34,7 +35,7 @@ from nnpot.potentials.distributed import average_gradients, init_distributed
 from nnpot.potentials.evaluate import error_metrics, predict
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import save_model
-from nnpot.potentials.stats import apply_stats
+from nnpot.potentials.stats import apply_stats, fit_energy_bias
 from nnpot.potentials.train_config import TrainConfig
 
 __all__ = ["Trainer", "TrainingError", "ema_decay", "learning_rate", "prefactor"]
@@ -95,8 +96,11 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.dist, self.device = init_distributed(resolve_device(config.device))
         self._load_data()
+        self.config.model, self.resolved = resolve_model_config(
+            self.config.model, _parts(self.train_ds), _parts(self.valid_ds) if self.valid_ds is not self.train_ds else (),
+            seed=self.config.seed)
         self.neighbor_cache = NeighborCache()  # training frames keep their neighbor lists
-        self.model = EnergyModel(config.model).to(self.device)
+        self.model = EnergyModel(self.config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.start_lr)
         self.ema = None
         self.state = {"step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "best": math.inf, "stale": 0}
@@ -112,33 +116,36 @@ class Trainer:
 
     def _load_data(self) -> None:
         c = self.config
-        self.train_ds = H5Dataset(c.data).check()  # bad frames are refused before step 0
+        self.train_ds = open_datasets(c.data).check()  # bad frames are refused before step 0
         self.train_atoms = self.train_ds.n_atoms
-        types_from_numbers(np.unique(self.train_ds.numbers()), c.model.type_map)  # unknown elements, by name
         if c.valid_data:
-            self.valid_ds = H5Dataset(c.valid_data).check()
-            types_from_numbers(np.unique(self.valid_ds.numbers()), c.model.type_map)
+            self.valid_ds = open_datasets(c.valid_data).check()
             self.train_idx = np.arange(len(self.train_ds))
             self.valid_idx = np.arange(len(self.valid_ds))
         else:
             if len(self.train_ds) < 2:
-                raise TrainingError(f"{c.data}: need at least 2 frames to split off validation")
+                raise TrainingError(f"{self.train_ds.path}: need at least 2 frames to split off validation")
             self.train_idx, self.valid_idx = (np.sort(p) for p in split_indices(
                 len(self.train_ds), [1 - c.valid_fraction, c.valid_fraction], c.split_seed))
             self.valid_ds = self.train_ds
         if len(self.valid_idx) == 0:
-            where = c.valid_data or f"{c.data} (valid_fraction {c.valid_fraction} of {len(self.train_ds)} frames)"
+            where = (", ".join(c.valid_data) if c.valid_data
+                     else f"{self.train_ds.path} (valid_fraction {c.valid_fraction} of {len(self.train_ds)} frames)")
             raise TrainingError(f"{where}: no validation frames; give --valid-data or raise valid_fraction")
         if len(self.train_idx) == 0:
-            raise TrainingError(f"{c.data}: no training frames left after the validation split")
+            raise TrainingError(f"{self.train_ds.path}: no training frames left after the validation split")
         rng = np.random.default_rng(c.seed)
         self.valid_subset = np.sort(rng.permutation(self.valid_idx)[: c.valid_frames])
         self._order: tuple[int, np.ndarray] | None = None  #: (epoch, its permutation of train_idx)
 
+    def _stat_sample(self) -> np.ndarray:
+        """The training frames that set the statistics and the energy bias (seeded)."""
+        rng = np.random.default_rng(self.config.seed)
+        return np.sort(rng.permutation(self.train_idx)[: self.config.stat_frames])
+
     def _initialise(self) -> None:
         c = self.config
-        rng = np.random.default_rng(c.seed)
-        sample = np.sort(rng.permutation(self.train_idx)[: c.stat_frames])
+        sample = self._stat_sample()
         frames = [self.train_ds[int(i)] for i in sample]
         self._report_overlaps(frames, sample)
         self.model.cpu()
@@ -300,7 +307,7 @@ class Trainer:
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the loss became {float(loss.detach())} at step {self.state['step']} on training frame(s) {indices} of "
-                f"{c.data}; check those frames (nnpot data info) or lower start_lr"
+                f"{self.train_ds.path}; check those frames (nnpot data info) or lower start_lr"
             )
         return loss, parts
 
@@ -325,6 +332,23 @@ class Trainer:
                         self.ema[k].mul_(decay).add_(v, alpha=1 - decay)
         self.state["step"] += 1
         return {"loss": float(loss.detach()), "lr": lr, **parts}
+
+    @torch.no_grad()
+    def refit_energy_bias(self) -> np.ndarray:
+        """Shift the per-element energy bias by the least-squares fit of the energy residuals
+        on the statistics frames (DeePMD-kit's ``dp change-bias``, in closed form). Forces do
+        not see a constant per-element shift, so under a force-dominated loss the offset drifts;
+        this pins it again and changes no force. Returns the shift (eV per element)."""
+        if self.config.bias_refit_frames == 0:
+            return np.zeros(len(self.model.type_map))
+        frames = [self.train_ds[int(i)] for i in self._stat_sample()[: self.config.bias_refit_frames]]
+        pred = predict(self._eval_model(), frames, batch_size=max(1, self.config.batch_size))
+        delta = fit_energy_bias(pred["energy_ref"] - pred["energy"], [f.numbers for f in frames], self.model.type_map)
+        shift = torch.as_tensor(delta, dtype=self.model.dtype, device=self.device)
+        self.model.energy_bias.add_(shift)
+        if self.ema is not None:
+            self.ema["energy_bias"].add_(shift.to(self.ema["energy_bias"]))
+        return delta
 
     def _eval_model(self) -> EnergyModel:
         if self.ema is None:
@@ -362,7 +386,7 @@ class Trainer:
             s["stale"] += 1
 
     def _provenance(self, metrics: dict | None = None) -> dict:
-        return {"data": str(Path(self.config.data).resolve()), "step": self.state["step"],
+        return {"data": [str(Path(p).resolve()) for p in self.config.data], "step": self.state["step"],
                 "elapsed_s": round(self.state["elapsed"], 1), "validation": metrics or {},
                 "train_config": self.config.to_dict()}
 
@@ -391,11 +415,13 @@ class Trainer:
             bar.update(min(round(s["elapsed"]), bar.total) - bar.n if budget is not None else 1)
             bar.set_postfix(step=s["step"], loss=f"{last['loss']:.3g}", rmse_f=f"{last['rmse_f']:.3f}", lr=f"{last['lr']:.2e}", refresh=False)
             if s["step"] % c.valid_freq == 0:
+                self.refit_energy_bias()
                 self._log_validation(self.validate(), last)
                 s["elapsed"] = time.perf_counter() - t0
             if s["step"] % c.save_freq == 0:
                 self._checkpoint()
         bar.close()
+        self.refit_energy_bias()
         final = self.validate(self.valid_idx)
         self._log_validation(final, last)
         self._checkpoint()
@@ -405,6 +431,11 @@ class Trainer:
             (self.out / "final_metrics.json").write_text(json.dumps(final, indent=2))
             plot_learning_curve(self.out / "valid.jsonl", self.out / "learning_curve.png")
         return path
+
+
+def _parts(ds) -> list:
+    """The datasets a (possibly united) dataset is made of."""
+    return list(getattr(ds, "datasets", [ds]))
 
 
 def plot_learning_curve(log_path: Path, png: Path) -> Path | None:

@@ -40,13 +40,13 @@ class LossConfig:
 #: what a zero means for the settings where it switches something off
 _ZERO_MEANS = {"batch_atoms": "batches of batch_size frames", "threads": "torch's default",
                "seed": "a valid seed", "split_seed": "a valid seed", "early_stop_patience": "never stop early",
-               "grad_clip": "no clipping", "overlap_threshold": "no report"}
+               "grad_clip": "no clipping", "overlap_threshold": "no report", "bias_refit_frames": "no re-fit"}
 
 
 @dataclass
 class TrainConfig:
-    data: str = ""  #: training HDF5 file
-    valid_data: str = ""  #: validation HDF5 file; empty: split valid_fraction off data
+    data: list[str] = field(default_factory=list)  #: training HDF5 file(s), read as one dataset
+    valid_data: list[str] = field(default_factory=list)  #: validation file(s); none: split valid_fraction off data
     valid_fraction: float = 0.2
     split_seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -64,6 +64,9 @@ class TrainConfig:
     batch_atoms: int = 0
     seed: int = 1
     stat_frames: int = 64  #: frames sampled for davg/dstd and the energy bias
+    #: at each validation and before saving, re-fit the per-element energy bias on this many of
+    #: the statistics frames (least squares on the energy residuals; changes no force); 0: off
+    bias_refit_frames: int = 64
     valid_freq: int = 500  #: steps between validations
     valid_frames: int = 32  #: validation frames evaluated each time (all at the end)
     save_freq: int = 1000  #: steps between checkpoints
@@ -86,7 +89,7 @@ class TrainConfig:
 
         self.model.validate()
         if not self.data:
-            raise ConfigError("data: a training HDF5 file is required (--data FILE.h5)")
+            raise ConfigError("data: a training HDF5 file is required (--data FILE.h5, repeated for several)")
         if not 0 < self.valid_fraction < 1 and not self.valid_data:
             raise ConfigError(f"valid_fraction must lie in (0, 1), got {self.valid_fraction}")
         if not (math.isfinite(self.start_lr) and math.isfinite(self.stop_lr) and 0 < self.stop_lr <= self.start_lr):
@@ -97,7 +100,7 @@ class TrainConfig:
                      "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("batch_atoms", "threads", "seed", "split_seed", "early_stop_patience"):
+        for name in ("batch_atoms", "threads", "seed", "split_seed", "early_stop_patience", "bias_refit_frames"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0: {_ZERO_MEANS[name]}), got {getattr(self, name)}")
         for name in ("grad_clip", "overlap_threshold"):

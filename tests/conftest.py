@@ -6,16 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from nnpot.bundled import bundled_dataset
 from nnpot.data import H5Dataset
 from nnpot.potentials import EnergyModel, ModelConfig, apply_stats
 
 ROOT = Path(__file__).resolve().parents[1]
-WATER = ROOT / "examples" / "data" / "water.h5"
+WATER = bundled_dataset("water")
+MOLECULE = bundled_dataset("molecule_C3H3O4")
 
 
 def small_config(dtype: str = "float64") -> ModelConfig:
     """se_e2_a with the water cutoff and sel but narrow nets, so physics tests run fast."""
-    cfg = ModelConfig(dtype=dtype)
+    cfg = ModelConfig(type_map=["O", "H"], dtype=dtype)
+    cfg.descriptor.sel = [46, 92]
     cfg.descriptor.neuron = [8, 16]
     cfg.descriptor.axis_neuron = 4
     cfg.fitting.neuron = [16, 16]

@@ -11,12 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from nnpot.cli import main
-from nnpot.data import H5Dataset, write_h5
+from nnpot.data import write_h5
 from nnpot.potentials import save_model
 
 from .conftest import WATER
@@ -97,8 +96,8 @@ CASES = [
     ("train-empty-file", ["train", "--data", "empty.h5", "--out", "fresh"], "not a readable"),
     ("train-truncated-file", ["train", "--data", "truncated.h5", "--out", "fresh"], "truncated"),
     ("train-nan-frame", ["train", "--data", "nan.h5", "--out", "fresh", *SMALL], "nan.h5: frame 2: positions"),
-    ("train-type-map-misses", [*TRAIN, "--set", "model.type_map=[O]", "--set", "model.descriptor.sel=[46]"],
-     "H not known"),
+    ("train-type-map-misses", [*TRAIN, "--set", "model.type_map=[O]"], "element(s) H of the data are not in the type map"),
+    ("train-bad-sel-word", [*TRAIN, "--set", "model.descriptor.sel=many"], "descriptor.sel must be a list"),
     ("train-not-an-element", [*TRAIN, "--set", "model.type_map=[O,Hx]"], "Hx is not a chemical element"),
     ("train-no-valid-frames", ["train", "--data", "two.h5", "--out", "fresh", "--set", "valid_fraction=0.1"],
      "no validation frames"),

@@ -189,12 +189,12 @@ def test_unknown_element(tmp_path, water):
 def test_truncated_h5(tmp_path):
     data = WATER.read_bytes()
     (tmp_path / "t.h5").write_bytes(data[: len(data) // 3])
-    _bad_convert(tmp_path, tmp_path / "t.h5", r"t\.h5: (not a readable HDF5 file|frame \d+: unreadable)")
+    _bad_convert(tmp_path, tmp_path / "t.h5", r"t\.h5: (not a readable nnpot HDF5 file|frame \d+: unreadable)")
 
 
 def test_not_hdf5(tmp_path):
     (tmp_path / "n.h5").write_text("hello")
-    _bad_convert(tmp_path, tmp_path / "n.h5", r"n\.h5: not a readable HDF5 file")
+    _bad_convert(tmp_path, tmp_path / "n.h5", r"n\.h5: not a readable nnpot HDF5 file")
 
 
 def test_empty_sources(tmp_path):

@@ -53,8 +53,8 @@ class RadialDescriptor(Descriptor):
 
 @pytest.fixture(scope="module")
 def radial_model(water) -> EnergyModel:
-    config = from_dict(ModelConfig, {"descriptor": {"type": "test_radial", "n_basis": 5},
-                                     "fitting": {"neuron": [16, 16]}})
+    config = from_dict(ModelConfig, {"type_map": ["O", "H"], "descriptor": {"type": "test_radial", "n_basis": 5,
+                                     "sel": [46, 92]}, "fitting": {"neuron": [16, 16]}})
     model = EnergyModel(config.validate())
     frames = [water[i] for i in range(0, len(water), 80)]
     apply_stats(model, frames, np.array([f.energy for f in frames]))

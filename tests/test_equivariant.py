@@ -17,8 +17,9 @@ from nnpot.potentials.equivariant import polynomial_envelope
 def e3nn_config(dtype: str = "float64", layers: int = 1, message_layers: int = 0) -> ModelConfig:
     from nnpot.potentials.equivariant import E3nnConfig
 
-    cfg = ModelConfig(dtype=dtype)
-    cfg.descriptor = E3nnConfig(channels=4, radial_neuron=[8], layers=layers, message_layers=message_layers)
+    cfg = ModelConfig(type_map=["O", "H"], dtype=dtype)
+    cfg.descriptor = E3nnConfig(sel=[46, 92], channels=4, radial_neuron=[8], layers=layers,
+                                message_layers=message_layers)
     cfg.fitting.neuron = [16, 16]
     return cfg
 

@@ -67,7 +67,7 @@ def test_tabulated_model_is_not_saved_and_e3nn_is_not_tabulated(tabulated, tmp_p
     from nnpot.potentials.equivariant import E3nnConfig
 
     cfg = small_config()
-    cfg.descriptor = E3nnConfig(channels=4, radial_neuron=[8])
+    cfg.descriptor = E3nnConfig(sel=[46, 92], channels=4, radial_neuron=[8])
     with pytest.raises(ValueError, match="descriptor 'e3nn' has no tabulated form"):
         EnergyModel(cfg).tabulated()
 

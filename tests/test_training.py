@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnpot.cli import main
-from nnpot.errors import ConfigError
+from nnpot.errors import ConfigError, DatasetError
 from nnpot.potentials.train import Trainer, TrainingError, ema_decay, learning_rate
 from nnpot.potentials.train_config import load_train_config, parse_duration
 
@@ -47,6 +47,8 @@ def test_interrupted_run_resumes_to_identical_losses(tmp_path, extra):
     part = Trainer(_config(8, extra), tmp_path / "part", progress=False)
     for _ in range(4):  # then "killed": only the step-4 checkpoint survives
         part.step()
+        if part.state["step"] % 4 == 0:  # what run() does at a validation (valid_freq 4)
+            part.refit_energy_bias()
         if part.state["step"] % 2 == 0:
             part._checkpoint()
     resumed = Trainer(_config(8, extra), tmp_path / "part", resume=True, progress=False)
@@ -81,7 +83,7 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path):
     assert resumed.state["step"] == int(ckpts[-2].stem.split("-")[1])
 
 
-def test_nan_frame_stops_with_its_index(tmp_path):
+def test_nan_frames_are_refused_before_step_0_by_file_and_frame(tmp_path):
     import shutil
 
     import h5py
@@ -90,8 +92,9 @@ def test_nan_frame_stops_with_its_index(tmp_path):
     with h5py.File(tmp_path / "w.h5", "r+") as fh:
         fh["energy"][:] = np.nan  # bypasses the readers' validation on purpose
     c = load_train_config(None, SMALL + ["num_steps=2"], {"data": str(tmp_path / "w.h5")})
-    with pytest.raises(TrainingError, match=r"loss became nan at step 0 on training frame\(s\) \[\d+\]"):
-        Trainer(c, tmp_path / "r", progress=False).run()
+    with pytest.raises(DatasetError, match=r"w\.h5: frame 0: energy is NaN or inf \(320 bad frames in all"):
+        Trainer(c, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow
@@ -201,3 +204,20 @@ def test_shared_embeddings_train_the_same_and_bad_setting_is_named(tmp_path):
     assert not runs["off"].model.descriptor.plan_cache._store
     with pytest.raises(ConfigError, match="share_embeddings must be one of auto, on, off, got 'sometimes'"):
         _config(2, ["model.descriptor.share_embeddings=sometimes"]).validate()
+
+
+def test_max_time_run_resumes_and_finishes_its_budget(tmp_path):
+    """A --max-time run resumes from its checkpoint and stops when the budget (elapsed time
+    carried in the checkpoint) is spent. Its losses are not step-for-step those of an
+    uninterrupted run: the learning rate follows elapsed wall-clock time, which differs."""
+    c = _config(1000, ["max_time=4s", "save_freq=3"])
+    part = Trainer(c, tmp_path / "t", progress=False)
+    for _ in range(3):
+        part.step()
+    part.state["elapsed"] = 2.0  # as if killed 2 s into the budget, after the step-3 checkpoint
+    part._checkpoint()
+    resumed = Trainer(_config(1000, ["max_time=4s", "save_freq=3"]), tmp_path / "t", resume=True, progress=False)
+    assert resumed.state["step"] == 3 and resumed.state["elapsed"] == 2.0
+    resumed.run()
+    assert 4.0 <= resumed.state["elapsed"] < 60 and resumed.state["step"] > 3
+    assert (tmp_path / "t" / "model.nnp").is_file()
