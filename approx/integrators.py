@@ -54,9 +54,9 @@ def _harmonic(method: str, dt: float, t_end: float) -> float:
     else:  # velocity Verlet through nnpot.md
         t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
         state = MDState(positions=t([[q, 0.0, 0.0]]), momenta=t([[p, 0.0, 0.0]]), masses=t([1.0]),
-                        forces=t([[-q, 0.0, 0.0]]), energy=t(0.5 * q * q), virial=torch.zeros(3, 3, dtype=torch.float64),
-                        cell=torch.zeros(3, 3, dtype=torch.float64))
-        spring = lambda pos, cell: (0.5 * (pos ** 2).sum(), -pos, torch.zeros(3, 3, dtype=pos.dtype))  # noqa: E731
+                        forces=t([[-q, 0.0, 0.0]]), energy=t([0.5 * q * q]), virial=torch.zeros(1, 3, 3, dtype=torch.float64),
+                        cell=torch.zeros(1, 3, 3, dtype=torch.float64), system=torch.zeros(1, dtype=torch.long))
+        spring = lambda pos, cell: ((0.5 * (pos ** 2).sum())[None], -pos, torch.zeros(1, 3, 3, dtype=pos.dtype))  # noqa: E731
         for _ in range(n):
             velocity_verlet_step(state, spring, dt)
         q, p = float(state.positions[0, 0]), float(state.momenta[0, 0])

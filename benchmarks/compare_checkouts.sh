@@ -15,5 +15,6 @@ done
 for side in old new; do
     dir=$OLD; [ "$side" = new ] && dir=$NEW
     (cd "$dir" && .venv/bin/python benchmarks/bench_md.py --device cpu --sizes 192 1536 --dtypes float64 float32 \
-        --ase-max 1536 --dp-max 0 --json "$OUT/compare_${side}_md_cpu.json")
+        --ase-max 1536 --dp-python "$DP" --dp-model "$NEW/runs/bench_dp/model.pth" --dp-max 1536 \
+        --json "$OUT/compare_${side}_md_cpu.json")
 done

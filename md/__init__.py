@@ -1,9 +1,10 @@
 """nnpot.md: molecular dynamics with the state on the device and ASE's driver interface.
 
-:mod:`~nnpot.md.state` holds the tensors, :mod:`~nnpot.md.integrators` the step functions,
+:mod:`~nnpot.md.state` holds the batch-first tensors (one or many systems, thermostat variables
+included), :mod:`~nnpot.md.integrators` the step functions,
 :mod:`~nnpot.md.forces` the force providers (an nnpot model with a reused neighbor list, or
 any ASE calculator), :mod:`~nnpot.md.driver` the ASE-style classes, :mod:`~nnpot.md.graphs` the CUDA-graph replay
-of whole steps and :mod:`~nnpot.md.replicas` many replicas in one batch.
+of whole steps and :mod:`~nnpot.md.replicas` the drivers on many replicas in one batch.
 """
 
 from nnpot.md.driver import NPT, Bussi, Langevin, MDError, MolecularDynamics, NoseHoover, VelocityVerlet

@@ -7,6 +7,11 @@ torch tensors between steps. ``atoms`` is updated only when an observer, the log
 trajectory writer needs it, and at the end of ``run``. With an :class:`NNPotCalculator` the
 model runs directly on its device with a reused neighbor list; any other ASE calculator works
 through the host (slow, but the same integrator).
+
+Every driver also takes a list of structures with ``model=`` (an
+:class:`~nnpot.potentials.EnergyModel`): they run as one batch-first state
+(:mod:`nnpot.md.state`), each with its own cell and thermostat variables, and follow the
+trajectories they would have alone (:func:`~nnpot.md.replicas.Replicas` builds such a driver).
 """
 
 from __future__ import annotations
@@ -23,11 +28,10 @@ from nnpot.errors import AtomsTooCloseError, ConfigError, NeighborOverflowError,
 from nnpot.md.forces import ASEForces, ModelForces
 from nnpot.md.integrators import (
     NoseHooverChain,
-    bussi_rescale,
     bussi_step,
-    cell_rescale,
     langevin_baoab_step,
     nose_hoover_step,
+    npt_step,
     velocity_verlet_step,
 )
 from nnpot.md.state import snapshot, state_from_atoms, write_back
@@ -72,27 +76,36 @@ class MolecularDynamics:
     def __init__(self, atoms, timestep: float, trajectory: str | os.PathLike[str] | None = None,
                  logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 2.0,
                  cuda_graphs: bool | None = None, graph_block: int = 10, compile: bool = False,
-                 min_distance: float = 0.5):
+                 min_distance: float = 0.5, model: torch.nn.Module | None = None, chunk_size: int | None = None):
         from nnpot.potentials.calculator import NNPotCalculator
         from nnpot.potentials.structure import check_structure
 
-        if atoms.calc is None:
-            raise NNPotError("atoms has no calculator; set atoms.calc = NNPotCalculator('model.nnp') first")
+        self.images = list(atoms) if isinstance(atoms, (list, tuple)) else [atoms]
+        if not self.images:
+            raise ConfigError("no structure to run")
+        calc = self.images[0].calc
+        if model is None and isinstance(calc, NNPotCalculator):
+            model, chunk_size = calc.model, calc.chunk_size
+        if model is None and (calc is None or len(self.images) > 1):
+            raise NNPotError("atoms has no nnpot calculator; set atoms.calc = NNPotCalculator('model.nnp') first "
+                             "(or give model= for a batch of structures)")
+        if len(self.images) > 1 and (trajectory is not None or logfile is not None):
+            raise ConfigError("trajectory and logfile are for one structure; attach an observer to a batch")
         check_settings(timestep=(timestep, ">0"), loginterval=(loginterval, ">0"), skin=(skin, ">=0"),
                        graph_block=(graph_block, ">0"), min_distance=(min_distance, ">=0"))
-        check_structure(atoms.positions, atoms.cell.array, atoms.pbc, min_distance)  # a clear error before any step
-        self.atoms = atoms
+        for image in self.images:  # a clear error before any step
+            check_structure(image.positions, image.cell.array, image.pbc, min_distance)
+        self.atoms = self.images[0]
         self.dt = float(timestep)
         self.nsteps = 0
-        calc = atoms.calc
-        if isinstance(calc, NNPotCalculator):
-            self.force_fn = ModelForces(calc.model, atoms, skin=skin, chunk_size=calc.chunk_size, compile=compile,
+        if model is not None:
+            self.force_fn = ModelForces(model, self.images, skin=skin, chunk_size=chunk_size, compile=compile,
                                         min_distance=min_distance)
-            device, dtype = calc.model.device, calc.model.dtype
+            device, dtype = model.device, model.dtype
         else:
-            self.force_fn = ASEForces(calc, atoms)
+            self.force_fn = ASEForces(calc, self.atoms)
             device, dtype = torch.device("cpu"), torch.float64
-        self.state = state_from_atoms(atoms, device, dtype)
+        self.state = state_from_atoms(self.images, device, dtype)
         self.state.energy, self.state.forces, self.state.virial = self.force_fn(self.state.positions, self.state.cell)
         self._cuda_graphs = cuda_graphs
         self._graph_block = int(graph_block)
@@ -127,8 +140,21 @@ class MolecularDynamics:
             self._advance_steps(k)
             left -= k
             self._call_observers()
-        write_back(self.state, self.atoms)
+        self.write_back()
         return True
+
+    def write_back(self) -> None:
+        """Copy positions, momenta and cells from the device into the ``Atoms`` objects."""
+        for b, image in enumerate(self.images):
+            write_back(self.state, image, b)
+
+    def potential_energies(self) -> np.ndarray:
+        """eV, one per structure."""
+        return self.state.energy.detach().cpu().double().numpy()
+
+    def kinetic_energies(self) -> np.ndarray:
+        """eV, one per structure."""
+        return self.state.kinetic_energy().detach().cpu().double().numpy()
 
     def step(self) -> None:
         """One integrator step (eager; ``run`` may use CUDA graphs instead)."""
@@ -136,11 +162,6 @@ class MolecularDynamics:
 
     def _advance(self, state, force_fn) -> None:
         raise NotImplementedError
-
-    def _graph_state(self) -> dict[str, torch.Tensor]:
-        """Tensors besides the MD state that a step updates in place (a thermostat's variables):
-        the CUDA-graph runner saves and restores them with the state."""
-        return {}
 
     def _seeded_generator(self, seed: int | None) -> torch.Generator:
         """A generator on the state's device (what a CUDA graph can draw from); ``seed=None``
@@ -166,7 +187,7 @@ class MolecularDynamics:
                 from nnpot.md.graphs import GraphedSteps
 
                 self._graphs = GraphedSteps(self.state, self.force_fn, self._advance, self._graph_block,
-                                            generator=getattr(self, "generator", None), extra=self._graph_state())
+                                            generator=getattr(self, "generator", None))
             self._graphs.run(k)
             self.nsteps += k
             return
@@ -190,7 +211,7 @@ class MolecularDynamics:
         due = [o for o in self.observers if o[1] > 0 and self.nsteps % o[1] == 0]
         if not due:
             return
-        write_back(self.state, self.atoms)
+        self.write_back()
         for function, _, args, kwargs in due:
             function(*args, **kwargs)
 
@@ -201,7 +222,9 @@ class MolecularDynamics:
     def _fail(self, reason: str) -> None:
         # beside the trajectory when there is one, else in the working directory
         path = self._output_dir / f"md_failure_step{self.nsteps}.xyz"
-        snapshot(self.state, self.atoms).write(path)
+        from ase.io import write
+
+        write(path, [snapshot(self.state, image, b) for b, image in enumerate(self.images)], format="extxyz")
         raise MDError(f"{reason}; last good frame saved to {path}")
 
     def _attach_trajectory(self, trajectory, interval: int) -> None:
@@ -272,9 +295,10 @@ class Langevin(MolecularDynamics):
                             generator=self.generator)
 
 
-def _n_dof(atoms) -> int:
-    """Degrees of freedom: 3N, less 3 when the total momentum is conserved (no external forces)."""
-    return 3 * len(atoms) - 3 if len(atoms) > 1 else 3
+def _n_dof(images) -> list[int]:
+    """Degrees of freedom per structure: 3N, less 3 when the total momentum is conserved (no
+    external forces)."""
+    return [3 * len(a) - 3 if len(a) > 1 else 3 for a in images]
 
 
 class Bussi(MolecularDynamics):
@@ -287,7 +311,7 @@ class Bussi(MolecularDynamics):
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K, self.taut = float(temperature_K), float(taut)
         self.generator = self._seeded_generator(seed)
-        self.n_dof = _n_dof(atoms)
+        self.n_dof = _n_dof(self.images)
 
     graph_safe = True
 
@@ -303,22 +327,18 @@ class NoseHoover(MolecularDynamics):
         check_settings(temperature_K=(temperature_K, ">=0"), tdamp=(tdamp, ">0"), tchain=(tchain, ">0"))
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K = float(temperature_K)
-        s = self.state
-        self.chain = NoseHooverChain(_n_dof(atoms), units.kB * self.temperature_K, float(tdamp), tchain,
-                                     dtype=s.positions.dtype, device=s.positions.device)
+        self.chain = NoseHooverChain(self.state, _n_dof(self.images), units.kB * self.temperature_K, float(tdamp),
+                                     tchain)
 
     graph_safe = True
 
     def _advance(self, state, force_fn) -> None:
         nose_hoover_step(state, force_fn, self.dt, self.chain)
 
-    def _graph_state(self) -> dict[str, torch.Tensor]:
-        return {"chain_v": self.chain.v, "chain_xi": self.chain.xi}
-
     def conserved_energy(self) -> float:
         """Potential + kinetic + chain energy (eV); constant up to integration error."""
         s = self.state
-        return float(s.energy + s.kinetic_energy() + self.chain.energy())
+        return float((s.energy + s.kinetic_energy() + self.chain.energy(s)).sum())
 
 
 class NPT(MolecularDynamics):
@@ -333,7 +353,8 @@ class NPT(MolecularDynamics):
 
     def __init__(self, atoms, timestep: float, temperature_K: float, pressure_au: float, taut: float, taup: float,
                  compressibility_au: float, *, seed: int | None = None, **kwargs):
-        if not all(atoms.pbc):
+        images = list(atoms) if isinstance(atoms, (list, tuple)) else [atoms]
+        if not all(all(a.pbc) for a in images):
             raise NNPotError("NPT needs a cell periodic in all three directions")
         check_settings(temperature_K=(temperature_K, ">=0"), taut=(taut, ">0"), taup=(taup, ">0"),
                        compressibility_au=(compressibility_au, ">0"))
@@ -341,16 +362,13 @@ class NPT(MolecularDynamics):
         self.temperature_K, self.pressure_au = float(temperature_K), float(pressure_au)
         self.taut, self.taup, self.compressibility = float(taut), float(taup), float(compressibility_au)
         self.generator = self._seeded_generator(seed)
-        self.n_dof = _n_dof(atoms)
+        self.n_dof = _n_dof(self.images)
 
     graph_safe = True
 
     def _advance(self, state, force_fn) -> None:
-        kT = units.kB * self.temperature_K
-        bussi_rescale(state, 0.5 * self.dt, kT, self.taut, self.n_dof, self.generator)
-        velocity_verlet_step(state, force_fn, self.dt)
-        bussi_rescale(state, 0.5 * self.dt, kT, self.taut, self.n_dof, self.generator)
-        cell_rescale(state, force_fn, self.dt, kT, self.pressure_au, self.taup, self.compressibility, self.generator)
+        npt_step(state, force_fn, self.dt, units.kB * self.temperature_K, self.pressure_au, self.taut, self.taup,
+                 self.compressibility, self.n_dof, self.generator)
 
     def pressure(self) -> float:
         """Instantaneous pressure, eV/A^3."""

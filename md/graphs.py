@@ -19,11 +19,10 @@ from collections.abc import Callable
 import torch
 
 from nnpot.md.forces import ModelForces
+from nnpot.md.state import DYNAMIC_FIELDS as _FIELDS
 from nnpot.md.state import MDState
 
 __all__ = ["GraphedSteps"]
-
-_FIELDS = ("positions", "momenta", "forces", "energy", "virial", "cell")  # cell: NPT changes it
 
 
 class GraphedSteps:
@@ -37,17 +36,16 @@ class GraphedSteps:
             (shallow copy of the) state, without host synchronisation.
         block: steps per captured graph.
         generator: a CUDA generator the step draws from, registered with the graphs.
-        extra: tensors besides the state that ``advance`` updates in place (a thermostat's
-            variables); saved at each block's start and restored on a rollback with the state.
+        The state's thermostat variables (updated in place by a step) are saved at each block's
+        start and restored on a rollback with the rest of the state.
         capture: False replays the blocks eagerly instead (any device; the same bookkeeping,
             which is how the CPU tests exercise it).
     """
 
     def __init__(self, state: MDState, force_fn: ModelForces, advance: Callable, block: int = 10,
-                 generator: torch.Generator | None = None, capture: bool = True,
-                 extra: dict[str, torch.Tensor] | None = None):
+                 generator: torch.Generator | None = None, capture: bool = True):
         self.state, self.force_fn, self.advance = state, force_fn, advance
-        self.extra = dict(extra or {})
+        self.extra = state.thermostat
         self.block = max(1, int(block))
         self.generator = generator
         self.capture = capture
@@ -141,7 +139,7 @@ class GraphedSteps:
         return bool(ok_disp), bool(finite)
 
     def _rebuild(self) -> None:
-        self.force_fn.evaluator.build(self.state.positions, self.force_fn.batched(self.state.cell))
+        self.force_fn.evaluator.build(self.state.positions, self.state.cell)
 
     def run(self, steps: int) -> None:
         """Advance ``steps`` steps (whole blocks from the graph, a remainder eagerly). Raises

@@ -1,28 +1,36 @@
-"""Integrators as small functions over an :class:`~nnpot.md.state.MDState` (ASE units).
+"""Integrators as small functions over a batch-first :class:`~nnpot.md.state.MDState` (ASE units).
 
-Each ``*_step(state, force_fn, dt, ...)`` advances the state by one step of length ``dt`` and
-returns it; ``force_fn(positions, cell) -> (energy, forces, virial)``.
+Each ``*_step(state, force_fn, dt, ...)`` advances every system of the state by one step of
+length ``dt`` and returns it; ``force_fn(positions, cell) -> (energy [B], forces [N, 3],
+virial [B, 3, 3])``. Thermostats act on each system with its own kinetic energy; ``n_dof`` is
+one count per system. Nothing waits on the device, so a step can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
 from nnpot.md.state import MDState
 
 __all__ = ["velocity_verlet_step", "langevin_baoab_step", "bussi_rescale", "bussi_step", "NoseHooverChain",
-           "nose_hoover_step", "pressure", "cell_rescale"]
+           "nose_hoover_step", "pressure", "cell_rescale", "npt_step"]
 
 
 def _update_forces(state: MDState, force_fn) -> None:
     state.energy, state.forces, state.virial = force_fn(state.positions, state.cell)
 
 
-def velocity_verlet_step(state: MDState, force_fn, dt: float) -> MDState:
-    """Velocity Verlet (NVE): kick half, drift, new forces, kick half."""
+def velocity_verlet_step(state: MDState, force_fn, dt: float,
+                         between: Callable[[MDState], None] | None = None) -> MDState:
+    """Velocity Verlet (NVE): kick half, drift, new forces, kick half. ``between`` acts on the
+    state after the first kick (a barostat's move, at the positions the forces belong to)."""
     state.momenta = state.momenta + 0.5 * dt * state.forces
+    if between is not None:
+        between(state)
     state.positions = state.positions + dt * state.momenta / state.masses[:, None]
     _update_forces(state, force_fn)
     state.momenta = state.momenta + 0.5 * dt * state.forces
@@ -49,56 +57,75 @@ def langevin_baoab_step(state: MDState, force_fn, dt: float, kT: float, friction
     return state
 
 
-def bussi_rescale(state: MDState, dt: float, kT: float, tau: float, n_dof: int,
+def bussi_rescale(state: MDState, dt: float, kT: float, tau: float, n_dof: Sequence[int],
                   generator: torch.Generator | None = None) -> None:
     """Stochastic velocity rescaling over ``dt`` (Bussi, Donadio, Parrinello, J. Chem. Phys. 126,
-    014101 (2007), eq. A7): the kinetic energy K becomes ``alpha^2 K`` with
+    014101 (2007), eq. A7), each system by itself: its kinetic energy K becomes ``alpha^2 K`` with
 
     ``alpha^2 = c + (1 - c) (R1^2 + S) Kt / (Nf K) + 2 R1 sqrt(c (1 - c) Kt / (Nf K))``,
 
-    ``c = exp(-dt / tau)``, ``Kt = Nf kT / 2``, ``R1 ~ N(0, 1)``, ``S ~ chi^2(Nf - 1)``. All of it
-    runs on the state's device with ``generator`` (``S`` as a sum of ``Nf - 1`` squared normals),
-    with no host synchronisation, so the step can be captured in a CUDA graph.
+    ``c = exp(-dt / tau)``, ``Kt = Nf kT / 2``, ``R1 ~ N(0, 1)``, ``S ~ chi^2(Nf - 1)`` (a sum of
+    ``Nf - 1`` squared normals from ``generator``). ``n_dof``: ``Nf`` of each system (host ints).
     """
     c = math.exp(-dt / tau)
     p = state.momenta
-    r = torch.randn(n_dof, dtype=p.dtype, device=p.device, generator=generator)
-    r1, s = r[0], r[1:].pow(2).sum()
+    widest = max(n_dof)
+    r = torch.randn((len(n_dof), widest), dtype=p.dtype, device=p.device, generator=generator)
+    if min(n_dof) == widest:
+        nf = widest
+        s = r[:, 1:].pow(2).sum(1)
+    else:  # systems of different sizes: each sums its own Nf - 1 normals
+        nf, keep = _dof_tensors(tuple(n_dof), p.device, p.dtype)
+        s = (r[:, 1:].pow(2) * keep).sum(1)
+    r1 = r[:, 0]
     kin = state.kinetic_energy()
-    kt = 0.5 * n_dof * kT
-    ratio = kt / (n_dof * kin)
+    ratio = 0.5 * nf * kT / (nf * kin)
     alpha2 = c + (1 - c) * (r1 * r1 + s) * ratio + 2 * r1 * torch.sqrt(c * (1 - c) * ratio)
     alpha = torch.sqrt(alpha2) * torch.sign(r1 + torch.sqrt(c / ((1 - c) * ratio)))
-    state.momenta = p * alpha
+    state.momenta = p * alpha[state.system][:, None]
 
 
-def bussi_step(state: MDState, force_fn, dt: float, kT: float, tau: float, n_dof: int,
-               generator: torch.Generator | None = None) -> MDState:
-    """Velocity Verlet with half-step stochastic velocity rescaling on either side."""
+@functools.lru_cache(maxsize=64)
+def _dof_tensors(n_dof: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Nf`` per system ``[B]`` and the mask of each system's ``Nf - 1`` normals, made once (by
+    the eager warm-up step, before any CUDA-graph capture, where no host copy may happen)."""
+    nf = torch.as_tensor(n_dof, dtype=dtype, device=device)
+    return nf, torch.arange(1, max(n_dof), device=device)[None, :] < nf[:, None]
+
+
+def bussi_step(state: MDState, force_fn, dt: float, kT: float, tau: float, n_dof: Sequence[int],
+               generator: torch.Generator | None = None,
+               between: Callable[[MDState], None] | None = None) -> MDState:
+    """Velocity Verlet with half-step stochastic velocity rescaling on either side (``between``
+    as for :func:`velocity_verlet_step`)."""
     bussi_rescale(state, 0.5 * dt, kT, tau, n_dof, generator)
-    velocity_verlet_step(state, force_fn, dt)
+    velocity_verlet_step(state, force_fn, dt, between)
     bussi_rescale(state, 0.5 * dt, kT, tau, n_dof, generator)
     return state
 
 
 class NoseHooverChain:
-    """Thermostat variables of a Nose-Hoover chain of length M (Martyna, Klein, Tuckerman,
-    J. Chem. Phys. 97, 2635 (1992)); masses ``Q_1 = Nf kT tau^2``, ``Q_j = kT tau^2``.
+    """A Nose-Hoover chain of length M per system (Martyna, Klein, Tuckerman, J. Chem. Phys. 97,
+    2635 (1992)); masses ``Q_1 = Nf kT tau^2``, ``Q_j = kT tau^2``. Its variables live in the
+    state: ``state.thermostat["chain_v"]`` (velocities ``p_j / Q_j``) and ``["chain_xi"]``,
+    both ``[B, M]``.
 
     Conserved: ``H + sum_j p_j^2 / (2 Q_j) + Nf kT xi_1 + kT sum_{j>1} xi_j``.
     """
 
-    def __init__(self, n_dof: int, kT: float, tau: float, length: int = 3, dtype=torch.float64, device="cpu"):
-        self.n_dof, self.kT, self.M = n_dof, kT, length
-        self.Q = torch.full((length,), kT * tau * tau, dtype=dtype, device=device)
-        self.Q[0] = n_dof * kT * tau * tau
-        self.v = torch.zeros(length, dtype=dtype, device=device)  # thermostat velocities p_j / Q_j
-        self.xi = torch.zeros(length, dtype=dtype, device=device)
+    def __init__(self, state: MDState, n_dof: Sequence[int], kT: float, tau: float, length: int = 3):
+        dtype, device = state.positions.dtype, state.positions.device
+        self.kT, self.M = kT, length
+        self.n_dof = torch.as_tensor(list(n_dof), dtype=dtype, device=device)  # [B]
+        self.Q = torch.full((len(n_dof), length), kT * tau * tau, dtype=dtype, device=device)
+        self.Q[:, 0] = self.n_dof * kT * tau * tau
+        state.thermostat["chain_v"] = torch.zeros(len(n_dof), length, dtype=dtype, device=device)
+        state.thermostat["chain_xi"] = torch.zeros(len(n_dof), length, dtype=dtype, device=device)
 
     def _force(self, j: int, v: list[torch.Tensor], k2: torch.Tensor) -> torch.Tensor:
         if j == 0:
-            return (k2 - self.n_dof * self.kT) / self.Q[0]
-        return (self.Q[j - 1] * v[j - 1] ** 2 - self.kT) / self.Q[j]
+            return (k2 - self.n_dof * self.kT) / self.Q[:, 0]
+        return (self.Q[:, j - 1] * v[j - 1] ** 2 - self.kT) / self.Q[:, j]
 
     def _update(self, j: int, v: list[torch.Tensor], k2: torch.Tensor, h: float) -> None:
         if j == self.M - 1:
@@ -108,27 +135,29 @@ class NoseHooverChain:
             v[j] = (v[j] * damp + 0.5 * h * self._force(j, v, k2)) * damp
 
     def half_step(self, state: MDState, dt: float) -> None:
-        """Propagate the chain and scale the momenta over ``dt / 2`` (the Trotter factor)."""
+        """Propagate the chains and scale the momenta over ``dt / 2`` (the Trotter factor)."""
         h = 0.5 * dt
-        v = list(self.v.clone().unbind())
+        chain_v, chain_xi = state.thermostat["chain_v"], state.thermostat["chain_xi"]
+        v = list(chain_v.clone().unbind(1))  # M tensors [B]
         k2 = 2.0 * state.kinetic_energy()
         for j in range(self.M - 1, -1, -1):  # from the chain's end down to the particles
             self._update(j, v, k2, h)
         scale = torch.exp(-h * v[0])
-        state.momenta = state.momenta * scale
+        state.momenta = state.momenta * scale[state.system][:, None]
         k2 = k2 * scale * scale
-        self.xi.add_(h * torch.stack(v))  # in place: the buffers outlive a CUDA-graph capture
+        chain_xi.add_(h * torch.stack(v, 1))  # in place: the buffers outlive a CUDA-graph capture
         for j in range(self.M):  # and back up
             self._update(j, v, k2, h)
-        self.v.copy_(torch.stack(v))
+        chain_v.copy_(torch.stack(v, 1))
 
-    def energy(self) -> torch.Tensor:
-        """The chain's contribution to the conserved quantity (eV)."""
-        return (0.5 * self.Q * self.v ** 2).sum() + self.n_dof * self.kT * self.xi[0] + self.kT * self.xi[1:].sum()
+    def energy(self, state: MDState) -> torch.Tensor:
+        """``[B]``: each chain's contribution to the conserved quantity (eV)."""
+        v, xi = state.thermostat["chain_v"], state.thermostat["chain_xi"]
+        return (0.5 * self.Q * v ** 2).sum(1) + self.n_dof * self.kT * xi[:, 0] + self.kT * xi[:, 1:].sum(1)
 
 
 def nose_hoover_step(state: MDState, force_fn, dt: float, chain: NoseHooverChain) -> MDState:
-    """NVT by Nose-Hoover chain: chain half step, velocity Verlet, chain half step."""
+    """NVT by Nose-Hoover chains: chain half step, velocity Verlet, chain half step."""
     chain.half_step(state, dt)
     velocity_verlet_step(state, force_fn, dt)
     chain.half_step(state, dt)
@@ -136,30 +165,37 @@ def nose_hoover_step(state: MDState, force_fn, dt: float, chain: NoseHooverChain
 
 
 def pressure(state: MDState) -> torch.Tensor:
-    """Instantaneous pressure ``(2 K + tr W) / (3 V)`` in eV/A^3 (``W``: the virial in eV)."""
-    volume = torch.linalg.det(state.cell).abs()
-    return (2.0 * state.kinetic_energy() + torch.diagonal(state.virial).sum()) / (3.0 * volume)
+    """``[B]`` instantaneous pressure ``(2 K + tr W) / (3 V)`` in eV/A^3 (``W``: the virial in eV)."""
+    return (2.0 * state.kinetic_energy() + torch.diagonal(state.virial, dim1=1, dim2=2).sum(1)) / (3.0 * state.volume())
 
 
-def cell_rescale(state: MDState, force_fn, dt: float, kT: float, pressure_target: float, taup: float,
-                 compressibility: float, generator: torch.Generator | None = None) -> None:
+def cell_rescale(state: MDState, dt: float, kT: float, pressure_target: float, taup: float, compressibility: float,
+                 generator: torch.Generator | None = None) -> None:
     """Isotropic stochastic cell rescaling (Bernetti & Bussi, J. Chem. Phys. 153, 114107 (2020)),
-    one Euler-Maruyama step of the log-volume ``e = ln V``:
+    one Euler-Maruyama step of each system's log-volume ``e = ln V``:
 
     ``de = -(beta / taup) (P0 - P - kT / V) dt + sqrt(2 kT beta dt / (V taup)) R``,  ``R ~ N(0, 1)``;
 
-    positions and cell scale by ``exp(de / 3)``, momenta by ``exp(-de / 3)``; forces are then
-    recomputed. With a thermostat it samples the isothermal-isobaric ensemble; as ``taup`` grows it
-    becomes NVT. Units: eV/A^3 for pressures, A^3/eV for ``beta``, ASE time for ``dt`` and ``taup``.
-    Everything stays on the state's device (the normal comes from ``generator``), so the step can
-    be captured in a CUDA graph.
+    positions and cell scale by ``exp(de / 3)``, momenta by ``exp(-de / 3)``. ``P`` comes from the
+    state's virial, so this acts where the forces belong to the positions (inside
+    :func:`velocity_verlet_step`, after the first kick: forces are evaluated once per step). With
+    a thermostat it samples the isothermal-isobaric ensemble; as ``taup`` grows it becomes NVT.
+    Units: eV/A^3 for pressures, A^3/eV for ``beta``, ASE time for ``dt`` and ``taup``.
     """
-    volume = torch.linalg.det(state.cell).abs()
+    volume = state.volume()
     drift = -(compressibility / taup) * (pressure_target - pressure(state) - kT / volume) * dt
-    r = torch.randn((), dtype=state.cell.dtype, device=state.cell.device, generator=generator)
+    r = torch.randn((state.n_systems,), dtype=state.cell.dtype, device=state.cell.device, generator=generator)
     noise = torch.sqrt(2.0 * kT * compressibility * dt / (volume * taup)) * r
-    scale = torch.exp((drift + noise) / 3.0)
-    state.positions = state.positions * scale
-    state.cell = state.cell * scale
-    state.momenta = state.momenta / scale
-    _update_forces(state, force_fn)
+    scale = torch.exp((drift + noise) / 3.0)  # [B]
+    per_atom = scale[state.system][:, None]
+    state.positions = state.positions * per_atom
+    state.cell = state.cell * scale[:, None, None]
+    state.momenta = state.momenta / per_atom
+
+
+def npt_step(state: MDState, force_fn, dt: float, kT: float, pressure_target: float, taut: float, taup: float,
+             compressibility: float, n_dof: Sequence[int], generator: torch.Generator | None = None) -> MDState:
+    """Isotropic NPT: Bussi's thermostat (:func:`bussi_step`) with the cell rescaling of
+    :func:`cell_rescale` between the first kick and the drift; one force evaluation per step."""
+    return bussi_step(state, force_fn, dt, kT, taut, n_dof, generator,
+                      between=lambda s: cell_rescale(s, dt, kT, pressure_target, taup, compressibility, generator))

@@ -10,7 +10,7 @@ import numpy as np
 
 from nnpot.errors import ConfigError
 
-__all__ = ["MDConfig", "run_md", "run_md_from_config"]
+__all__ = ["MDConfig", "prepare_md", "run_md", "summarise", "plot_md", "run_md_from_config"]
 
 
 @dataclass
@@ -101,15 +101,14 @@ def _structure(config: MDConfig):
     return atoms
 
 
-def run_md(config: MDConfig, progress: bool = True, force: bool = False) -> dict:
-    """Run the simulation ``config`` describes; return thermodynamic summary figures. An output
-    folder that holds an earlier run's files is refused unless ``force``."""
-    from ase import units
-    from tqdm.auto import tqdm
-
-    from nnpot.md.driver import NPT, Bussi, Langevin, NoseHoover, VelocityVerlet
+def prepare_md(config: MDConfig, force: bool = False):
+    """The driver ``config`` describes, on its structure with the model attached (outputs in
+    ``config.output``). An output folder that holds an earlier run's files is refused unless
+    ``force``; a bad structure stops before any output is written."""
     from nnpot.md.state import thermalize
     from nnpot.potentials.calculator import NNPotCalculator
+    from nnpot.potentials.device import resolve_device
+    from nnpot.potentials.modelfile import load_model
 
     config.validate()
     out = Path(config.output)
@@ -119,36 +118,49 @@ def run_md(config: MDConfig, progress: bool = True, force: bool = False) -> dict
                           "give --force to replace them")
     atoms = _structure(config)
     thermalize(atoms, config.temperature_K, config.seed)
-    from nnpot.potentials.device import resolve_device
-    from nnpot.potentials.modelfile import load_model
-
     model = load_model(config.model)
     on_cuda = resolve_device(config.device).type == "cuda"  # the CPU table path is no faster than the nets
     tabulate = config.tabulate and on_cuda and model.descriptor.can_tabulate
     atoms.calc = NNPotCalculator(model, device=config.device, dtype=config.dtype, tabulate=tabulate)
     atoms.get_potential_energy()  # a bad structure (elements, overlaps, neighbor overflow) stops before any output
     out.mkdir(parents=True, exist_ok=True)
-    common = {"trajectory": str(out / config.trajectory), "logfile": str(out / "md.log"), "loginterval": config.loginterval,
-              "skin": config.skin}
+    return _driver(config, atoms, {"trajectory": str(out / config.trajectory), "logfile": str(out / "md.log"),
+                                   "loginterval": config.loginterval, "skin": config.skin})
+
+
+def _driver(config: MDConfig, atoms, common: dict):
+    from ase import units
+
+    from nnpot.md.driver import NPT, Bussi, Langevin, NoseHoover, VelocityVerlet
+
     dt = config.timestep_fs * units.fs
     T, tau = config.temperature_K, config.tau_fs * units.fs
     if config.ensemble == "nve":
-        dyn = VelocityVerlet(atoms, dt, **common)
-    elif config.ensemble == "langevin":
-        dyn = Langevin(atoms, dt, temperature_K=T, friction=config.friction_per_fs / units.fs, seed=config.seed, **common)
-    elif config.ensemble == "bussi":
-        dyn = Bussi(atoms, dt, temperature_K=T, taut=tau, seed=config.seed, **common)
-    elif config.ensemble == "npt":
-        dyn = NPT(atoms, dt, temperature_K=T, pressure_au=config.pressure_bar * units.bar, taut=tau,
-                  taup=config.taup_fs * units.fs, compressibility_au=config.compressibility_per_bar / units.bar,
-                  seed=config.seed, **common)
-    else:
-        dyn = NoseHoover(atoms, dt, temperature_K=T, tdamp=tau, **common)
+        return VelocityVerlet(atoms, dt, **common)
+    if config.ensemble == "langevin":
+        return Langevin(atoms, dt, temperature_K=T, friction=config.friction_per_fs / units.fs, seed=config.seed,
+                        **common)
+    if config.ensemble == "bussi":
+        return Bussi(atoms, dt, temperature_K=T, taut=tau, seed=config.seed, **common)
+    if config.ensemble == "npt":
+        return NPT(atoms, dt, temperature_K=T, pressure_au=config.pressure_bar * units.bar, taut=tau,
+                   taup=config.taup_fs * units.fs, compressibility_au=config.compressibility_per_bar / units.bar,
+                   seed=config.seed, **common)
+    return NoseHoover(atoms, dt, temperature_K=T, tdamp=tau, **common)
+
+
+def run_md(config: MDConfig, progress: bool = True, force: bool = False) -> dict:
+    """Run the simulation ``config`` describes (:func:`prepare_md`); write ``thermo.json`` beside
+    the trajectory and return its summary (:func:`summarise`) with the thermodynamic series."""
+    import time
+
+    from ase import units
+    from tqdm.auto import tqdm
+
+    dyn = prepare_md(config, force)
     thermo = []
     dyn.attach(lambda: thermo.append((dyn.get_time() / units.fs, float(dyn.state.energy), float(dyn.state.kinetic_energy()),
                                       float(dyn.state.temperature()))), config.loginterval)
-    import time
-
     bar = tqdm(total=config.steps, disable=not progress, unit=" steps")
     t0 = time.perf_counter()
     done = 0
@@ -159,21 +171,31 @@ def run_md(config: MDConfig, progress: bool = True, force: bool = False) -> dict
         bar.update(n)
         bar.set_postfix(T=f"{thermo[-1][3]:.0f}K", refresh=False)
     bar.close()
-    wall = time.perf_counter() - t0
     dyn.close()
-    t, epot, ekin, temp = (np.array(c) for c in zip(*thermo))
-    n = len(atoms)
-    etot = (epot + ekin) / n
-    slope = float(np.polyfit(t / 1000.0, etot, 1)[0]) if len(t) > 2 else float("nan")
-    summary = {"atoms": n, "steps": config.steps, "wall_s": wall, "steps_per_s": config.steps / wall,
-               "us_per_atom_step": wall / config.steps / n * 1e6, "mean_T_K": float(temp.mean()),
-               "drift_eV_per_atom_per_ps": slope, "neighbor_builds": dyn.force_fn.evaluator.n_builds,
-               "config": asdict(config)}
-    (out / "thermo.json").write_text(json.dumps(summary, indent=2))
-    _plot(t, epot / n, etot, temp, out / "md.png")
-    print(f"{config.steps} steps of {n} atoms in {wall:.1f} s ({summary['steps_per_s']:.1f} steps/s); "
-          f"mean T {summary['mean_T_K']:.0f} K; total-energy drift {slope:.2e} eV/atom/ps; outputs in {out}")
+    summary = summarise(config, thermo, len(dyn.atoms), time.perf_counter() - t0, dyn.force_fn.evaluator.n_builds)
+    (Path(config.output) / "thermo.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "series"},
+                                                                indent=2))
     return summary
+
+
+def summarise(config: MDConfig, thermo: list[tuple[float, float, float, float]], n_atoms: int, wall: float,
+              neighbor_builds: int) -> dict:
+    """Speed, mean temperature and the total-energy drift (eV/atom/ps, a linear fit) of a run
+    whose ``thermo`` rows are (time fs, potential eV, kinetic eV, temperature K)."""
+    t, epot, ekin, temp = (np.array(c) for c in zip(*thermo))
+    etot = (epot + ekin) / n_atoms
+    slope = float(np.polyfit(t / 1000.0, etot, 1)[0]) if len(t) > 2 else float("nan")
+    return {"atoms": n_atoms, "steps": config.steps, "wall_s": wall, "steps_per_s": config.steps / wall,
+            "us_per_atom_step": wall / config.steps / n_atoms * 1e6, "mean_T_K": float(temp.mean()),
+            "drift_eV_per_atom_per_ps": slope, "neighbor_builds": neighbor_builds, "config": asdict(config),
+            "series": {"time_fs": t, "epot_per_atom": epot / n_atoms, "etot_per_atom": etot, "temperature_K": temp}}
+
+
+def plot_md(summary: dict, png: str | Path) -> Path:
+    """Energy change and temperature against time (PNG) from :func:`run_md`'s summary."""
+    s = summary["series"]
+    _plot(s["time_fs"], s["epot_per_atom"], s["etot_per_atom"], s["temperature_K"], Path(png))
+    return Path(png)
 
 
 def _plot(t, epot, etot, temp, png: Path) -> None:
@@ -210,4 +232,6 @@ def run_md_from_config(path: str, overrides: list[str] | None = None, progress: 
         key, value = parse_override(item)
         tree[key] = value
     config = from_dict(MDConfig, tree)
-    return run_md(config, progress=progress, force=force)
+    summary = run_md(config, progress=progress, force=force)
+    plot_md(summary, Path(config.output) / "md.png")
+    return summary

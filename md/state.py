@@ -1,27 +1,38 @@
-"""The MD state, kept on one device between steps.
+"""The MD state, batch-first (as torch-sim's ``SimState``): one or many independent systems
+concatenated, kept on one device between steps. ``B`` systems, ``N`` atoms in all:
 
-=========  ========  =================================
-field      shape     unit
-=========  ========  =================================
-positions  [N, 3]    Angstrom (unwrapped)
-momenta    [N, 3]    amu * Angstrom / ASE time
-masses     [N]       amu
-forces     [N, 3]    eV / Angstrom
-energy     []        eV (potential)
-virial     [3, 3]    eV
-cell       [3, 3]    Angstrom, rows are cell vectors
-=========  ========  =================================
+==========  ========  ========================================================
+field       shape     unit / meaning
+==========  ========  ========================================================
+positions   [N, 3]    Angstrom (unwrapped)
+momenta     [N, 3]    amu * Angstrom / ASE time
+masses      [N]       amu
+forces      [N, 3]    eV / Angstrom
+system      [N]       index of each atom's system (0..B-1)
+energy      [B]       eV, potential energy of each system
+virial      [B, 3, 3] eV
+cell        [B, 3, 3] Angstrom, rows are cell vectors
+thermostat  dict      thermostat and barostat variables, [B, ...] each (e.g. the
+                      Nose-Hoover chain's ``chain_v`` and ``chain_xi``, [B, M])
+==========  ========  ========================================================
+
+Every tensor a step changes is a field here, so saving and restoring the state (a CUDA-graph
+rollback) restores the thermostat too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from ase import units
 
-__all__ = ["MDState", "state_from_atoms", "write_back", "snapshot"]
+__all__ = ["MDState", "state_from_atoms", "write_back", "snapshot", "thermalize", "DYNAMIC_FIELDS"]
+
+#: the fields an integrator step replaces (the thermostat dict is updated in place)
+DYNAMIC_FIELDS = ("positions", "momenta", "forces", "energy", "virial", "cell")
 
 
 @dataclass
@@ -33,47 +44,79 @@ class MDState:
     energy: torch.Tensor
     virial: torch.Tensor
     cell: torch.Tensor
+    system: torch.Tensor
+    thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def n_systems(self) -> int:
+        return int(self.cell.shape[0])
+
+    def per_system(self, per_atom: torch.Tensor) -> torch.Tensor:
+        """``[B, ...]`` sums over each system's atoms of ``per_atom`` ``[N, ...]``."""
+        out = torch.zeros((self.n_systems, *per_atom.shape[1:]), dtype=per_atom.dtype, device=per_atom.device)
+        return out.index_add(0, self.system, per_atom)
 
     def kinetic_energy(self) -> torch.Tensor:
-        return 0.5 * (self.momenta ** 2 / self.masses[:, None]).sum()
+        """``[B]`` eV."""
+        return self.per_system(0.5 * (self.momenta ** 2 / self.masses[:, None]).sum(-1))
 
-    def temperature(self, n_dof: int | None = None) -> torch.Tensor:
-        """Kelvin; ``n_dof`` defaults to 3N (ASE's convention for MDLogger)."""
-        n_dof = n_dof or 3 * self.positions.shape[0]
+    def temperature(self, n_dof: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+        """``[B]`` Kelvin; ``n_dof`` defaults to 3N per system (ASE's convention for MDLogger)."""
+        if n_dof is None:
+            n_dof = 3 * torch.bincount(self.system, minlength=self.n_systems)
+        n_dof = torch.as_tensor(n_dof, dtype=self.momenta.dtype, device=self.momenta.device)
         return 2.0 * self.kinetic_energy() / (n_dof * units.kB)
+
+    def volume(self) -> torch.Tensor:
+        """``[B]`` A^3."""
+        return torch.linalg.det(self.cell).abs()
 
 
 def state_from_atoms(atoms, device: torch.device, dtype: torch.dtype) -> MDState:
+    """A state of one ASE ``Atoms`` or of a list of them (one system each)."""
+    images = list(atoms) if isinstance(atoms, (list, tuple)) else [atoms]
     t = lambda x: torch.as_tensor(np.asarray(x), dtype=dtype, device=device)  # noqa: E731
-    n = len(atoms)
-    return MDState(positions=t(atoms.positions), momenta=t(atoms.get_momenta()), masses=t(atoms.get_masses()),
-                   forces=torch.zeros(n, 3, dtype=dtype, device=device), energy=t(0.0),
-                   virial=torch.zeros(3, 3, dtype=dtype, device=device), cell=t(atoms.cell.array))
+    n, b = sum(len(a) for a in images), len(images)
+    sizes = torch.as_tensor([len(a) for a in images], device=device)
+    return MDState(positions=t(np.concatenate([a.positions for a in images])),
+                   momenta=t(np.concatenate([a.get_momenta() for a in images])),
+                   masses=t(np.concatenate([a.get_masses() for a in images])),
+                   forces=torch.zeros(n, 3, dtype=dtype, device=device), energy=torch.zeros(b, dtype=dtype, device=device),
+                   virial=torch.zeros(b, 3, 3, dtype=dtype, device=device),
+                   cell=t(np.stack([a.cell.array for a in images])),
+                   system=torch.repeat_interleave(torch.arange(b, device=device), sizes))
 
 
-def write_back(state: MDState, atoms) -> None:
-    """Copy positions, momenta and cell from the device into ``atoms``."""
-    atoms.positions = state.positions.detach().cpu().double().numpy()
-    atoms.set_momenta(state.momenta.detach().cpu().double().numpy(), apply_constraint=False)
-    atoms.cell = state.cell.detach().cpu().double().numpy()
+def _rows(state: MDState, b: int) -> slice:
+    sizes = torch.bincount(state.system, minlength=state.n_systems).tolist()
+    start = sum(sizes[:b])
+    return slice(start, start + sizes[b])
 
 
-def snapshot(state: MDState, atoms):
-    """A copy of ``atoms`` at ``state`` with energy, forces (and stress) in a SinglePointCalculator."""
+def write_back(state: MDState, atoms, b: int = 0) -> None:
+    """Copy system ``b``'s positions, momenta and cell from the device into ``atoms``."""
+    rows = _rows(state, b) if state.n_systems > 1 else slice(None)
+    atoms.positions = state.positions[rows].detach().cpu().double().numpy()
+    atoms.set_momenta(state.momenta[rows].detach().cpu().double().numpy(), apply_constraint=False)
+    atoms.cell = state.cell[b].detach().cpu().double().numpy()
+
+
+def snapshot(state: MDState, atoms, b: int = 0):
+    """A copy of ``atoms`` at system ``b`` of ``state``, with energy, forces (and stress) in a
+    SinglePointCalculator."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from nnpot.potentials.evaluator import stress_from_virial
 
     frame = atoms.copy()
-    write_back(state, frame)
-    results = {"energy": float(state.energy), "forces": state.forces.detach().cpu().double().numpy()}
-    stress = stress_from_virial(state.virial.detach().cpu().double().numpy(), frame.cell.array)
+    write_back(state, frame, b)
+    rows = _rows(state, b) if state.n_systems > 1 else slice(None)
+    results = {"energy": float(state.energy[b]), "forces": state.forces[rows].detach().cpu().double().numpy()}
+    stress = stress_from_virial(state.virial[b].detach().cpu().double().numpy(), frame.cell.array)
     if stress is not None:
         results["stress"] = stress
     frame.calc = SinglePointCalculator(frame, **results)
     return frame
-
-
 def thermalize(atoms, temperature_K: float, rng: np.random.Generator | int | None = None,
                stationary: bool = True) -> None:
     """Draw Maxwell-Boltzmann momenta at ``temperature_K`` into ``atoms`` (and, by default, remove

@@ -193,7 +193,11 @@ def _test(args) -> int:
 def _md(args) -> int:
     from nnpot.md.run_config import run_md_from_config
 
-    run_md_from_config(args.config, args.set, progress=not args.quiet, force=args.force)
+    s = run_md_from_config(args.config, args.set, progress=not args.quiet, force=args.force)
+    out = Path(s["config"]["output"])
+    print(f"{s['steps']} steps of {s['atoms']} atoms in {s['wall_s']:.1f} s ({s['steps_per_s']:.1f} steps/s); "
+          f"mean T {s['mean_T_K']:.0f} K; total-energy drift {s['drift_eV_per_atom_per_ps']:.2e} eV/atom/ps; "
+          f"outputs in {out}")
     return 0
 
 
@@ -230,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_data_commands(sub)
+    _add_train_command(sub)
+    _add_other_commands(sub)
+    return parser
+
+
+def _add_data_commands(sub) -> None:
     data = sub.add_parser("data", help="convert, inspect and split datasets",
                           description="Work with nnpot's HDF5 dataset format.")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -265,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "export folder (never a folder holding anything else)")
     p.set_defaults(func=_data_export)
 
+
+def _add_train_command(sub) -> None:
     p = sub.add_parser("train", help="train a potential on an HDF5 dataset",
                        description="Train an se_e2_a or e3nn potential. With only --data every default applies "
                        "(DeePMD-kit's water recipe; 20%% of the file held out for validation).")
@@ -283,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
+
+def _add_other_commands(sub) -> None:
     p = sub.add_parser("test", help="evaluate a model on a dataset: RMSE/MAE tables and parity plots")
     p.add_argument("-m", "--model", required=True, help="model file (.nnp)")
     p.add_argument("-d", "--data", required=True, help="HDF5 dataset")
@@ -320,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an earlier run's files in the output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_md)
-    return parser
+
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,10 +16,30 @@ from nnpot.potentials.evaluator import Evaluator, stress_from_virial
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.structure import check_structure
 
-__all__ = ["NNPotCalculator"]
+__all__ = ["NNPotCalculator", "prepare_model"]
 
 _DTYPES = {None: None, "float32": torch.float32, "float64": torch.float64,
            torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+def prepare_model(model: str | os.PathLike[str] | EnergyModel, device: str | torch.device = "auto",
+                  dtype: str | torch.dtype | None = None, tabulate: bool = False) -> EnergyModel:
+    """A model ready to evaluate: loaded from a ``.nnp`` path if need be, on ``device`` (``"auto"``:
+    CUDA when available) in ``dtype`` (default: its own), tabulated if asked, in eval mode. A
+    model object is converted as a copy, never in place."""
+    from nnpot.potentials.modelfile import load_model
+
+    if dtype not in _DTYPES:
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    device = resolve_device(device)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(Path(model), device=device)
+    target = _DTYPES[dtype] or model.dtype
+    if tabulate and not model.is_tabulated:
+        model = model.tabulated()  # a copy, built from the model's own precision
+    if model.device != device or model.dtype != target:
+        model = copy.deepcopy(model).to(device=device, dtype=target)
+    return model.eval()
 
 
 class NNPotCalculator(Calculator):
@@ -62,22 +82,11 @@ class NNPotCalculator(Calculator):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        from nnpot.potentials.modelfile import load_model
-
-        if dtype not in _DTYPES:
-            raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if skin < 0 or min_distance < 0 or (chunk_size is not None and chunk_size < 1):
             raise ConfigError(f"need skin >= 0, min_distance >= 0 and chunk_size >= 1 (or None), got {skin}, "
                               f"{min_distance} and {chunk_size}")
-        self.device = resolve_device(device)
-        if isinstance(model, (str, os.PathLike)):
-            model = load_model(Path(model), device=self.device)
-        target = _DTYPES[dtype] or model.dtype
-        if tabulate and not model.is_tabulated:
-            model = model.tabulated()  # a copy, built from the model's own precision
-        if model.device != self.device or model.dtype != target:  # convert a copy, not the caller's model
-            model = copy.deepcopy(model).to(device=self.device, dtype=target)
-        self.model = model.eval()
+        self.model = prepare_model(model, device, dtype, tabulate)
+        self.device = self.model.device
         self.chunk_size = chunk_size
         self.skin = float(skin)
         self.min_distance = float(min_distance)

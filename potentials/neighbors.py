@@ -101,10 +101,29 @@ def neighbor_pairs(
                 torch.cat([g[j] for g, (_, j, _) in zip(groups, parts)]), torch.cat([p[2] for p in parts]))
     if method == "vesin" or (method == "auto" and device.type == "cpu" and _vesin() is not None):
         return _vesin_pairs(positions, eff, pbc, cutoff)
+    im = _periodic_images(positions, eff, pbc, cutoff)
+    if method == "all" or (method == "auto" and n * im.positions.shape[0] <= _ALL_PAIRS_MAX.get(device.type, 0)):
+        return _all_pairs(im, cutoff)
+    return _cell_list_pairs(im, cutoff)
+
+
+@dataclass
+class _Images:
+    """The atoms wrapped into the cell and their periodic images within ``cutoff`` of it."""
+
+    wrapped: torch.Tensor  # [n, 3] positions wrapped into the cell
+    wrap: torch.Tensor  # [n, 3] the cell shifts that wrapped them
+    positions: torch.Tensor  # [n_img, 3] image positions
+    shift: torch.Tensor  # [n_img, 3] each image's cell shift
+    atom: torch.Tensor  # [n_img] the atom each image copies
+    center: torch.Tensor  # [n] the zero-shift image of each atom
+
+
+def _periodic_images(positions: torch.Tensor, eff: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> _Images:
+    device, dtype = positions.device, positions.dtype
     inv = torch.linalg.inv(eff)
-    pbc_dev = pbc.to(device)
     frac = positions @ inv
-    wrap = torch.where(pbc_dev, torch.floor(frac), torch.zeros_like(frac))  # [n, 3]
+    wrap = torch.where(pbc.to(device), torch.floor(frac), torch.zeros_like(frac))  # [n, 3]
     pos_w = positions - wrap @ eff
     # layers of images needed along each periodic direction: cutoff / plane spacing
     spacing = 1.0 / torch.linalg.norm(inv, dim=0)  # distance between lattice planes [3]
@@ -115,64 +134,62 @@ def neighbor_pairs(
     # image positions, kept only if within cutoff of the cell (in fractional units per axis)
     margin = torch.tensor([cutoff / float(spacing[k]) if bool(pbc[k]) else math.inf for k in range(3)],
                           dtype=dtype, device=device)
-    frac_w = pos_w @ inv  # in [0, 1) along periodic axes
-    img_frac = frac_w[None, :, :] + shift_list[:, None, :]  # [n_shifts, n, 3]
+    img_frac = (pos_w @ inv)[None, :, :] + shift_list[:, None, :]  # [n_shifts, n, 3]
     keep = ((img_frac >= -margin) & (img_frac < 1 + margin)).all(dim=-1)
     shift_idx, atom_idx = keep.nonzero(as_tuple=True)
-    img_pos = pos_w[atom_idx] + shift_list[shift_idx] @ eff  # [n_img, 3]
     img_shift = shift_list[shift_idx]
-    # cell list over the bounding box of all images, bins of edge >= cutoff
-    lo = img_pos.min(dim=0).values
-    span = img_pos.max(dim=0).values - lo
+    zero_shift = (img_shift == 0).all(dim=-1)  # the central copies are the centers
+    center = torch.full((positions.shape[0],), -1, dtype=torch.long, device=device)
+    center[atom_idx[zero_shift]] = torch.nonzero(zero_shift, as_tuple=True)[0]
+    return _Images(pos_w, wrap, pos_w[atom_idx] + img_shift @ eff, img_shift, atom_idx, center)
+
+
+def _all_pairs(im: _Images, cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every center against every image (few, large kernels: small systems on a GPU)."""
+    n = im.wrapped.shape[0]
+    d = im.positions[None, :, :] - im.wrapped[:, None, :]  # [n, n_img, 3]
+    hit = (d * d).sum(-1) < cutoff * cutoff
+    hit[torch.arange(n, device=d.device), im.center] = False
+    i, img = hit.nonzero(as_tuple=True)
+    j = im.atom[img]
+    return i, j, (im.shift[img] - im.wrap[j] + im.wrap[i]).round().long()
+
+
+def _cell_list_pairs(im: _Images, cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A cell list over the bounding box of all images, bins of edge >= ``cutoff``: O(N)."""
+    device, n = im.positions.device, im.wrapped.shape[0]
+    lo = im.positions.min(dim=0).values
+    span = im.positions.max(dim=0).values - lo
     nbins = torch.clamp((span / cutoff).floor().long(), min=1)
     bin_size = span / nbins + 1e-9
-    b3 = torch.minimum(((img_pos - lo) / torch.clamp(bin_size, min=1e-9)).long(), nbins - 1)
+    b3 = torch.minimum(((im.positions - lo) / torch.clamp(bin_size, min=1e-9)).long(), nbins - 1)
     strides = torch.tensor([nbins[1] * nbins[2], nbins[2], 1], device=device)
     bin_id = (b3 * strides).sum(-1)
     order = torch.argsort(bin_id, stable=True)
     total_bins = int(nbins.prod())
     counts = torch.bincount(bin_id, minlength=total_bins)
     starts = torch.cumsum(counts, 0) - counts
-    max_occ = int(counts.max())
-    # the central copies (zero shift) are the centers
-    zero_shift = (img_shift == 0).all(dim=-1)
-    center_img = torch.full((n,), -1, dtype=torch.long, device=device)
-    center_img[atom_idx[zero_shift]] = torch.nonzero(zero_shift, as_tuple=True)[0]
-    if method == "all" or (method == "auto" and n * img_pos.shape[0] <= _ALL_PAIRS_MAX.get(device.type, 0)):
-        d = img_pos[None, :, :] - pos_w[:, None, :]  # [n, n_img, 3]
-        hit = (d * d).sum(-1) < cutoff * cutoff
-        hit[torch.arange(n, device=device), center_img] = False
-        i, img = hit.nonzero(as_tuple=True)
-        j = atom_idx[img]
-        return i, j, (img_shift[img] - wrap[j] + wrap[i]).round().long()
     offsets = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), device=device)  # [27, 3]
     out_i, out_j, out_s = [], [], []
-    slot = torch.arange(max_occ, device=device)
-    cut2 = cutoff * cutoff
+    slot = torch.arange(int(counts.max()), device=device)
     for c0 in range(0, n, _CENTER_CHUNK):
         centers = torch.arange(c0, min(n, c0 + _CENTER_CHUNK), device=device)
-        ci = center_img[centers]
+        ci = im.center[centers]
         nb3 = b3[ci][:, None, :] + offsets[None]  # [c, 27, 3]
         valid_bin = ((nb3 >= 0) & (nb3 < nbins)).all(-1)
         nb = (nb3.clamp(min=0) * strides).sum(-1).clamp(max=total_bins - 1)
         cnt = torch.where(valid_bin, counts[nb], torch.zeros_like(nb))  # [c, 27]
         cand_mask = slot[None, None, :] < cnt[..., None]  # [c, 27, occ]
-        cand_pos = (starts[nb][..., None] + slot).clamp(max=order.numel() - 1)
-        cand = order[cand_pos]  # image indices [c, 27, occ]
-        d = img_pos[cand] - pos_w[centers][:, None, None, :]
-        r2 = (d * d).sum(-1)
-        hit = cand_mask & (r2 < cut2) & (cand != ci[:, None, None])
+        cand = order[(starts[nb][..., None] + slot).clamp(max=order.numel() - 1)]  # image indices [c, 27, occ]
+        d = im.positions[cand] - im.wrapped[centers][:, None, None, :]
+        hit = cand_mask & ((d * d).sum(-1) < cutoff * cutoff) & (cand != ci[:, None, None])
         cc, _, _ = hit.nonzero(as_tuple=True)
         img = cand[hit]
-        i = centers[cc]
-        j = atom_idx[img]
+        i, j = centers[cc], im.atom[img]
         out_i.append(i)
         out_j.append(j)
-        out_s.append(img_shift[img] - wrap[j] + wrap[i])
-    i = torch.cat(out_i)
-    j = torch.cat(out_j)
-    s = torch.cat(out_s).round().long()
-    return i, j, s
+        out_s.append(im.shift[img] - im.wrap[j] + im.wrap[i])
+    return torch.cat(out_i), torch.cat(out_j), torch.cat(out_s).round().long()
 
 
 def _separate_groups(positions: torch.Tensor, eff: torch.Tensor, pbc: torch.Tensor,

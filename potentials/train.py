@@ -31,7 +31,7 @@ from nnpot.potentials.batch import NeighborCache, make_batch, types_from_numbers
 from nnpot.potentials.device import resolve_device
 from nnpot.potentials.checkpoint import latest_checkpoint, save_checkpoint
 from nnpot.potentials.derivatives import derivatives
-from nnpot.potentials.distributed import average_gradients, init_distributed
+from nnpot.potentials.distributed import BucketedAllReduce, average_gradients, init_distributed
 from nnpot.potentials.evaluate import error_metrics, predict
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import save_model
@@ -101,6 +101,7 @@ class Trainer:
             seed=self.config.seed)
         self.neighbor_cache = NeighborCache()  # training frames keep their neighbor lists
         self.model = EnergyModel(self.config.model).to(self.device)
+        self.bucketed = BucketedAllReduce(self.model.parameters(), self.dist) if config.grad_sync == "bucketed" else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.start_lr)
         self.ema = None
         self.state = {"step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "best": math.inf, "stale": 0}
@@ -320,7 +321,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss, parts = self.loss(indices, lr)
         loss.backward()
-        average_gradients(self.model.parameters(), self.dist)
+        if self.bucketed is not None:
+            self.bucketed.finish()
+        else:
+            average_gradients(self.model.parameters(), self.dist)
         if c.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()

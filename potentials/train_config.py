@@ -79,6 +79,9 @@ class TrainConfig:
     overlap_threshold: float = 0.5  #: Angstrom; closer atoms in the training set are reported
     threads: int = 0  #: torch CPU threads; 0 keeps torch's default
     device: str = "auto"
+    #: data-parallel gradient averaging: "bucketed" (all-reduce of ~25 MB buckets overlapped with
+    #: the backward pass) or "per-parameter" (one all-reduce per parameter after it)
+    grad_sync: str = "bucketed"
 
     def max_seconds(self) -> float | None:
         """The wall-clock budget in seconds, or None when there is none (``max_time`` empty)."""
@@ -110,6 +113,8 @@ class TrainConfig:
         if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise ConfigError(f"ema_decay must lie in [0, 1) (0: no average), got {self.ema_decay}")
         self.loss.validate()
+        if self.grad_sync not in ("bucketed", "per-parameter"):
+            raise ConfigError(f"grad_sync must be 'bucketed' or 'per-parameter', got {self.grad_sync!r}")
         if self.max_time != "":
             parse_duration(self.max_time)
         return self

@@ -202,7 +202,8 @@ def test_tight_neighbor_blocks_keep_the_energy(water, small_model):
     atoms.calc = calc
     fn = ModelForces(small_model, atoms, skin=1.0)
     pos = torch.as_tensor(atoms.positions)
-    e, f, w = fn(pos, torch.as_tensor(atoms.cell.array))
+    e, f, w = fn(pos, torch.as_tensor(atoms.cell.array)[None])  # batch-first: energies [B], cells [B, 3, 3]
+    assert e.shape == (1,) and w.shape == (1, 3, 3)
     assert sum(fn.evaluator.capacity) < sum(small_model.sel) * ((small_model.cutoff + 1.0) / small_model.cutoff) ** 3
     assert float(e) == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
     np.testing.assert_allclose(f.numpy(), atoms.get_forces(), atol=1e-10)
@@ -280,7 +281,7 @@ def test_inner_block_overflow_triggers_a_rebuild(water, small_model):
     atoms = water[0].to_atoms()
     atoms.calc = NNPotCalculator(small_model, device="cpu")
     fn = ModelForces(small_model, atoms, skin=1.0)
-    pos, cell = torch.as_tensor(atoms.positions), torch.as_tensor(atoms.cell.array)
+    pos, cell = torch.as_tensor(atoms.positions), torch.as_tensor(atoms.cell.array)[None]
     fn(pos, cell)
     fn.evaluator.inner = (8, 8)  # as if atoms had crowded in since the build
     builds = fn.evaluator.n_builds
@@ -336,13 +337,14 @@ def test_thermostat_blocks_match_the_eager_loop(water, small_model, thermostat):
     fast, slow = make(a), make(b)
     assert fast.graph_safe
     runner = GraphedSteps(fast.state, fast.force_fn, fast._advance, block=4, capture=False,
-                          generator=getattr(fast, "generator", None), extra=fast._graph_state())
+                          generator=getattr(fast, "generator", None))
     runner.run(43)
     write_back(fast.state, a)
     slow.run(43)
     assert runner.n_rollbacks > 0
     if thermostat == "nose-hoover":
-        np.testing.assert_allclose(fast.chain.xi.numpy(), slow.chain.xi.numpy(), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(fast.state.thermostat["chain_xi"].numpy(), slow.state.thermostat["chain_xi"].numpy(),
+                                   rtol=0, atol=1e-10)
         assert fast.conserved_energy() == pytest.approx(slow.conserved_energy(), abs=1e-8)
     else:
         assert fast.generator.get_state().equal(slow.generator.get_state())  # same number of draws
@@ -405,3 +407,28 @@ def test_atoms_too_close_stop_the_run_and_save_the_frame(water, small_model, tmp
     with pytest.raises(AtomsTooCloseError):
         runner.run(200)
     assert float(dyn.force_fn.evaluator.closest) < 0.7
+
+
+def test_nose_hoover_chains_in_a_batch_equal_single_runs(water, small_model):
+    """The batch-first state: each system of a batch has its own chain ([B, M] variables in
+    state.thermostat) and follows the trajectory it has when run alone; sizes may differ."""
+    from nnpot.md import NoseHoover
+
+    starts = []
+    for k, reps in enumerate([(1, 1, 1), (1, 1, 1), (1, 1, 2)]):
+        a = water[k].to_atoms().repeat(reps)
+        a.calc = None
+        thermalize(a, 300 + 100 * k, k)
+        starts.append(a)
+    batch = [a.copy() for a in starts]
+    dyn = NoseHoover(batch, 0.5 * units.fs, temperature_K=300, tdamp=20 * units.fs, model=small_model)
+    assert dyn.state.thermostat["chain_xi"].shape == (3, 3) and dyn.state.energy.shape == (3,)
+    dyn.run(12)
+    for k, a in enumerate(starts):
+        a.calc = NNPotCalculator(small_model, device="cpu")
+        alone = NoseHoover(a, 0.5 * units.fs, temperature_K=300, tdamp=20 * units.fs)
+        alone.run(12)
+        np.testing.assert_allclose(batch[k].positions, a.positions, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(dyn.state.thermostat["chain_xi"][k].numpy(),
+                                   alone.state.thermostat["chain_xi"][0].numpy(), rtol=0, atol=1e-12)
+    assert dyn.potential_energies().shape == (3,) and np.all(np.isfinite(dyn.kinetic_energies()))

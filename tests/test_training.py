@@ -112,14 +112,14 @@ def test_cli_train_then_test_reduces_force_error(tmp_path, capsys):
     assert (tmp_path / "plots" / "parity_forces.png").exists()
 
 
-def _ddp_worker(rank, world, port, out):
+def _ddp_worker(rank, world, port, out, grad_sync="bucketed"):
     import os
 
     import torch
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)
-    trainer = Trainer(_config(3, ["batch_size=1", "threads=1"]), out, progress=False)
+    trainer = Trainer(_config(3, ["batch_size=1", "threads=1", f"grad_sync={grad_sync}"]), out, progress=False)
     for _ in range(3):
         trainer.step()
     if rank == 0:  # the trainer writes nothing before its first validation or checkpoint
@@ -128,7 +128,8 @@ def _ddp_worker(rank, world, port, out):
     torch.distributed.destroy_process_group()
 
 
-def test_two_gloo_ranks_equal_one_process_with_doubled_batch(tmp_path):
+@pytest.mark.parametrize("grad_sync", ["bucketed", "per-parameter"])
+def test_two_gloo_ranks_equal_one_process_with_doubled_batch(tmp_path, grad_sync):
     import socket
 
     import torch
@@ -137,7 +138,7 @@ def test_two_gloo_ranks_equal_one_process_with_doubled_batch(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, tmp_path / "ddp"), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, port, tmp_path / "ddp", grad_sync), nprocs=2, join=True)
     single = Trainer(_config(3, ["batch_size=2"]), tmp_path / "single", progress=False)
     for _ in range(3):
         single.step()
