@@ -40,17 +40,15 @@ def study_config(study: str, quick: bool = False, overrides: list[str] | None = 
     checked against the field's type like every other nnpot config."""
     import dataclasses
 
+    from nnpot.configio import load_config
     from nnpot.errors import ConfigError
-    from nnpot.potentials.config import from_dict, parse_override
 
     cls = CONFIGS[study]
     tree = dataclasses.asdict(cls.quick() if quick else cls())
     for item in overrides or []:
         if "=" not in item or item.partition("=")[0].strip() not in tree:
             raise ConfigError(f"{study}: cannot set {item!r}; the config keys are {', '.join(sorted(tree))}")
-        key, value = parse_override(item)
-        tree[key] = value
-    return from_dict(cls, tree)
+    return load_config(cls, overrides=overrides or (), base=tree)
 
 
 __all__ = [

@@ -34,12 +34,11 @@ def variant_config(name: str):
     """The :class:`~nnpot.potentials.ModelConfig` of ``MODEL_VARIANTS[name]`` (through the same
     dotted-key, type-checked path as ``--set``)."""
     from nnpot.potentials import ModelConfig
-    from nnpot.potentials.config import from_dict
-    from nnpot.potentials.train_config import _set_dotted
+    from nnpot.configio import from_dict, set_dotted
 
     tree: dict = {}
     for key, value in {"type_map": ["O", "H"], "descriptor.sel": [46, 92], **MODEL_VARIANTS[name]}.items():
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return from_dict(ModelConfig, tree)
 
 

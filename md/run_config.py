@@ -219,19 +219,10 @@ def _plot(t, epot, etot, temp, png: Path) -> None:
 
 def run_md_from_config(path: str, overrides: list[str] | None = None, progress: bool = True,
                        force: bool = False) -> dict:
-    """Read a YAML config (with ``key=value`` overrides) and run it."""
-    import yaml
+    """Read a YAML config (with ``key=value`` overrides), run it and plot it."""
+    from nnpot.configio import load_config
 
-    from nnpot.potentials.config import from_dict, parse_override
-
-    try:
-        tree = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
-    for item in overrides or []:
-        key, value = parse_override(item)
-        tree[key] = value
-    config = from_dict(MDConfig, tree)
+    config = load_config(MDConfig, path, overrides or ())
     summary = run_md(config, progress=progress, force=force)
     plot_md(summary, Path(config.output) / "md.png")
     return summary

@@ -5,9 +5,9 @@ The descriptor's section is the config dataclass of the descriptor named by its 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
 
+from nnpot.configio import from_dict
 from nnpot.errors import ConfigError
 from nnpot.nn import ACTIVATIONS
 from nnpot.potentials.descriptor_base import DescriptorConfig, _check_widths, descriptor_config_class
@@ -56,64 +56,3 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"key=value"`` from a ``--set`` option: the stripped key and the value read as YAML."""
-    import yaml
-
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    return key.strip(), yaml.safe_load(value)
-
-
-def from_dict(cls, data: dict[str, Any], prefix: str = ""):
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types by name."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if key not in known:
-            raise ConfigError(f"unknown key {name!r}; allowed keys: {', '.join(sorted(known))}")
-        default = getattr(cls(), key)
-        if isinstance(default, DescriptorConfig):  # the class of the descriptor its "type" names
-            kind = value.get("type", default.type) if isinstance(value, dict) else default.type
-            kwargs[key] = from_dict(descriptor_config_class(str(kind)), value, prefix=f"{name}.")
-        elif is_dataclass(default):
-            kwargs[key] = from_dict(type(default), value, prefix=f"{name}.")
-        else:
-            kwargs[key] = _coerce(value, default, name)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, default: Any, name: str) -> Any:
-    if default == "auto":  # a setting that is "auto" or a choice (a word, or a list of counts for sel)
-        return _coerce(value, [0], name) if isinstance(value, (list, tuple)) else str(value)
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{name}: expected true/false, got {value!r}")
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        try:
-            out = type(default)(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected a {type(default).__name__}, got {value!r}") from None
-        if isinstance(default, int) and isinstance(value, float) and value != int(value):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        return out
-    if isinstance(default, list):
-        if isinstance(value, str):
-            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
-        if default and isinstance(default[0], (int, float)):
-            return [_coerce(v, default[0], f"{name}[{k}]") for k, v in enumerate(value)]
-        return [str(v).strip() for v in value]
-    if default is None or isinstance(default, str):
-        return value if value is None else str(value)
-    return value

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -47,6 +47,12 @@ class DescriptorConfig:
     #: max neighbors per type within rcut, or "auto": from the training data's neighbor counts
     #: (:mod:`nnpot.potentials.auto_config`)
     sel: list[int] | str = "auto"
+
+    @classmethod
+    def config_class_for(cls, value: Any, default: DescriptorConfig) -> type[DescriptorConfig]:
+        """The config class of the descriptor a section's ``type`` names (for ``from_dict``)."""
+        kind = value.get("type", default.type) if isinstance(value, dict) else default.type
+        return descriptor_config_class(str(kind))
 
     def validate(self, n_types: int | None) -> None:
         """Raise :class:`~nnpot.errors.ConfigError` naming the first bad field (``n_types``

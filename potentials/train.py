@@ -27,7 +27,7 @@ from nnpot.data.convert import split_indices
 from nnpot.data.h5format import open_datasets
 from nnpot.errors import NNPotError
 from nnpot.potentials.auto_config import resolve_model_config
-from nnpot.potentials.batch import NeighborCache, make_batch, types_from_numbers
+from nnpot.potentials.batch import NeighborCache, make_batch
 from nnpot.potentials.device import resolve_device
 from nnpot.potentials.checkpoint import latest_checkpoint, save_checkpoint
 from nnpot.potentials.derivatives import derivatives

@@ -6,8 +6,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nnpot.configio import load_config
 from nnpot.errors import ConfigError
-from nnpot.potentials.config import ModelConfig, from_dict, parse_override
+from nnpot.potentials.config import ModelConfig
 
 __all__ = ["LossConfig", "TrainConfig", "parse_duration", "load_train_config"]
 
@@ -139,33 +140,8 @@ def parse_duration(text: str, name: str = "max_time") -> float:
     return seconds
 
 
-def _set_dotted(tree: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = tree
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {p!r} is not a section")
-    node[parts[-1]] = value
-
-
 def load_train_config(path: str | None = None, overrides: list[str] | None = None,
                       extra: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML/JSON config, apply ``key=value`` overrides (dotted keys), validate types."""
-    import yaml
-
-    tree: dict = {}
-    if path:
-        try:
-            with open(path) as fh:
-                tree = yaml.safe_load(fh) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
-    for key, value in (extra or {}).items():
-        if value is not None:
-            _set_dotted(tree, key, value)
-    for item in overrides or []:
-        _set_dotted(tree, *parse_override(item))
-    return from_dict(TrainConfig, tree)
+    """Read a YAML/JSON config, apply ``key=value`` overrides (dotted keys), validate types
+    (:func:`nnpot.configio.load_config`)."""
+    return load_config(TrainConfig, path, overrides or (), extra)
