@@ -6,6 +6,8 @@ a bootstrap confidence interval (:mod:`nnpot.approx.rates`), the theoretical slo
 a plot. ``nnpot approx STUDY`` runs one from the command line.
 """
 
+from typing import Any
+
 from nnpot.approx.barron import BarronConfig, RandomFeaturesConfig, barron_mc, random_features
 from nnpot.approx.decomposition import DecompositionConfig, decomposition
 from nnpot.approx.depth import DepthConfig, depth_study, yarotsky_square
@@ -34,7 +36,7 @@ STUDIES = {
 
 
 
-def study_config(study: str, quick: bool = False, overrides: list[str] | None = None):
+def study_config(study: str, quick: bool = False, overrides: list[str] | None = None) -> Any:
     """The typed config of ``study`` (its quick or full setting) with ``KEY=VALUE`` overrides,
     each value read as YAML (``widths=[16, 64]``, ``steps=500``, ``water_model=model.nnp``) and
     checked against the field's type like every other nnpot config."""

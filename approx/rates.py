@@ -9,6 +9,8 @@ log-log line for the rest, for errors that level off (noise, finite data, float 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,7 +38,7 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(np.exp(intercept))
 
 
-def fit_rate(params, errors, drop: int = 0, metric: str = "RMSE", n_boot: int = 2000, level: float = 0.95,
+def fit_rate(params: Sequence[float], errors: Sequence[float], drop: int = 0, metric: str = "RMSE", n_boot: int = 2000, level: float = 0.95,
              seed: int = 0) -> RateFit:
     """Slope of ``log error`` against ``log param``.
 
@@ -65,7 +67,7 @@ def fit_rate(params, errors, drop: int = 0, metric: str = "RMSE", n_boot: int = 
     return RateFit(slope, (float(lo), float(hi)), pref, 0.0, metric, int(len(x)))
 
 
-def fit_with_floor(params, errors, metric: str = "RMSE", drop: int = 0, n_grid: int = 200) -> RateFit:
+def fit_with_floor(params: Sequence[float], errors: Sequence[float], metric: str = "RMSE", drop: int = 0, n_grid: int = 200) -> RateFit:
     """Fit ``error = c + a * n^b`` (``c >= 0``): the floor ``c`` by a grid search below the
     smallest error, then ``a, b`` by a log-log line through ``error - c``."""
     x = np.asarray(params, dtype=float).reshape(-1)

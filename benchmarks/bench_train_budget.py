@@ -4,8 +4,8 @@ Both train the default water se_e2_a architecture on the same 80% of the frames 
 same wall-clock budget on the same cores, with the learning rate decaying from 1e-3 to 1e-5
 over the budget (DeePMD-kit gets the number of steps it manages in that time, measured first,
 and decay_steps = steps / 100), then both are evaluated on the same held-out 20%. DeePMD-kit keeps
-its default energy weighting dE^2/N; nnpot's default is (dE/N)^2 (``--set loss.energy_norm_exp=1``
-gives nnpot DeePMD-kit's).
+its default energy weighting dE^2/N, which is nnpot's default too since 2026-11-29 (earlier rows
+used (dE/N)^2; ``--set loss.energy_norm_exp=2`` gives it back).
 
     python benchmarks/bench_train_budget.py --budget 10m [--precision float64]
     python benchmarks/bench_train_budget.py --budget 10m --descriptors e3nn e3nn_mp1 --skip-deepmd
@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
     p.add_argument("--skip-deepmd", action="store_true")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra nnpot config override for every nnpot run (e.g. loss.energy_norm_exp=1)")
+                   help="extra nnpot config override for every nnpot run (e.g. loss.energy_norm_exp=2)")
     p.add_argument("--tag", default="", help="suffix of the nnpot run folders and of the JSON file")
     p.add_argument("--descriptors", nargs="*", default=["se_e2_a"], choices=list(MODEL_VARIANTS),
                    help="nnpot models to train, one after another (none: DeePMD-kit only)")

@@ -45,7 +45,7 @@ def check_export_target(folder: Path, force: bool) -> None:
 
 
 def write_deepmd(frames: Iterable[Frame], folder: str | os.PathLike[str], type_map: Sequence[str] | None = None,
-                 set_size: int = 5000, dtype=np.float64, force: bool = False) -> list[Path]:
+                 set_size: int = 5000, dtype: type = np.float64, force: bool = False) -> list[Path]:
     """Write ``frames`` into DeePMD-kit systems under ``folder``, one system per distinct
     (atom order, periodicity); returns the system folders. Written into a temporary folder
     beside ``folder`` and moved into place at the end, so a failure leaves nothing behind.

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +47,7 @@ class Frame:
     def n_atoms(self) -> int:
         return int(len(self.numbers))
 
-    def to_atoms(self):
+    def to_atoms(self) -> Atoms:
         """The frame as an ``ase.Atoms`` with a SinglePointCalculator holding the labels."""
         from ase import Atoms
         from ase.calculators.singlepoint import SinglePointCalculator

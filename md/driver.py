@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from ase import units
+from ase import Atoms, units
 
 from nnpot.errors import AtomsTooCloseError, ConfigError, NeighborOverflowError, NNPotError
 from nnpot.md.forces import ASEForces, ModelForces
@@ -73,7 +74,7 @@ class MolecularDynamics:
     #: whether :meth:`_advance` is free of host synchronisation (can be captured in a CUDA graph)
     graph_safe = False
 
-    def __init__(self, atoms, timestep: float, trajectory: str | os.PathLike[str] | None = None,
+    def __init__(self, atoms: Atoms | Sequence[Atoms], timestep: float, trajectory: str | os.PathLike[str] | None = None,
                  logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 2.0,
                  cuda_graphs: bool | None = None, graph_block: int = 10, compile: bool = False,
                  min_distance: float = 0.5, model: torch.nn.Module | None = None, chunk_size: int | None = None):
@@ -122,7 +123,7 @@ class MolecularDynamics:
 
     # --- ASE's Dynamics interface ------------------------------------------------------------
 
-    def attach(self, function, interval: int = 1, *args, **kwargs) -> None:
+    def attach(self, function: Callable, interval: int = 1, *args, **kwargs) -> None:
         """Call ``function(*args, **kwargs)`` every ``interval`` steps (``atoms`` is synced first)."""
         self.observers.append((function, int(interval), args, kwargs))
 
@@ -280,7 +281,7 @@ class Langevin(MolecularDynamics):
     """NVT Langevin dynamics (BAOAB). ``friction`` in 1/(ASE time), as in ASE's Langevin
     (e.g. ``0.01 / ase.units.fs``)."""
 
-    def __init__(self, atoms, timestep: float, temperature_K: float, friction: float, *, seed: int | None = None,
+    def __init__(self, atoms: Atoms | Sequence[Atoms], timestep: float, temperature_K: float, friction: float, *, seed: int | None = None,
                  **kwargs):
         check_settings(temperature_K=(temperature_K, ">=0"), friction=(friction, ">=0"))
         super().__init__(atoms, timestep, **kwargs)
@@ -305,7 +306,7 @@ class Bussi(MolecularDynamics):
     """NVT by stochastic velocity rescaling (Bussi et al. 2007). ``taut`` in ASE time units,
     as in ASE's ``Bussi(atoms, timestep, temperature_K, taut)``."""
 
-    def __init__(self, atoms, timestep: float, temperature_K: float, taut: float, *, seed: int | None = None,
+    def __init__(self, atoms: Atoms | Sequence[Atoms], timestep: float, temperature_K: float, taut: float, *, seed: int | None = None,
                  **kwargs):
         check_settings(temperature_K=(temperature_K, ">=0"), taut=(taut, ">0"))
         super().__init__(atoms, timestep, **kwargs)
@@ -323,7 +324,7 @@ class NoseHoover(MolecularDynamics):
     """NVT by a Nose-Hoover chain. ``tdamp`` (the chain's period scale) in ASE time units, as in
     ASE's ``NoseHooverChainNVT(atoms, timestep, temperature_K, tdamp, tchain=3)``."""
 
-    def __init__(self, atoms, timestep: float, temperature_K: float, tdamp: float, tchain: int = 3, **kwargs):
+    def __init__(self, atoms: Atoms | Sequence[Atoms], timestep: float, temperature_K: float, tdamp: float, tchain: int = 3, **kwargs):
         check_settings(temperature_K=(temperature_K, ">=0"), tdamp=(tdamp, ">0"), tchain=(tchain, ">0"))
         super().__init__(atoms, timestep, **kwargs)
         self.temperature_K = float(temperature_K)
@@ -351,7 +352,7 @@ class NPT(MolecularDynamics):
     and volume after ``run`` are in ``atoms``.
     """
 
-    def __init__(self, atoms, timestep: float, temperature_K: float, pressure_au: float, taut: float, taup: float,
+    def __init__(self, atoms: Atoms | Sequence[Atoms], timestep: float, temperature_K: float, pressure_au: float, taut: float, taup: float,
                  compressibility_au: float, *, seed: int | None = None, **kwargs):
         images = list(atoms) if isinstance(atoms, (list, tuple)) else [atoms]
         if not all(all(a.pbc) for a in images):

@@ -4,10 +4,21 @@ neighbor list with a skin), or any ASE calculator as a slow but general fallback
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from nnpot.potentials.evaluator import Evaluator
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ase import Atoms
+    from ase.calculators.calculator import Calculator
+
+#: energies [B] (eV), forces [N, 3] (eV/A), virials [B, 3, 3] (eV)
+Forces = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 __all__ = ["ModelForces", "ASEForces"]
 
@@ -18,18 +29,18 @@ class ModelForces:
     ``Atoms`` or a list). The evaluator (its neighbor list, staleness and overflow flags) is
     :attr:`evaluator`."""
 
-    def __init__(self, model: torch.nn.Module, images, skin: float = 2.0, chunk_size: int | None = None,
+    def __init__(self, model: torch.nn.Module, images: Atoms | Sequence[Atoms], skin: float = 2.0, chunk_size: int | None = None,
                  compile: bool = False, min_distance: float = 0.0):
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         self.evaluator = Evaluator(model, images, skin=skin, chunk_size=chunk_size, compile=compile,
                                    min_distance=min_distance)
 
-    def evaluate_state(self, positions: torch.Tensor, cell: torch.Tensor):
+    def evaluate_state(self, positions: torch.Tensor, cell: torch.Tensor) -> Forces:
         """Unchecked (:meth:`Evaluator.evaluate`): what a CUDA graph captures."""
         out = self.evaluator.evaluate(positions, cell)
         return out["energy"], out["forces"], out["virial"]
 
-    def __call__(self, positions: torch.Tensor, cell: torch.Tensor):
+    def __call__(self, positions: torch.Tensor, cell: torch.Tensor) -> Forces:
         """Checked (:meth:`Evaluator.__call__`): rebuilds the list when needed."""
         out = self.evaluator(positions, cell)
         return out["energy"], out["forces"], out["virial"]
@@ -39,12 +50,12 @@ class ASEForces:
     """Any ASE calculator behind the same interface, for one system (positions go through the
     host)."""
 
-    def __init__(self, calc, atoms):
+    def __init__(self, calc: Calculator, atoms: Atoms):
         self.calc = calc
         self.atoms = atoms.copy()
         self.atoms.calc = calc
 
-    def __call__(self, positions: torch.Tensor, cell: torch.Tensor):
+    def __call__(self, positions: torch.Tensor, cell: torch.Tensor) -> Forces:
         self.atoms.positions = positions.detach().cpu().double().numpy()
         self.atoms.cell = cell[0].detach().cpu().double().numpy()
         e = self.atoms.get_potential_energy()

@@ -9,6 +9,11 @@ potential and kinetic energy per frame. Units: Angstrom, ps, Angstrom/ps, eV/Ang
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
 import os
 
 import h5py
@@ -23,7 +28,7 @@ _PS = 1000 * units.fs
 class H5MDWriter:
     """Appends frames of ``atoms`` (with momenta and a calculator holding energy and forces)."""
 
-    def __init__(self, path: str | os.PathLike[str], atoms, author: str = "nnpot user"):
+    def __init__(self, path: str | os.PathLike[str], atoms: Atoms, author: str = "nnpot user"):
         from nnpot import __version__
 
         self.fh = h5py.File(path, "w")
@@ -55,7 +60,7 @@ class H5MDWriter:
                                  chunks=(max(1, 65536 // max(1, int(np.prod(shape)))), *shape))
             v.attrs["unit"] = unit
 
-    def write(self, atoms, step: int, time: float) -> None:
+    def write(self, atoms: Atoms, step: int, time: float) -> None:
         """Append a frame; ``time`` in ASE units."""
         values = {
             "particles/all/box/edges": atoms.cell.array,

@@ -20,11 +20,15 @@ __all__ = ["velocity_verlet_step", "langevin_baoab_step", "bussi_rescale", "buss
            "nose_hoover_step", "pressure", "cell_rescale", "npt_step"]
 
 
-def _update_forces(state: MDState, force_fn) -> None:
+#: ``force_fn(positions [N, 3], cell [B, 3, 3]) -> (energy [B], forces [N, 3], virial [B, 3, 3])``
+ForceFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _update_forces(state: MDState, force_fn: ForceFn) -> None:
     state.energy, state.forces, state.virial = force_fn(state.positions, state.cell)
 
 
-def velocity_verlet_step(state: MDState, force_fn, dt: float,
+def velocity_verlet_step(state: MDState, force_fn: ForceFn, dt: float,
                          between: Callable[[MDState], None] | None = None) -> MDState:
     """Velocity Verlet (NVE): kick half, drift, new forces, kick half. ``between`` acts on the
     state after the first kick (a barostat's move, at the positions the forces belong to)."""
@@ -37,7 +41,7 @@ def velocity_verlet_step(state: MDState, force_fn, dt: float,
     return state
 
 
-def langevin_baoab_step(state: MDState, force_fn, dt: float, kT: float, friction: float,
+def langevin_baoab_step(state: MDState, force_fn: ForceFn, dt: float, kT: float, friction: float,
                         generator: torch.Generator | None = None) -> MDState:
     """Langevin dynamics by the BAOAB splitting (Leimkuhler & Matthews, J. Chem. Phys. 138,
     174102 (2013)): kick, half drift, Ornstein-Uhlenbeck on momenta, half drift, kick.
@@ -93,7 +97,7 @@ def _dof_tensors(n_dof: tuple[int, ...], device: torch.device, dtype: torch.dtyp
     return nf, torch.arange(1, max(n_dof), device=device)[None, :] < nf[:, None]
 
 
-def bussi_step(state: MDState, force_fn, dt: float, kT: float, tau: float, n_dof: Sequence[int],
+def bussi_step(state: MDState, force_fn: ForceFn, dt: float, kT: float, tau: float, n_dof: Sequence[int],
                generator: torch.Generator | None = None,
                between: Callable[[MDState], None] | None = None) -> MDState:
     """Velocity Verlet with half-step stochastic velocity rescaling on either side (``between``
@@ -156,7 +160,7 @@ class NoseHooverChain:
         return (0.5 * self.Q * v ** 2).sum(1) + self.n_dof * self.kT * xi[:, 0] + self.kT * xi[:, 1:].sum(1)
 
 
-def nose_hoover_step(state: MDState, force_fn, dt: float, chain: NoseHooverChain) -> MDState:
+def nose_hoover_step(state: MDState, force_fn: ForceFn, dt: float, chain: NoseHooverChain) -> MDState:
     """NVT by Nose-Hoover chains: chain half step, velocity Verlet, chain half step."""
     chain.half_step(state, dt)
     velocity_verlet_step(state, force_fn, dt)
@@ -193,7 +197,7 @@ def cell_rescale(state: MDState, dt: float, kT: float, pressure_target: float, t
     state.momenta = state.momenta / per_atom
 
 
-def npt_step(state: MDState, force_fn, dt: float, kT: float, pressure_target: float, taut: float, taup: float,
+def npt_step(state: MDState, force_fn: ForceFn, dt: float, kT: float, pressure_target: float, taut: float, taup: float,
              compressibility: float, n_dof: Sequence[int], generator: torch.Generator | None = None) -> MDState:
     """Isotropic NPT: Bussi's thermostat (:func:`bussi_step`) with the cell rescaling of
     :func:`cell_rescale` between the first kick and the drift; one force evaluation per step."""

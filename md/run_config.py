@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nnpot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nnpot.md.driver import MolecularDynamics
 
 __all__ = ["MDConfig", "prepare_md", "run_md", "summarise", "plot_md", "run_md_from_config"]
 
@@ -101,7 +105,7 @@ def _structure(config: MDConfig):
     return atoms
 
 
-def prepare_md(config: MDConfig, force: bool = False):
+def prepare_md(config: MDConfig, force: bool = False) -> MolecularDynamics:
     """The driver ``config`` describes, on its structure with the model attached (outputs in
     ``config.output``). An output folder that holds an earlier run's files is refused unless
     ``force``; a bad structure stops before any output is written."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from ase import units
+from ase import Atoms, units
 
 __all__ = ["MDState", "state_from_atoms", "write_back", "snapshot", "thermalize", "DYNAMIC_FIELDS"]
 
@@ -72,7 +72,7 @@ class MDState:
         return torch.linalg.det(self.cell).abs()
 
 
-def state_from_atoms(atoms, device: torch.device, dtype: torch.dtype) -> MDState:
+def state_from_atoms(atoms: Atoms | Sequence[Atoms], device: torch.device, dtype: torch.dtype) -> MDState:
     """A state of one ASE ``Atoms`` or of a list of them (one system each)."""
     images = list(atoms) if isinstance(atoms, (list, tuple)) else [atoms]
     t = lambda x: torch.as_tensor(np.asarray(x), dtype=dtype, device=device)  # noqa: E731
@@ -93,7 +93,7 @@ def _rows(state: MDState, b: int) -> slice:
     return slice(start, start + sizes[b])
 
 
-def write_back(state: MDState, atoms, b: int = 0) -> None:
+def write_back(state: MDState, atoms: Atoms, b: int = 0) -> None:
     """Copy system ``b``'s positions, momenta and cell from the device into ``atoms``."""
     rows = _rows(state, b) if state.n_systems > 1 else slice(None)
     atoms.positions = state.positions[rows].detach().cpu().double().numpy()
@@ -101,7 +101,7 @@ def write_back(state: MDState, atoms, b: int = 0) -> None:
     atoms.cell = state.cell[b].detach().cpu().double().numpy()
 
 
-def snapshot(state: MDState, atoms, b: int = 0):
+def snapshot(state: MDState, atoms: Atoms, b: int = 0) -> Atoms:
     """A copy of ``atoms`` at system ``b`` of ``state``, with energy, forces (and stress) in a
     SinglePointCalculator."""
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -117,7 +117,7 @@ def snapshot(state: MDState, atoms, b: int = 0):
         results["stress"] = stress
     frame.calc = SinglePointCalculator(frame, **results)
     return frame
-def thermalize(atoms, temperature_K: float, rng: np.random.Generator | int | None = None,
+def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator | int | None = None,
                stationary: bool = True) -> None:
     """Draw Maxwell-Boltzmann momenta at ``temperature_K`` into ``atoms`` (and, by default, remove
     the centre-of-mass motion). Uses ASE's ``thermalize_momenta`` (ASE >= 3.29) or

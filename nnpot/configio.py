@@ -19,8 +19,8 @@ from nnpot.errors import ConfigError
 __all__ = ["load_config", "from_dict", "parse_override", "set_dotted"]
 
 
-def load_config(cls, path: str | None = None, overrides: Iterable[str] = (), extra: dict[str, Any] | None = None,
-                base: dict[str, Any] | None = None):
+def load_config(cls: type, path: str | None = None, overrides: Iterable[str] = (), extra: dict[str, Any] | None = None,
+                base: dict[str, Any] | None = None) -> Any:
     """``cls`` from ``base`` (a tree of values), the YAML/JSON file ``path``, the dotted keys of
     ``extra`` (command-line options; None values are skipped) and ``KEY=VALUE`` ``overrides``,
     in that order, each later one winning. Returns the dataclass, type-checked."""
@@ -64,7 +64,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-def from_dict(cls, data: dict[str, Any], prefix: str = ""):
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types by name."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")

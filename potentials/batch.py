@@ -41,14 +41,14 @@ class NeighborCache(ByteBudgetCache):
     def __init__(self, max_bytes: int = 2 << 30):
         super().__init__(max_bytes)
 
-    def get(self, key, dtype: torch.dtype) -> PaddedNeighbors | None:
+    def get(self, key: Hashable, dtype: torch.dtype) -> PaddedNeighbors | None:
         item = self._store.get(key)
         if item is None:
             return None
         index, shifts, capacity, max_counts = item
         return PaddedNeighbors(index.long(), shifts.to(dtype), capacity, max_counts)
 
-    def put(self, key, nb: PaddedNeighbors) -> None:
+    def put(self, key: Hashable, nb: PaddedNeighbors) -> None:
         if not nb.n_dropped:  # a truncated list is never reused
             self._keep(key, (nb.index.int(), nb.shifts.to(torch.int16), nb.capacity, nb.max_counts),
                        nb.index.numel() * 10)

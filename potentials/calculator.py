@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from nnpot.errors import ConfigError
@@ -92,14 +94,15 @@ class NNPotCalculator(Calculator):
         self.min_distance = float(min_distance)
         self._evaluator: tuple[tuple, Evaluator] | None = None  # (numbers, pbc) -> its evaluator
 
-    def evaluator(self, atoms) -> Evaluator:
+    def evaluator(self, atoms: Atoms) -> Evaluator:
         """The evaluator of structures with ``atoms``' elements and pbc (kept between calls)."""
         key = (atoms.numbers.tobytes(), tuple(bool(p) for p in atoms.pbc))
         if self._evaluator is None or self._evaluator[0] != key:
             self._evaluator = (key, Evaluator(self.model, [atoms], skin=self.skin, chunk_size=self.chunk_size))
         return self._evaluator[1]
 
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
+                  system_changes: Sequence[str] = all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         check_structure(atoms.positions, atoms.cell.array, atoms.pbc, self.min_distance)

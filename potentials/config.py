@@ -31,6 +31,14 @@ class ModelConfig:
     dtype: str = "float64"  #: parameter dtype: float64 or float32
     seed: int = 1
 
+    @classmethod
+    def deepmd_water(cls, **kwargs) -> ModelConfig:
+        """DeePMD-kit's water example: type map O, H and sel [46, 92] (the other settings are
+        the defaults)."""
+        config = cls(type_map=["O", "H"], **kwargs)
+        config.descriptor.sel = [46, 92]
+        return config
+
     @property
     def is_resolved(self) -> bool:
         """Whether the type map and ``sel`` are set (not still to come from the data)."""

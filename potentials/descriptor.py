@@ -21,7 +21,7 @@ definition for every capacity, provided no type has more than ``sel[t]`` neighbo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,7 +187,7 @@ def empty_slot_term(desc: nn.Module, embed: nn.Module, t: int) -> torch.Tensor:
 
 
 def type_rows(desc: nn.Module, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
-              capacity: tuple[int, ...]):
+              capacity: tuple[int, ...]) -> Iterator[tuple[int, torch.Tensor]]:
     """``(t, rows)`` per neighbor type: the normalised environment rows ``[n, capacity[t], 4]``
     of ``desc`` (an se_e2_a descriptor with ``davg``/``dstd``, ``rcut_smth``, ``rcut``)."""
     env = environment(rij, mask, desc.rcut_smth, desc.rcut)  # [n, nnei, 4]

@@ -16,7 +16,7 @@ imported on first use from :data:`BUILTIN`; adding one is a new module and one l
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -139,7 +139,7 @@ class Descriptor(nn.Module):
         raise NotImplementedError
 
 
-def register_descriptor(name: str, config_class: type[DescriptorConfig]):
+def register_descriptor(name: str, config_class: type[DescriptorConfig]) -> Callable[[type], type]:
     """Class decorator: register a :class:`Descriptor` under ``name`` with its config class."""
     def wrap(cls: type[Descriptor]) -> type[Descriptor]:
         _REGISTRY[name] = (config_class, cls)

@@ -49,7 +49,7 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
     return DistInfo(dist.get_rank(), dist.get_world_size()), device
 
 
-def average_gradients(parameters, info: DistInfo) -> None:
+def average_gradients(parameters: Iterable[torch.nn.Parameter], info: DistInfo) -> None:
     """All-reduce and average the gradients of ``parameters`` over the ranks, one parameter at
     a time after the backward pass (the simple reference :class:`BucketedAllReduce` replaces)."""
     if info.world == 1:

@@ -14,7 +14,7 @@ from nnpot.potentials.evaluator import Evaluator
 __all__ = ["predict", "error_metrics", "parity_plots"]
 
 
-def predict(model, frames: Sequence, batch_size: int = 4, progress: bool = False,
+def predict(model: torch.nn.Module, frames: Sequence, batch_size: int = 4, progress: bool = False,
             chunk_size: int | None = 8192) -> dict[str, np.ndarray]:
     """Reference and predicted labels for ``frames`` (:class:`~nnpot.data.Frame` objects).
 

@@ -26,8 +26,9 @@ class EnergyModel(nn.Module):
     """
 
     def __init__(self, config: ModelConfig | None = None):
+        """``config`` None: DeePMD-kit's water model (:meth:`ModelConfig.deepmd_water`)."""
         super().__init__()
-        config = (config or ModelConfig()).validate()
+        config = (config or ModelConfig.deepmd_water()).validate()
         if not config.is_resolved:
             raise ConfigError("the model's type_map and descriptor.sel are still to come from data: give them, or "
                               "resolve them with nnpot.potentials.auto_config.resolve_model_config (nnpot train does)")

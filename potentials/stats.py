@@ -17,7 +17,7 @@ _PROTECTION = 1e-2  # smallest std accepted (DeePMD-kit's protection)
 
 
 @torch.no_grad()
-def compute_env_stats(d, structures: Sequence, type_map: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_env_stats(d: torch.nn.Module, structures: Sequence, type_map: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """``davg, dstd`` ``[n_types, n_types, 4]`` of se_e2_a descriptor ``d`` over all ``sel`` slots (empty ones count as zero rows).
 
     The radial component gets its mean and standard deviation; the three angular components
@@ -63,7 +63,7 @@ def fit_energy_bias(energies: np.ndarray, numbers: Sequence[np.ndarray], type_ma
     return bias
 
 
-def apply_stats(model, structures: Sequence, energies: np.ndarray | None = None) -> None:
+def apply_stats(model: torch.nn.Module, structures: Sequence, energies: np.ndarray | None = None) -> None:
     """Fit the descriptor's input statistics (se_e2_a: davg/dstd) and, when ``energies`` are
     given, the per-element energy bias of ``model``."""
     structures = list(structures)

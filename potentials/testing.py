@@ -7,6 +7,13 @@ Run them in float64: the tolerances are float64 tolerances.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +33,7 @@ __all__ = [
 ]
 
 
-def evaluate(model, structures: Sequence, on_overflow: str = "error") -> dict[str, np.ndarray]:
+def evaluate(model: torch.nn.Module, structures: Sequence, on_overflow: str = "error") -> dict[str, np.ndarray]:
     """Energies ``[B]``, forces ``[N, 3]``, virials ``[B, 3, 3]``, atom energies ``[N]`` as numpy."""
     batch = make_batch(list(structures), model.type_map, model.cutoff, model.sel, device=model.device,
                        dtype=model.dtype, on_overflow=on_overflow)
@@ -54,7 +61,7 @@ def _energy(model, atoms, out: dict | None = None) -> float:
     return float(np.sum(out["atom_energy"] - offsets))
 
 
-def check_forces(model, atoms, h: float = 1e-4, n_atoms: int = 4, rtol: float = 1e-6, seed: int = 0) -> float:
+def check_forces(model: torch.nn.Module, atoms: Atoms, h: float = 1e-4, n_atoms: int = 4, rtol: float = 1e-6, seed: int = 0) -> float:
     """Forces equal ``-dE/dr`` by central differences on ``n_atoms`` random atoms.
 
     Returns the largest error relative to the largest force component checked.
@@ -74,7 +81,7 @@ def check_forces(model, atoms, h: float = 1e-4, n_atoms: int = 4, rtol: float = 
     return float(err)
 
 
-def check_virial(model, atoms, h: float = 1e-4, rtol: float = 1e-6) -> float:
+def check_virial(model: torch.nn.Module, atoms: Atoms, h: float = 1e-4, rtol: float = 1e-6) -> float:
     """The virial equals ``-dE/d(strain)`` by central differences of a homogeneous strain."""
     virial = evaluate(model, [atoms])["virial"][0]
     numeric = np.zeros((3, 3))
@@ -94,7 +101,7 @@ def check_virial(model, atoms, h: float = 1e-4, rtol: float = 1e-6) -> float:
     return float(err)
 
 
-def check_invariance(model, atoms, atol: float = 1e-9, seed: int = 0) -> float:
+def check_invariance(model: torch.nn.Module, atoms: Atoms, atol: float = 1e-9, seed: int = 0) -> float:
     """Energy invariant and forces covariant under rotation, translation and permutation of
     atoms of the same element. Returns the largest deviation (eV or eV/A)."""
     rng = np.random.default_rng(seed)
@@ -122,7 +129,7 @@ def check_invariance(model, atoms, atol: float = 1e-9, seed: int = 0) -> float:
     return err
 
 
-def check_cutoff_smoothness(model, atoms, moving: int = 0, partner: int = 1, n: int = 41,
+def check_cutoff_smoothness(model: torch.nn.Module, atoms: Atoms, moving: int = 0, partner: int = 1, n: int = 41,
                             width: float = 1e-3, atol: float = 1e-8) -> float:
     """Energy and forces are continuous as atom ``moving`` crosses the cutoff of ``partner``.
 
@@ -146,7 +153,7 @@ def check_cutoff_smoothness(model, atoms, moving: int = 0, partner: int = 1, n: 
     return float(jump)
 
 
-def check_supercell(model, atoms, reps=(2, 2, 2), rtol: float = 1e-10) -> float:
+def check_supercell(model: torch.nn.Module, atoms: Atoms, reps: tuple[int, int, int] = (2, 2, 2), rtol: float = 1e-10) -> float:
     """A supercell has ``prod(reps)`` times the energy and the same forces per image."""
     ref = evaluate(model, [atoms])
     big = atoms.repeat(reps)
@@ -159,7 +166,7 @@ def check_supercell(model, atoms, reps=(2, 2, 2), rtol: float = 1e-10) -> float:
     return err
 
 
-def check_batch_consistency(model, structures: Sequence, atol: float = 1e-10) -> float:
+def check_batch_consistency(model: torch.nn.Module, structures: Sequence, atol: float = 1e-10) -> float:
     """A batch gives what its members give one by one."""
     batch = evaluate(model, structures)
     errs, start = [], 0

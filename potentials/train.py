@@ -1,7 +1,7 @@
 """The training loop behind ``nnpot train``.
 
-Adam on ``loss = p_e dE^2 / N^k + p_f mean(dF^2) + p_v mean(dW^2) / N^k`` (``k`` 2 by default,
-1 as in DeePMD-kit's default; :class:`~nnpot.potentials.train_config.LossConfig`) with DeePMD-kit's
+Adam on ``loss = p_e dE^2 / N^k + p_f mean(dF^2) + p_v mean(dW^2) / N^k`` (``k`` 1 by default,
+as in DeePMD-kit; :class:`~nnpot.potentials.train_config.LossConfig`) with DeePMD-kit's
 exponential learning-rate decay and prefactor schedule (Wang et al., Comput. Phys. Commun. 228,
 178 (2018)). The decay runs over ``num_steps`` or over the wall-clock budget ``max_time``,
 whichever is nearer, so a time-limited run still ends at ``stop_lr``.
@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -361,7 +362,7 @@ class Trainer:
         shadow.load_state_dict(self.ema)
         return shadow
 
-    def validate(self, indices=None) -> dict:
+    def validate(self, indices: Sequence[int] | None = None) -> dict:
         """Validation metrics of the current (EMA) weights on ``indices`` (default: the subset)."""
         idx = self.valid_subset if indices is None else indices
         model = self._eval_model()

@@ -167,9 +167,8 @@ def test_atom_budget_batches(tmp_path):
 
 @pytest.mark.parametrize("norm_exp", [2, 1])
 def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
-    """The loss equals p_e dE^2 / N^k + p_f mean(dF^2) recomputed by hand, for k = 2 (the
-    default, (dE/N)^2) and k = 1 (DeePMD-kit's default); the reported energy RMSE is per atom
-    either way."""
+    """The loss equals p_e dE^2 / N^k + p_f mean(dF^2) recomputed by hand, for k = 2 ((dE/N)^2)
+    and k = 1 (the default, DeePMD-kit's); the reported energy RMSE is per atom either way."""
     from nnpot.potentials import derivatives, make_batch
     from nnpot.potentials.train import prefactor
 

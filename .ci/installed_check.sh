@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# An installed nnpot (a regular, non-editable `pip install .`) works without the source tree:
+# from a clean folder, run one approximation study and the calculator on the bundled data.
+set -euxo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install -q torch==2.13.0
+"$work/venv/bin/pip" install -q "$root"
+cd "$work"
+"$work/venv/bin/nnpot" approx integrator-order --quick --json integrator.json
+"$work/venv/bin/python" - <<'PY'
+from nnpot import NNPotCalculator
+from nnpot.bundled import bundled_dataset
+from nnpot.data import H5Dataset
+from nnpot.potentials import EnergyModel, save_model
+
+save_model(EnergyModel(), "water.nnp")  # DeePMD-kit's water architecture, random weights
+atoms = H5Dataset(bundled_dataset("water"))[0].to_atoms()
+atoms.calc = NNPotCalculator("water.nnp", device="cpu")
+print("water:", atoms.get_potential_energy(), "eV,", atoms.get_forces().shape, "forces")
+print("molecule set:", len(H5Dataset(bundled_dataset("molecule_C3H3O4"))), "frames")
+PY
