@@ -203,11 +203,15 @@ class Evaluator:
 
     # --- evaluation ---------------------------------------------------------------------------
 
-    def evaluate(self, positions: torch.Tensor, cells: torch.Tensor) -> dict[str, torch.Tensor]:
+    def evaluate(self, positions: torch.Tensor, cells: torch.Tensor,
+                 displacement: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Energies ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virials ``[B, 3, 3]`` (eV) and atom
         energies ``[N]`` with the current list, unchecked: never waits on the device. Tracks
-        :attr:`max_displacement`, :attr:`overflow` and :attr:`closest`."""
-        self.max_displacement.copy_(torch.maximum(self.max_displacement, self.displacement(positions, cells)))
+        :attr:`max_displacement` (``displacement``: :meth:`displacement` at these positions,
+        when the caller has it already), :attr:`overflow` and :attr:`closest`."""
+        if displacement is None:
+            displacement = self.displacement(positions, cells)
+        self.max_displacement.copy_(torch.maximum(self.max_displacement, displacement))
         batch = AtomsBatch(positions, self.types, self.frame, cells, self.pbc_all, self.neighbors, groups=self.groups)
         batch.neighbors = self.inner_neighbors(batch)
         model = self.model if self.compiled is None else self.compiled
@@ -217,9 +221,11 @@ class Evaluator:
         """:meth:`evaluate` with the checks of the module docstring: the list is rebuilt before
         the evaluation when it may be stale and after it when the inner blocks overflowed, and
         atoms closer than ``min_distance`` raise :class:`~nnpot.errors.AtomsTooCloseError`."""
-        if self.neighbors is None or bool(self.displacement(positions, cells) > 0.5 * self.skin):
+        moved = None if self.neighbors is None else self.displacement(positions, cells)
+        if moved is None or bool(moved > 0.5 * self.skin):
             self.build(positions, cells)
-        out = self.evaluate(positions, cells)
+            moved = None  # measured against the new list
+        out = self.evaluate(positions, cells, moved)
         overflow, close = torch.stack([self.overflow, self.closest < self.min_distance]).tolist()
         if close:
             self.raise_too_close()
