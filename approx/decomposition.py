@@ -61,6 +61,27 @@ def _ball(n: int, d: int, g: torch.Generator) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True) * r
 
 
+def _estimation(c: DecompositionConfig, sample, target, student, x_test: torch.Tensor, y_test: torch.Tensor,
+                scale: float) -> tuple[list[list[float]], list[list[float]]]:
+    """Per sample size n and seed: the generalisation gap (test minus train MSE, relative) of a
+    width-``m_fixed`` net trained on n samples, and the path-norm Rademacher bound
+    ``2 Q sqrt(2 ln(2d) / n)`` of the same net."""
+    gaps, bounds = [], []
+    for n in c.samples:
+        row, brow = [], []
+        for s in range(c.seeds):
+            x = sample(n, torch.Generator().manual_seed(100 + s))
+            y = target(x)
+            net = train_on_samples(student(c.m_fixed, s), x, y, c.steps, c.lr)
+            train_mse = relative_rmse(net, x, y, scale) ** 2
+            test_mse = relative_rmse(net, x_test, y_test, scale) ** 2
+            row.append(max(test_mse - train_mse, 1e-12))
+            brow.append(2 * float(path_norm(net).detach()) * math.sqrt(2 * math.log(2 * c.d) / n) / scale)
+        gaps.append(row)
+        bounds.append(brow)
+    return gaps, bounds
+
+
 def decomposition(config: DecompositionConfig | None = None, quick: bool = True) -> StudyResult:
     c = config or (DecompositionConfig.quick() if quick else DecompositionConfig())
     t0 = time.perf_counter()
@@ -92,19 +113,7 @@ def decomposition(config: DecompositionConfig | None = None, quick: bool = True)
         return relative_rmse(refine_lbfgs(net, x_large, y_large, c.lbfgs_iterations), x_test, y_test, scale)
 
     approx = [[best_fit(m, s) for s in range(c.seeds)] for m in tqdm(c.widths, desc="widths", leave=False, disable=None)]
-    gaps, bounds = [], []
-    for n in c.samples:
-        row, brow = [], []
-        for s in range(c.seeds):
-            x = sample(n, torch.Generator().manual_seed(100 + s))
-            y = target(x)
-            net = train_on_samples(student(c.m_fixed, s), x, y, c.steps, c.lr)
-            train_mse = relative_rmse(net, x, y, scale) ** 2
-            test_mse = relative_rmse(net, x_test, y_test, scale) ** 2
-            row.append(max(test_mse - train_mse, 1e-12))
-            brow.append(2 * float(path_norm(net).detach()) * math.sqrt(2 * math.log(2 * c.d) / n) / scale)
-        gaps.append(row)
-        bounds.append(brow)
+    gaps, bounds = _estimation(c, sample, target, student, x_test, y_test, scale)
     optim = [[online(c.m_fixed, t, s) for s in range(c.seeds)] for t in c.steps_list]
     samples = [float(n) for n in c.samples]
     series = [
