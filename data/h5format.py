@@ -59,6 +59,9 @@ class H5Dataset(Sequence[Frame]):
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         where = str(self.path)
+        if self.path.is_dir():
+            raise DatasetError(f"{where}: is a folder, not an nnpot HDF5 file; convert it first: "
+                               f"nnpot data convert {where} -o data.h5")
         if not self.path.is_file():
             raise DatasetError(f"{where}: no such file")
         try:
