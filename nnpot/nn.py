@@ -22,28 +22,64 @@ __all__ = [
     "ACTIVATIONS",
     "MLP",
     "activation",
+    "is_activation",
     "path_norm",
     "weight_norm",
     "two_layer",
 ]
 
-ACTIVATIONS = ("tanh", "gelu", "silu", "relu", "softplus", "linear")
+#: activation names; ``silut`` also takes a threshold, ``silut:2.5`` (default 3.0)
+ACTIVATIONS = ("tanh", "gelu", "silu", "relu", "relu6", "softplus", "sigmoid", "silut", "linear")
 InitScheme = Literal["deepmd", "torch", "mean_field"]
 
 
+class SiLUT(nn.Module):
+    """SiLU up to ``threshold``, then ``tanh(slope (x - threshold)) + SiLU(threshold)`` with the
+    slope of SiLU there: C1, bounded, as DeePMD-kit's ``silut`` (alias ``custom_silu``)."""
+
+    def __init__(self, threshold: float = 3.0):
+        super().__init__()
+        self.threshold = float(threshold)
+        sig = 1.0 / (1.0 + math.exp(-self.threshold))
+        self.slope = sig + self.threshold * sig * (1.0 - sig)
+        self.const = self.threshold * sig
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x < self.threshold, nn.functional.silu(x),
+                           torch.tanh(self.slope * (x - self.threshold)) + self.const)
+
+
+def is_activation(name: str) -> bool:
+    """Whether ``name`` is an activation :func:`activation` knows (``silut:T`` included)."""
+    try:
+        activation(name)
+    except ValueError:
+        return False
+    return True
+
+
 def activation(name: str) -> nn.Module:
-    """The activation module called ``name`` (one of :data:`ACTIVATIONS`)."""
+    """The activation module called ``name`` (one of :data:`ACTIVATIONS`; ``gelu`` is the tanh
+    approximation, as in DeePMD-kit)."""
     table = {
         "tanh": nn.Tanh,
         "gelu": lambda: nn.GELU(approximate="tanh"),
         "silu": nn.SiLU,
         "relu": nn.ReLU,
+        "relu6": nn.ReLU6,
         "softplus": nn.Softplus,
+        "sigmoid": nn.Sigmoid,
         "linear": nn.Identity,
     }
-    if name not in table:
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-    return table[name]()
+    base, _, arg = str(name).partition(":")
+    if base == "silut":
+        try:
+            return SiLUT(float(arg) if arg else 3.0)
+        except ValueError:
+            pass
+    elif name in table:
+        return table[name]()
+    raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
 
 
 class MLP(nn.Module):

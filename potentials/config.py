@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from nnpot.configio import from_dict
 from nnpot.errors import ConfigError
-from nnpot.nn import ACTIVATIONS
+from nnpot.nn import ACTIVATIONS, is_activation
 from nnpot.potentials.descriptor_base import DescriptorConfig, _check_widths, descriptor_config_class
 
 __all__ = ["DescriptorConfig", "FittingConfig", "ModelConfig", "from_dict"]
@@ -54,7 +54,7 @@ class ModelConfig:
             raise ConfigError(f"type_map: {', '.join(map(str, unknown))} is not a chemical element")
         self.descriptor.validate(len(self.type_map) or None)
         _check_widths("fitting.neuron", self.fitting.neuron)
-        if self.fitting.activation not in ACTIVATIONS:
+        if not is_activation(self.fitting.activation):
             raise ConfigError(f"fitting.activation: {self.fitting.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"dtype: {self.dtype!r}; allowed: 'float32', 'float64'")

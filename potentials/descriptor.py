@@ -7,7 +7,7 @@ For a center atom i with neighbors j within ``rcut`` (Zhang et al., NeurIPS 2018
 * environment row ``R_ij = sw(r)/r * [1, x/r, y/r, z/r]``, normalised per (center type,
   neighbor type) as ``(R_ij - davg) / dstd``;
 * embedding ``G_ij = g_{t_j}(R_ij[0])`` of width M1, one net per neighbor type
-  (``type_one_side``);
+  (``type_one_side``, the default), or ``g_{t_i t_j}``, one per (center, neighbor) type pair;
 * ``T_i = R_i^T G_i / N_sel`` ``[4, M1]`` and the descriptor ``D_i = T_i^T T_i[:, :M2]``
   ``[M1, M2]``, flattened, with ``M2 = axis_neuron``.
 
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nnpot.errors import ConfigError
-from nnpot.nn import ACTIVATIONS, MLP
+from nnpot.nn import ACTIVATIONS, is_activation, MLP
 from nnpot.potentials.descriptor_base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
 from nnpot.potentials.embedding_plan import EmbeddingPlan, PlanCache, plan_embeddings
 
@@ -50,6 +50,9 @@ class SeE2AConfig(DescriptorConfig):
     axis_neuron: int = 16  #: columns of G used in the contraction
     activation: str = "tanh"
     resnet_dt: bool = False
+    #: one embedding net per neighbor type (True), or one per (center, neighbor) type pair
+    #: (False; DeePMD-kit's default for se_e2_a, n_types times the embedding work)
+    type_one_side: bool = True
     #: evaluate each embedding net once per distinct input (the same numbers with less work):
     #: "auto" (on for CPU, off on GPUs until measured there), "on" or "off"
     share_embeddings: str = "auto"
@@ -59,7 +62,7 @@ class SeE2AConfig(DescriptorConfig):
         _check_widths("descriptor.neuron", self.neuron)
         if not 0 < self.axis_neuron <= self.neuron[-1]:
             raise ConfigError(f"descriptor.axis_neuron must lie in 1..{self.neuron[-1]}, got {self.axis_neuron}")
-        if self.activation not in ACTIVATIONS:
+        if not is_activation(self.activation):
             raise ConfigError(f"descriptor.activation: {self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
         # YAML reads on/off/yes/no as booleans, which arrive here as "True"/"False"
         self.share_embeddings = {"true": "on", "false": "off"}.get(str(self.share_embeddings).lower(),
@@ -101,10 +104,12 @@ class SeE2A(Descriptor):
         self.nnei = sum(self.sel)
         self.axis_neuron = int(config.axis_neuron)
         widths = [1, *config.neuron]
+        self.type_one_side = bool(config.type_one_side)
+        #: embedding nets: index t_j (one side), or t_i * n_types + t_j (DeePMD-kit's order)
         self.embeddings = nn.ModuleList(
             MLP(widths, act=config.activation, resnet=True, resnet_dt=config.resnet_dt, final_linear=False,
                 init="deepmd", dtype=dtype)
-            for _ in range(n_types)
+            for _ in range(n_types if self.type_one_side else n_types * n_types)
         )
         # per (center type, neighbor type) statistics of the 4 environment components
         self.register_buffer("davg", torch.zeros(n_types, n_types, 4, dtype=dtype))
@@ -123,7 +128,7 @@ class SeE2A(Descriptor):
         share = SHARE_EMBEDDINGS[self.config.share_embeddings]
         if share is None:
             share = batch.positions.device.type == "cpu"
-        if not share or batch.groups is not None:
+        if not share or batch.groups is not None or not self.type_one_side:
             return {}
         nb = batch.neighbors
 
@@ -166,17 +171,38 @@ class SeE2A(Descriptor):
         """
         T = rij.new_zeros(rij.shape[0], 4, self.config.neuron[-1])
         for t, rows in type_rows(self, rij, mask, center_types, capacity):
-            embed = self.embeddings[t]
             if rows.shape[1]:
-                if plan is None:
-                    G = embed(rows[..., :1])  # [n, cap, M1]
-                else:
-                    x = rows[..., :1].reshape(-1, 1).index_select(0, plan.first[t])
-                    G = embed(x).index_select(0, plan.rows[t]).view(*rows.shape[:2], -1)
+                G = self._embed(t, rows, center_types, plan)  # [n, cap, M1]
                 T = T + torch.einsum("nsc,nsm->ncm", rows, G)
             if rows.shape[1] != self.sel[t]:  # slots beyond capacity, as DeePMD-kit would have them
-                T = T + (self.sel[t] - rows.shape[1]) * empty_slot_term(self, embed, t)[center_types]
+                T = T + (self.sel[t] - rows.shape[1]) * self.empty_slot_terms(t)[center_types]
         return descriptor_from_sum(self, T)
+
+    def _embed(self, t: int, rows: torch.Tensor, center_types: torch.Tensor,
+               plan: EmbeddingPlan | None) -> torch.Tensor:
+        """Embeddings ``[n, cap, M1]`` of neighbor type ``t``'s rows ``[n, cap, 4]``."""
+        if not self.type_one_side:  # one net per center type, each kept where it applies
+            G = None
+            for c in range(self.n_types):
+                Gc = self.embeddings[c * self.n_types + t](rows[..., :1])
+                G = Gc if G is None else torch.where((center_types == c)[:, None, None], Gc, G)
+            return G
+        embed = self.embeddings[t]
+        if plan is None:
+            return embed(rows[..., :1])
+        x = rows[..., :1].reshape(-1, 1).index_select(0, plan.first[t])
+        return embed(x).index_select(0, plan.rows[t]).view(*rows.shape[:2], -1)
+
+    def embedding_net(self, center_type: int, t: int) -> nn.Module:
+        """The embedding net that neighbors of type ``t`` of a center of type ``center_type`` use."""
+        return self.embeddings[t if self.type_one_side else center_type * self.n_types + t]
+
+    def empty_slot_terms(self, t: int) -> torch.Tensor:
+        """``[n_types, 4, M1]``: what one empty slot of neighbor type ``t`` adds to ``T``, per
+        center type."""
+        if self.type_one_side:
+            return empty_slot_term(self, self.embeddings[t], t)
+        return torch.stack([empty_slot_term(self, self.embedding_net(c, t), t)[c] for c in range(self.n_types)])
 
 
 def empty_slot_term(desc: nn.Module, embed: nn.Module, t: int) -> torch.Tensor:

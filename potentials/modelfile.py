@@ -100,7 +100,15 @@ def _current_config(config: dict) -> dict:
 
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> EnergyModel:
-    """Load a model file; optionally move it to ``device`` and cast it to ``dtype``."""
+    """Load a model file (``.nnp``, or DeePMD-kit's ``.dp``/``.yaml``: see
+    :mod:`nnpot.potentials.deepmd_model`); optionally move it to ``device`` and cast it to ``dtype``."""
+    from nnpot.potentials.deepmd_file import is_deepmd_file
+
+    if is_deepmd_file(path):
+        from nnpot.potentials.deepmd_model import load_deepmd_model
+
+        model = load_deepmd_model(path).to(device=device)
+        return (model if dtype is None else model.to(dtype=dtype)).eval()
     meta, state = read_meta(path)
     try:
         config = from_dict(ModelConfig, _current_config(meta["config"])).validate()

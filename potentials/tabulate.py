@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from nnpot.potentials.descriptor import SeE2A, descriptor_from_sum, empty_slot_term, type_rows
+from nnpot.potentials.descriptor import SeE2A, descriptor_from_sum, type_rows
 from nnpot.potentials.descriptor_base import Descriptor
 from nnpot.potentials.tabulate_kernels import contract_reference, fused_descriptor_sum, triton_available
 
@@ -83,20 +83,23 @@ class TabulatedSeE2A(Descriptor):
         self.inv_h = 2.0 ** round(math.log2(1.0 / stride))
         h = 1.0 / self.inv_h
         davg0, dstd0 = exact.davg[..., 0].double(), exact.dstd[..., 0].double()  # [center, neighbor]
+        self.type_one_side = exact.type_one_side
         self.lo: list[float] = []
         self.offsets: list[int] = []
-        tables, empty_terms, start = [], [], 0
-        for t, embed in enumerate(exact.embeddings):
-            low = float((-davg0[:, t] / dstd0[:, t]).min())
-            high = float(((1.0 / r_min - davg0[:, t]) / dstd0[:, t]).max())
+        tables, start = [], 0
+        for e, embed in enumerate(exact.embeddings):  # table e: as exact.embeddings (t, or c * n_types + t)
+            c, t = divmod(e, exact.n_types)
+            centers = slice(None) if self.type_one_side else slice(c, c + 1)
+            low = float((-davg0[centers, t] / dstd0[centers, t]).min())
+            high = float(((1.0 / r_min - davg0[centers, t]) / dstd0[centers, t]).max())
             lo = math.floor(low * self.inv_h - 1) / self.inv_h
             nbins = math.ceil((high - lo) * self.inv_h) + 1
             self.lo.append(lo)
             self.offsets.append(start)
             start += nbins
             tables.append(quintic_table(embed, lo, h, nbins))
-            with torch.no_grad():
-                empty_terms.append(empty_slot_term(exact, embed, t))
+        with torch.no_grad():
+            empty_terms = [exact.empty_slot_terms(t) for t in range(exact.n_types)]
         self.offsets.append(start)
         dtype, device = exact.davg.dtype, exact.davg.device
         self.register_buffer("coeffs", torch.cat(tables).to(dtype))  # [sum nbins, 6, M1]
@@ -116,9 +119,11 @@ class TabulatedSeE2A(Descriptor):
     def dim_out(self) -> int:
         return self.config.neuron[-1] * self.axis_neuron
 
-    def table(self, t: int) -> torch.Tensor:
-        """The quintic table ``[nbins, 6, M1]`` of neighbor type ``t``'s embedding net."""
-        return self.coeffs[self.offsets[t]:self.offsets[t + 1]]
+    def table(self, t: int, center_type: int = 0) -> torch.Tensor:
+        """The quintic table ``[nbins, 6, M1]`` of the embedding net of neighbor type ``t``
+        (and, without ``type_one_side``, of centers of type ``center_type``)."""
+        e = t if self.type_one_side else center_type * self.n_types + t
+        return self.coeffs[self.offsets[e]:self.offsets[e + 1]]
 
     def _slot_types(self, capacity: tuple[int, ...], device: torch.device) -> torch.Tensor:
         key = (capacity, str(device))
@@ -135,12 +140,17 @@ class TabulatedSeE2A(Descriptor):
         if fused:
             T = fused_descriptor_sum(rij, mask.view(torch.uint8), center_types,
                                      self._slot_types(tuple(capacity), rij.device), self.stats, self.coeffs, self.lo_t, self.offsets_t,
-                                     self.nbins_t, self.params, self.inv_h)
+                                     self.nbins_t, self.params, self.inv_h,
+                                     side_stride=0 if self.type_one_side else self.n_types)
         else:
             T = rij.new_zeros(n, 4, self.config.neuron[-1])
             for t, rows in type_rows(self, rij, mask, center_types, capacity):
-                if rows.shape[1]:
+                if rows.shape[1] and self.type_one_side:
                     T = T + contract_reference(rows, self.table(t), self.lo[t], self.inv_h)
+                elif rows.shape[1]:  # one table per center type, each kept where it applies
+                    for c in range(self.n_types):
+                        Tc = contract_reference(rows, self.table(t, c), self.lo[c * self.n_types + t], self.inv_h)
+                        T = T + torch.where((center_types == c)[:, None, None], Tc, 0.0)
         for t, cap in enumerate(capacity):
             if cap != self.sel[t]:  # slots beyond the list's capacity, as DeePMD-kit would have them
                 T = T + (self.sel[t] - cap) * self.empty_term[center_types, t]

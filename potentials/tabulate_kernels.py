@@ -100,9 +100,9 @@ if triton is not None:
         idx = tl.minimum(tl.maximum(xx, 0.0).to(tl.int32), tl.load(nbins_ptr + tj) - 1)
         return tl.load(off_ptr + tj) + idx, xx - idx.to(xx.dtype)
 
-    @triton.jit(do_not_specialize=["K", "n_types", "stat_stride", "per_program"])
+    @triton.jit(do_not_specialize=["K", "n_types", "stat_stride", "per_program", "side_stride"])
     def _fwd(rij_ptr, mask_ptr, ctype_ptr, coltype_ptr, stat_ptr, coef_ptr, lo_ptr, off_ptr, nbins_ptr,
-             par_ptr, out_ptr, K, n_types, stat_stride, inv_h, per_program,
+             par_ptr, out_ptr, K, n_types, stat_stride, inv_h, per_program, side_stride,
              M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, SPLIT: tl.constexpr):
         i = tl.program_id(0).to(tl.int64)
         first = tl.program_id(1) * per_program
@@ -125,7 +125,7 @@ if triton is not None:
             row1 = (e0 * x * inv_r - tl.load(stat_ptr + s + 1)) * tl.load(stat_ptr + stat_stride + s + 1)
             row2 = (e0 * y * inv_r - tl.load(stat_ptr + s + 2)) * tl.load(stat_ptr + stat_stride + s + 2)
             row3 = (e0 * z * inv_r - tl.load(stat_ptr + s + 3)) * tl.load(stat_ptr + stat_stride + s + 3)
-            gidx, u = _locate(row0, tj, lo_ptr, off_ptr, nbins_ptr, inv_h)
+            gidx, u = _locate(row0, c * side_stride + tj, lo_ptr, off_ptr, nbins_ptr, inv_h)
             g, _ = _poly(coef_ptr, gidx, u, m, mmask, M, False)
             g = tl.where(jmask[:, None], g, 0.0)
             acc0 += tl.sum(g * row0[:, None], axis=0)
@@ -145,9 +145,9 @@ if triton is not None:
             tl.store(out + 2 * M, acc2, mask=keep)
             tl.store(out + 3 * M, acc3, mask=keep)
 
-    @triton.jit(do_not_specialize=["K", "n_types", "stat_stride"])
+    @triton.jit(do_not_specialize=["K", "n_types", "stat_stride", "side_stride"])
     def _bwd(rij_ptr, mask_ptr, ctype_ptr, coltype_ptr, stat_ptr, coef_ptr, lo_ptr, off_ptr, nbins_ptr,
-             par_ptr, gout_ptr, grad_ptr, K, n_types, stat_stride, inv_h,
+             par_ptr, gout_ptr, grad_ptr, K, n_types, stat_stride, inv_h, side_stride,
              M: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr):
         i = tl.program_id(0).to(tl.int64)
         c = tl.load(ctype_ptr + i)
@@ -175,7 +175,7 @@ if triton is not None:
             row1 = (e0 * x * inv_r - tl.load(stat_ptr + s + 1)) * sd1
             row2 = (e0 * y * inv_r - tl.load(stat_ptr + s + 2)) * sd2
             row3 = (e0 * z * inv_r - tl.load(stat_ptr + s + 3)) * sd3
-            gidx, u = _locate(row0, tj, lo_ptr, off_ptr, nbins_ptr, inv_h)
+            gidx, u = _locate(row0, c * side_stride + tj, lo_ptr, off_ptr, nbins_ptr, inv_h)
             g, dg = _poly(coef_ptr, gidx, u, m, mmask, M, True)
             w = row0[:, None] * go0 + row1[:, None] * go1 + row2[:, None] * go2 + row3[:, None] * go3
             # dL/d(env) through the normalisation
@@ -197,7 +197,8 @@ if triton is not None:
 
 class _Fused(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, rij, mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params, inv_h, M):
+    def forward(ctx, rij, mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params, inv_h, M,
+                side_stride):
         rij = rij.contiguous()
         n, K, _ = rij.shape
         blocks = triton.cdiv(K, _BLOCK_J)
@@ -207,9 +208,9 @@ class _Fused(torch.autograd.Function):
         out = rij.new_zeros(n, 4, M) if split > 1 else rij.new_empty(n, 4, M)
         args = (mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params)
         ctx.save_for_backward(rij, *args)
-        ctx.meta = (K, stats.shape[1], stats[0].numel(), inv_h, M)
+        ctx.meta = (K, stats.shape[1], stats[0].numel(), inv_h, M, side_stride)
         if n:
-            _fwd[(n, split)](rij, *args, out, K, stats.shape[1], stats[0].numel(), inv_h, per_program,
+            _fwd[(n, split)](rij, *args, out, K, stats.shape[1], stats[0].numel(), inv_h, per_program, side_stride,
                              M=M, BLOCK_M=triton.next_power_of_2(M), BLOCK_J=_BLOCK_J, SPLIT=split > 1)
         return out
 
@@ -217,17 +218,19 @@ class _Fused(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout):
         rij, *args = ctx.saved_tensors
-        K, n_types, stat_stride, inv_h, M = ctx.meta
+        K, n_types, stat_stride, inv_h, M, side_stride = ctx.meta
         grad = torch.empty_like(rij)
         if rij.shape[0]:
             _bwd[(rij.shape[0], triton.cdiv(K, _BLOCK_J))](rij, *args, gout.contiguous(), grad, K, n_types, stat_stride, inv_h,
+                                  side_stride,
                                   M=M, BLOCK_M=triton.next_power_of_2(M), BLOCK_J=_BLOCK_J)
-        return (grad,) + (None,) * 11
+        return (grad,) + (None,) * 12
 
 
 def fused_descriptor_sum(rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
                          col_types: torch.Tensor, stats: torch.Tensor, coeffs: torch.Tensor, lo: torch.Tensor,
-                         offsets: torch.Tensor, nbins: torch.Tensor, params: torch.Tensor, inv_h: float) -> torch.Tensor:
+                         offsets: torch.Tensor, nbins: torch.Tensor, params: torch.Tensor, inv_h: float,
+                         side_stride: int = 0) -> torch.Tensor:
     """``T`` ``[n, 4, M]`` (see the module docstring) by the Triton kernels; differentiable once
     with respect to ``rij`` (forces and virials, not force training).
 
@@ -235,10 +238,12 @@ def fused_descriptor_sum(rij: torch.Tensor, mask: torch.Tensor, center_types: to
         rij: ``[n, K, 3]`` neighbor vectors; mask: ``[n, K]`` real slots (as uint8).
         center_types: ``[n]`` model types; col_types: ``[K]`` int32 neighbor type of each slot.
         stats: ``[2, Tc, Tn, 4]`` davg and 1 / dstd; coeffs: ``[sum nbins, 6, M]`` stacked tables.
-        lo, offsets, nbins: per neighbor type table origin, first bin and bin count.
+        lo, offsets, nbins: per table origin, first bin and bin count; table
+            ``center_type * side_stride + neighbor_type`` (side_stride 0: one table per
+            neighbor type, ``n_types``: one per type pair).
         params: ``[rcut_smth, 1 / (rcut - rcut_smth)]`` in the dtype of ``rij``.
     """
     if triton is None:
         raise RuntimeError("the fused tabulated kernels need Triton (pip install triton)")
     return _Fused.apply(rij, mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params, inv_h,
-                        coeffs.shape[2])
+                        coeffs.shape[2], int(side_stride))
