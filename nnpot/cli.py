@@ -190,6 +190,33 @@ def _test(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from nnpot.potentials.deepmd_file import is_deepmd_file
+    from nnpot.potentials.deepmd_model import save_deepmd_model
+    from nnpot.potentials.modelfile import load_model, save_model
+
+    src, out = Path(args.model), Path(args.output)
+    for path in (src, out):
+        if path.suffix.lower() in (".pth", ".pb", ".pt", ".savedmodel"):
+            raise NNPotError(f"{path}: a backend-specific DeePMD-kit model; nnpot reads and writes the "
+                             f"backend-independent .dp/.yaml: first run  dp convert-backend {path} "
+                             f"{path.with_suffix('.dp')}  (or the reverse afterwards)")
+    if not (is_deepmd_file(out) or out.suffix == ".nnp"):
+        raise NNPotError(f"{out}: give the output a .nnp, .dp or .yaml name")
+    if src.resolve() == out.resolve():
+        raise NNPotError(f"{out}: the output would replace the input; choose another name")
+    _check_new([out], args.force)
+    model = load_model(src)
+    if is_deepmd_file(out):
+        save_deepmd_model(model, out)
+    else:
+        save_model(model, out, provenance={"converted_from": str(src), **getattr(model, "meta", {})})
+    c = model.config
+    print(f"{src} -> {out}: se_e2_a, types {' '.join(c.type_map)}, sel {list(c.descriptor.sel)}, rcut "
+          f"{c.descriptor.rcut} A, type_one_side {c.descriptor.type_one_side}, {c.dtype}")
+    return 0
+
+
 def _md(args) -> int:
     from nnpot.md.run_config import run_md_from_config
 
@@ -299,7 +326,7 @@ def _add_train_command(sub) -> None:
 
 def _add_other_commands(sub) -> None:
     p = sub.add_parser("test", help="evaluate a model on a dataset: RMSE/MAE tables and parity plots")
-    p.add_argument("-m", "--model", required=True, help="model file (.nnp)")
+    p.add_argument("-m", "--model", required=True, help="model file (.nnp, or DeePMD-kit's .dp/.yaml)")
     p.add_argument("-d", "--data", required=True, help="HDF5 dataset")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--plot", metavar="DIR", help="write parity plots (PNG) into DIR")
@@ -328,6 +355,16 @@ def _add_other_commands(sub) -> None:
     p.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads")
     p.add_argument("--force", action="store_true", help="replace existing --json/--plot files")
     p.set_defaults(func=_approx)
+
+    p = sub.add_parser("convert", help="convert models between nnpot (.nnp) and DeePMD-kit (.dp, .yaml)",
+                       description="Convert an se_e2_a energy model between nnpot's .nnp and DeePMD-kit's "
+                       "backend-independent .dp (HDF5) or .yaml. For DeePMD-kit's .pth/.pb files, run "
+                       "`dp convert-backend model.pth model.dp` first; to run an exported model in LAMMPS's "
+                       "pair_style deepmd, `dp convert-backend model.dp model.pth`.")
+    p.add_argument("model", help="input model: .nnp, .dp, .yaml")
+    p.add_argument("-o", "--output", required=True, help="output model: .nnp, .dp, .yaml")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_convert)
 
     p = sub.add_parser("md", help="run molecular dynamics from a YAML config")
     p.add_argument("config", help="YAML config: structure, model, ensemble, steps, output")

@@ -91,9 +91,13 @@ _KERNEL_CHECK = textwrap.dedent(
     from nnpot.potentials import tabulate_kernels
     water = H5Dataset(WATER)
     frames = [water[i] for i in (0, 9)]
-    for dtype, tol, programs in (("float64", 1e-12, 2048), ("float32", 2e-5, 2048), ("float64", 1e-12, 1)):
+    cases = (("float64", 1e-12, 2048, True), ("float32", 2e-5, 2048, True), ("float64", 1e-12, 1, True),
+             ("float64", 1e-12, 2048, False))
+    for dtype, tol, programs, one_side in cases:
         tabulate_kernels._PROGRAMS = programs  # 1: each center's slots in one program, else shared
-        model = EnergyModel(small_config())
+        config = small_config()
+        config.descriptor.type_one_side = one_side  # False: a table per (center, neighbor) type pair
+        model = EnergyModel(config)
         apply_stats(model, frames, [f.energy for f in frames])
         model = model.tabulated().to(getattr(torch, dtype))
         d = model.descriptor
