@@ -120,7 +120,8 @@ def main() -> None:
     p.add_argument("--replicas", type=int, nargs="*", default=[], help="replica counts of the 192-atom box")
     p.add_argument("--largest", type=int, nargs="*", default=[], help="float32 sizes to try for the largest box")
     p.add_argument("--model", help="a trained .nnp (physical forces; a random model heats the box and forces "
-                                   "frequent neighbor rebuilds); its sel is widened to [48, 96] as above")
+                                   "frequent neighbor rebuilds), its sel widened to [48, 96] as above; or a DeePMD-kit "
+                                   ".dp/.yaml, run as it is with its own sel")
     p.add_argument("--sel", type=int, nargs=2, default=[48, 96],
                    help="nnpot's sel for O and H (room above DeePMD's [46, 92] for long hot runs)")
     p.add_argument("--tabulate", action="store_true",
@@ -133,8 +134,13 @@ def main() -> None:
     base, model = water_model(sel=tuple(args.sel))
     if args.model:
         from nnpot import load_model
+        from nnpot.potentials.deepmd_file import is_deepmd_file
 
-        model.load_state_dict(load_model(args.model).state_dict())
+        if is_deepmd_file(args.model):  # a DeePMD-kit model runs as it is, with its own sel
+            model = load_model(args.model)
+            args.sel = list(model.sel)
+        else:
+            model.load_state_dict(load_model(args.model).state_dict())
     tabulated = model.tabulated() if args.tabulate else None
     fast = tabulated if tabulated is not None else model
     gpu = args.device.startswith("cuda")

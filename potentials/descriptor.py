@@ -21,7 +21,7 @@ definition for every capacity, provided no type has more than ``sel[t]`` neighbo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from nnpot.nn import ACTIVATIONS, is_activation, MLP
 from nnpot.potentials.descriptor_base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
 from nnpot.potentials.embedding_plan import EmbeddingPlan, PlanCache, plan_embeddings
 
-__all__ = ["SeE2A", "SeE2AConfig", "smooth_switch", "environment", "empty_slot_term"]
+__all__ = ["SeE2A", "SeE2AConfig", "smooth_switch", "environment", "empty_slot_term", "by_center_type"]
 
 #: ``share_embeddings`` setting -> on (True), off (False) or by device (None: on for CPU tensors)
 SHARE_EMBEDDINGS = {"auto": None, "on": True, "off": False}
@@ -181,12 +181,9 @@ class SeE2A(Descriptor):
     def _embed(self, t: int, rows: torch.Tensor, center_types: torch.Tensor,
                plan: EmbeddingPlan | None) -> torch.Tensor:
         """Embeddings ``[n, cap, M1]`` of neighbor type ``t``'s rows ``[n, cap, 4]``."""
-        if not self.type_one_side:  # one net per center type, each kept where it applies
-            G = None
-            for c in range(self.n_types):
-                Gc = self.embeddings[c * self.n_types + t](rows[..., :1])
-                G = Gc if G is None else torch.where((center_types == c)[:, None, None], Gc, G)
-            return G
+        if not self.type_one_side:  # one net per center type
+            return by_center_type(center_types, self.n_types, lambda c, idx: self.embedding_net(c, t)(
+                rows[..., :1] if idx is None else rows.index_select(0, idx)[..., :1]))
         embed = self.embeddings[t]
         if plan is None:
             return embed(rows[..., :1])
@@ -203,6 +200,31 @@ class SeE2A(Descriptor):
         if self.type_one_side:
             return empty_slot_term(self, self.embeddings[t], t)
         return torch.stack([empty_slot_term(self, self.embedding_net(c, t), t)[c] for c in range(self.n_types)])
+
+
+def by_center_type(center_types: torch.Tensor, n_types: int, fn: Callable[[int, torch.Tensor | None], torch.Tensor],
+                   sync_free: bool | None = None) -> torch.Tensor:
+    """Rows ``[n, ...]`` made per center type: ``fn(c, idx)`` gives the rows of the centers
+    ``idx`` of type ``c``. With ``sync_free`` (default: on CUDA, where finding ``idx`` would wait
+    on the device, which CUDA graphs forbid) ``idx`` is None, ``fn`` gives every row and each
+    type's rows are kept."""
+    if sync_free is None:
+        sync_free = center_types.is_cuda
+    if sync_free or center_types.numel() == 0:
+        out = None
+        for c in range(n_types):
+            rows = fn(c, None)
+            keep = (center_types == c).view(-1, *[1] * (rows.dim() - 1))
+            out = rows if out is None else torch.where(keep, rows, out)
+        return out
+    out = None
+    for c in range(n_types):
+        idx = torch.nonzero(center_types == c).squeeze(1)
+        if idx.numel():
+            rows = fn(c, idx)
+            out = rows.new_zeros(center_types.shape[0], *rows.shape[1:]) if out is None else out
+            out = out.index_copy(0, idx, rows)
+    return out
 
 
 def empty_slot_term(desc: nn.Module, embed: nn.Module, t: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from nnpot.potentials.descriptor import SeE2A, descriptor_from_sum, type_rows
+from nnpot.potentials.descriptor import SeE2A, by_center_type, descriptor_from_sum, type_rows
 from nnpot.potentials.descriptor_base import Descriptor
 from nnpot.potentials.tabulate_kernels import contract_reference, fused_descriptor_sum, triton_available
 
@@ -147,10 +147,10 @@ class TabulatedSeE2A(Descriptor):
             for t, rows in type_rows(self, rij, mask, center_types, capacity):
                 if rows.shape[1] and self.type_one_side:
                     T = T + contract_reference(rows, self.table(t), self.lo[t], self.inv_h)
-                elif rows.shape[1]:  # one table per center type, each kept where it applies
-                    for c in range(self.n_types):
-                        Tc = contract_reference(rows, self.table(t, c), self.lo[c * self.n_types + t], self.inv_h)
-                        T = T + torch.where((center_types == c)[:, None, None], Tc, 0.0)
+                elif rows.shape[1]:  # one table per center type
+                    T = T + by_center_type(center_types, self.n_types, lambda c, idx: contract_reference(
+                        rows if idx is None else rows.index_select(0, idx), self.table(t, c),
+                        self.lo[c * self.n_types + t], self.inv_h))
         for t, cap in enumerate(capacity):
             if cap != self.sel[t]:  # slots beyond the list's capacity, as DeePMD-kit would have them
                 T = T + (self.sel[t] - cap) * self.empty_term[center_types, t]

@@ -95,3 +95,31 @@ def test_third_descriptor_through_file_calculator_and_md(radial_model, water_ato
     assert water_atoms.get_total_energy() == pytest.approx(e0, abs=2e-3 * len(water_atoms) ** 0.5)
     with pytest.raises(ConfigError, match="descriptor 'test_radial' has no tabulated form"):
         NNPotCalculator(radial_model, device="cpu", tabulate=True)
+
+
+def test_two_side_embeddings_by_gather_equal_the_sync_free_path(water):
+    """type_one_side False (one embedding net per type pair): the CPU path (centers gathered
+    per type) and the CUDA-graph-safe path (every net on every center, kept by type) agree,
+    values and gradients."""
+    from nnpot.potentials import EnergyModel, make_batch
+    from nnpot.potentials import descriptor as se
+
+    from .conftest import small_config
+
+    config = small_config()
+    config.descriptor.type_one_side = False
+    model = EnergyModel(config)
+    assert len(model.descriptor.embeddings) == 4
+    batch = make_batch([water[0]], model.type_map, model.cutoff, model.sel)
+    rij = batch.edge_vectors().detach().requires_grad_(True)
+    outs = []
+    for sync_free in (False, True):
+        original = se.by_center_type
+        se.by_center_type = lambda ct, n, fn, sync_free=sync_free, _f=original: _f(ct, n, fn, sync_free)
+        try:
+            e = model(rij, batch.neighbors.mask, batch.types, batch.neighbors.capacity).sum()
+        finally:
+            se.by_center_type = original
+        outs.append((e.detach(), torch.autograd.grad(e, rij)[0]))
+    assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-13, atol=0)
+    assert torch.allclose(outs[0][1], outs[1][1], rtol=1e-12, atol=1e-14)
