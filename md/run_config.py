@@ -21,7 +21,7 @@ __all__ = ["MDConfig", "prepare_md", "run_md", "summarise", "plot_md", "run_md_f
 class MDConfig:
     structure: str = ""  #: any ASE-readable file, or an nnpot .h5 (frame `frame`)
     frame: int = 0
-    model: str = ""  #: .nnp model file
+    model: str = ""  #: .nnp model file, or a DeePMD-kit .dp/.yaml
     ensemble: str = "nve"  #: nve (velocity Verlet), langevin, bussi, nose-hoover or npt
     timestep_fs: float = 0.5
     steps: int = 1000

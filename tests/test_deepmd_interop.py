@@ -323,3 +323,20 @@ def test_calculator_and_tabulated_path_take_deepmd_files(tmp_path):
         assert atoms.get_potential_energy() == pytest.approx(ref["energy"], rel=tol)
         np.testing.assert_allclose(atoms.get_forces(), ref["forces"], atol=tol * 10)
     assert deepmd_from_model(load_model(tmp_path / "m.dp"))["model"]["descriptor"]["type_one_side"] is False
+
+
+def test_nnpot_md_runs_a_deepmd_file(tmp_path):
+    """`nnpot md` takes a DeePMD-kit file as its model (NVE conserves energy with it)."""
+    import yaml
+
+    tree = dp_tree(dp_config(False))
+    save_dp_model(str(tmp_path / "m.dp"), {"model": tree, "model_def_script": {}})
+    STRUCTURES["molecule"].write(tmp_path / "mol.xyz")
+    config = {"structure": str(tmp_path / "mol.xyz"), "model": str(tmp_path / "m.dp"), "ensemble": "nve",
+              "timestep_fs": 0.2, "steps": 40, "temperature_K": 100, "output": str(tmp_path / "md"), "device": "cpu"}
+    (tmp_path / "md.yaml").write_text(yaml.safe_dump(config))
+    assert main(["md", str(tmp_path / "md.yaml"), "-q"]) == 0
+    import json
+
+    summary = json.loads((tmp_path / "md" / "thermo.json").read_text())
+    assert summary["steps"] == 40 and abs(summary["drift_eV_per_atom_per_ps"]) < 1e-4
