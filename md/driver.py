@@ -99,6 +99,7 @@ class MolecularDynamics:
         self.atoms = self.images[0]
         self.dt = float(timestep)
         self.nsteps = 0
+        self.stop_reason: str | None = None
         if model is not None:
             self.force_fn = ModelForces(model, self.images, skin=skin, chunk_size=chunk_size, compile=compile,
                                         min_distance=min_distance)
@@ -132,7 +133,9 @@ class MolecularDynamics:
         return self.nsteps * self.dt
 
     def run(self, steps: int = 50) -> bool:
-        """Advance ``steps`` steps; returns True like ASE's ``run`` does when it completes."""
+        """Advance ``steps`` steps; returns True like ASE's ``run`` does when it completes, False
+        when an observer stopped it early (:meth:`request_stop`)."""
+        self.stop_reason = None
         if self.nsteps == 0:
             self._call_observers()
         left = int(steps)
@@ -141,8 +144,15 @@ class MolecularDynamics:
             self._advance_steps(k)
             left -= k
             self._call_observers()
+            if self.stop_reason is not None:  # an observer asked to stop (e.g. DeviationMonitor)
+                break
         self.write_back()
-        return True
+        return self.stop_reason is None
+
+    def request_stop(self, reason: str) -> None:
+        """Stop :meth:`run` after the current observers (it then returns False);
+        :attr:`stop_reason` says why. A later :meth:`run` continues."""
+        self.stop_reason = reason
 
     def write_back(self) -> None:
         """Copy positions, momenta and cells from the device into the ``Atoms`` objects."""

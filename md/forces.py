@@ -34,16 +34,18 @@ class ModelForces:
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         self.evaluator = Evaluator(model, images, skin=skin, chunk_size=chunk_size, compile=compile,
                                    min_distance=min_distance)
+        #: the last evaluation's full results (an ensemble's deviations among them)
+        self.last: dict[str, torch.Tensor] = {}
 
     def evaluate_state(self, positions: torch.Tensor, cell: torch.Tensor) -> Forces:
         """Unchecked (:meth:`Evaluator.evaluate`): what a CUDA graph captures."""
-        out = self.evaluator.evaluate(positions, cell)
-        return out["energy"], out["forces"], out["virial"]
+        self.last = self.evaluator.evaluate(positions, cell)
+        return self.last["energy"], self.last["forces"], self.last["virial"]
 
     def __call__(self, positions: torch.Tensor, cell: torch.Tensor) -> Forces:
         """Checked (:meth:`Evaluator.__call__`): rebuilds the list when needed."""
-        out = self.evaluator(positions, cell)
-        return out["energy"], out["forces"], out["virial"]
+        self.last = self.evaluator(positions, cell)
+        return self.last["energy"], self.last["forces"], self.last["virial"]
 
 
 class ASEForces:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "NNPotCalculator", "load_model", "save_model", "EnergyModel"]
+__all__ = ["__version__", "NNPotCalculator", "EnsembleCalculator", "load_model", "save_model", "EnergyModel"]
 
 
 def __getattr__(name: str):
     # Lazy, so that `import nnpot` (and the CLI's --help) does not import torch.
-    if name in ("NNPotCalculator",):
-        from nnpot.potentials.calculator import NNPotCalculator
+    if name in ("NNPotCalculator", "EnsembleCalculator"):
+        from nnpot.potentials import calculator
 
-        return NNPotCalculator
+        return getattr(calculator, name)
     if name in ("load_model", "save_model"):
         from nnpot.potentials import modelfile
 

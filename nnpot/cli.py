@@ -122,11 +122,31 @@ def _data_export(args) -> int:
     return 0
 
 
+def _train_ensemble(args) -> int:
+    from nnpot.potentials.train_config import load_train_config
+    from nnpot.potentials.train_ensemble import train_ensemble
+
+    out = Path(args.resume or args.out)
+    if args.resume:  # member 0's stored config carries the base seeds
+        config = load_train_config(str(out / "member_0" / "config.yaml"))
+    else:
+        config = load_train_config(args.config, args.set, {"data": args.data, "valid_data": args.valid_data,
+                                                           "max_time": args.max_time, "init_model": args.init_model})
+    path = train_ensemble(config, out, args.ensemble or 0, resume=bool(args.resume), progress=not args.quiet,
+                          force=args.force)
+    print(f"ensemble: {path} (its members in {path}/member_*; use the folder as the model)")
+    return 0
+
+
 def _train(args) -> int:
     from nnpot.potentials.train import Trainer
     from nnpot.potentials.train_config import load_train_config
 
     out = Path(args.out)
+    from nnpot.potentials.train_ensemble import is_ensemble_run
+
+    if args.ensemble or (args.resume and is_ensemble_run(args.resume)):
+        return _train_ensemble(args)
     if args.resume:
         ignored = [flag for flag, value in (("a config file", args.config), ("--data", args.data),
                                             ("--valid-data", args.valid_data), ("--max-time", args.max_time),
@@ -141,7 +161,7 @@ def _train(args) -> int:
         config = load_train_config(str(out / "config.yaml"))
     else:
         config = load_train_config(args.config, args.set, {"data": args.data, "valid_data": args.valid_data,
-                                                           "max_time": args.max_time})
+                                                           "max_time": args.max_time, "init_model": args.init_model})
     trainer = Trainer(config, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
     r = trainer.resolved
     if r["type_map_from_data"] or r["sel_from_data"]:
@@ -318,6 +338,10 @@ def _add_train_command(sub) -> None:
                    help="override a config key, dotted for nested keys: --set model.fitting.neuron=[120,120]")
     p.add_argument("--max-time", help="wall-clock budget, e.g. 10m or 2h; the learning rate decays over it")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last good checkpoint")
+    p.add_argument("--ensemble", type=_positive_int, metavar="N",
+                   help="train N models (seeds and data order differ) into OUT/member_*; OUT is then an ensemble "
+                   "model with uncertainties (each member gets the whole --max-time)")
+    p.add_argument("--init-model", metavar="MODEL", help="start from this model's weights (fine-tuning)")
     p.add_argument("--force", action="store_true",
                    help="start afresh in an --out folder that holds an earlier run, replacing its files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

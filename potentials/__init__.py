@@ -11,9 +11,10 @@ with :func:`make_batch`. Descriptors implement :class:`Descriptor` and register 
 """
 
 from nnpot.potentials.batch import AtomsBatch, make_batch, types_from_numbers
-from nnpot.potentials.calculator import NNPotCalculator
+from nnpot.potentials.calculator import EnsembleCalculator, NNPotCalculator
 from nnpot.potentials.config import FittingConfig, ModelConfig
 from nnpot.potentials.derivatives import derivatives
+from nnpot.potentials.ensemble import EnsembleModel, load_ensemble
 from nnpot.potentials.descriptor import SeE2A, SeE2AConfig, environment, smooth_switch
 from nnpot.potentials.descriptor_base import (Descriptor, DescriptorConfig, build_descriptor, descriptor_names,
                                               register_descriptor)
@@ -29,6 +30,9 @@ __all__ = [
     "make_batch",
     "types_from_numbers",
     "NNPotCalculator",
+    "EnsembleCalculator",
+    "EnsembleModel",
+    "load_ensemble",
     "Descriptor",
     "DescriptorConfig",
     "SeE2AConfig",

@@ -18,7 +18,10 @@ from nnpot.potentials.evaluator import Evaluator, stress_from_virial
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.structure import check_structure
 
-__all__ = ["NNPotCalculator", "prepare_model"]
+__all__ = ["NNPotCalculator", "EnsembleCalculator", "prepare_model", "UNCERTAINTY"]
+
+#: per-structure uncertainty results of an ensemble (eV/A, and eV/atom for devi_e)
+UNCERTAINTY = ("max_devi_f", "min_devi_f", "avg_devi_f", "devi_e")
 
 _DTYPES = {None: None, "float32": torch.float32, "float64": torch.float64,
            torch.float32: torch.float32, torch.float64: torch.float64}
@@ -34,6 +37,10 @@ def prepare_model(model: str | os.PathLike[str] | EnergyModel, device: str | tor
     if dtype not in _DTYPES:
         raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     device = resolve_device(device)
+    if isinstance(model, (list, tuple)):  # several model files: an ensemble
+        from nnpot.potentials.ensemble import load_ensemble
+
+        model = load_ensemble(model, device=device)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(Path(model), device=device)
     target = _DTYPES[dtype] or model.dtype
@@ -65,7 +72,11 @@ class NNPotCalculator(Calculator):
             cells raise :class:`~nnpot.errors.InvalidStructureError` (``check_structure``).
 
     Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/A),
-    ``stress`` (eV/A^3, Voigt xx yy zz yz xz xy, only when the cell has a volume).
+    ``stress`` (eV/A^3, Voigt xx yy zz yz xz xy, only when the cell has a volume). With an
+    ensemble (a list of model files, an ensemble folder or an
+    :class:`~nnpot.potentials.ensemble.EnsembleModel`) these are the members' means, and the
+    results also hold the uncertainty: ``max_devi_f``, ``min_devi_f``, ``avg_devi_f`` (eV/A),
+    ``devi_e`` (eV/atom) and the per-atom ``devi_f``.
     More neighbors of an element than the model's ``sel`` raise
     :class:`~nnpot.errors.NeighborOverflowError`, never a silent truncation.
     """
@@ -74,7 +85,7 @@ class NNPotCalculator(Calculator):
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | EnergyModel,
+        model: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | torch.nn.Module,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype | None = None,
         chunk_size: int | None = 8192,
@@ -115,3 +126,17 @@ class NNPotCalculator(Calculator):
         stress = stress_from_virial(host["virial"][0], atoms.cell.array)
         if stress is not None:
             self.results["stress"] = stress
+        if "devi_f" in host:  # an ensemble: its disagreement (nnpot.potentials.ensemble)
+            self.results["devi_f"] = host["devi_f"]
+            self.results.update({k: float(host[k][0]) for k in UNCERTAINTY})
+
+
+class EnsembleCalculator(NNPotCalculator):
+    """:class:`NNPotCalculator` for an ensemble: ``EnsembleCalculator(["a.nnp", "b.nnp", ...])``
+    or an ensemble folder; mean results plus the uncertainty keys of :data:`UNCERTAINTY`."""
+
+    def __init__(self, models: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | torch.nn.Module,
+                 **kwargs):
+        super().__init__(models, **kwargs)
+        if not hasattr(self.model, "members"):
+            raise ConfigError("EnsembleCalculator needs several models (a list of files or an ensemble folder)")

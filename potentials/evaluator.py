@@ -214,8 +214,9 @@ class Evaluator:
         self.max_displacement.copy_(torch.maximum(self.max_displacement, displacement))
         batch = AtomsBatch(positions, self.types, self.frame, cells, self.pbc_all, self.neighbors, groups=self.groups)
         batch.neighbors = self.inner_neighbors(batch)
-        model = self.model if self.compiled is None else self.compiled
-        return derivatives(model, batch, chunk_size=self.chunk_size)
+        if self.compiled is not None:
+            return derivatives(self.compiled, batch, chunk_size=self.chunk_size)
+        return self.model.evaluate_batch(batch, chunk_size=self.chunk_size)
 
     def __call__(self, positions: torch.Tensor, cells: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`evaluate` with the checks of the module docstring: the list is rebuilt before

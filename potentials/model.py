@@ -110,6 +110,14 @@ class EnergyModel(nn.Module):
                 energy = energy.index_add(0, sel, fit(D[sel]).squeeze(-1))
         return energy
 
+    def evaluate_batch(self, batch: AtomsBatch, chunk_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Energies, forces, virials and atom energies of a batch
+        (:func:`~nnpot.potentials.derivatives.derivatives`); what the evaluator calls, and what an
+        :class:`~nnpot.potentials.ensemble.EnsembleModel` extends with deviations."""
+        from nnpot.potentials.derivatives import derivatives
+
+        return derivatives(self, batch, chunk_size=chunk_size)
+
     def atomic_energies(self, batch: AtomsBatch) -> torch.Tensor:
         """Per-atom energies ``[N]`` of a batch (no derivatives)."""
         inputs = self.descriptor.inputs(batch, slice(0, batch.positions.shape[0]), whole=True)

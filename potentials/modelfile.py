@@ -101,9 +101,12 @@ def _current_config(config: dict) -> dict:
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> EnergyModel:
     """Load a model file (``.nnp``, or DeePMD-kit's ``.dp``/``.yaml``: see
-    :mod:`nnpot.potentials.deepmd_model`); optionally move it to ``device`` and cast it to ``dtype``."""
+    :mod:`nnpot.potentials.deepmd_model`) or an ensemble folder (:mod:`nnpot.potentials.ensemble`); optionally move it to ``device`` and cast it to ``dtype``."""
     from nnpot.potentials.deepmd_file import is_deepmd_file
+    from nnpot.potentials.ensemble import is_ensemble, load_ensemble
 
+    if is_ensemble(path):
+        return load_ensemble(path, device=device, dtype=dtype)
     if is_deepmd_file(path):
         from nnpot.potentials.deepmd_model import load_deepmd_model
 

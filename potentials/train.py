@@ -13,6 +13,8 @@ Outputs in the run folder: ``model.nnp`` (final), ``best.nnp`` (best validation 
 
 from __future__ import annotations
 
+import copy
+
 import json
 import logging
 import math
@@ -97,6 +99,12 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.dist, self.device = init_distributed(resolve_device(config.device))
         self._load_data()
+        self._init_model = None
+        if config.init_model and not resume:  # fine-tuning: the starting model's architecture and weights
+            from nnpot.potentials.modelfile import load_model
+
+            self._init_model = load_model(config.init_model)
+            self.config.model = copy.deepcopy(self._init_model.config)
         self.config.model, self.resolved = resolve_model_config(
             self.config.model, _parts(self.train_ds), _parts(self.valid_ds) if self.valid_ds is not self.train_ds else (),
             seed=self.config.seed)
@@ -151,7 +159,10 @@ class Trainer:
         frames = [self.train_ds[int(i)] for i in sample]
         self._report_overlaps(frames, sample)
         self.model.cpu()
-        apply_stats(self.model, frames, np.array([f.energy for f in frames]))
+        if self._init_model is not None:
+            self.model.load_state_dict(self._init_model.state_dict())
+        else:
+            apply_stats(self.model, frames, np.array([f.energy for f in frames]))
         self.model.to(self.device)
         if c.ema_decay:
             self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

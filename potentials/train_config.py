@@ -86,6 +86,8 @@ class TrainConfig:
     #: data-parallel gradient averaging: "bucketed" (all-reduce of ~25 MB buckets overlapped with
     #: the backward pass) or "per-parameter" (one all-reduce per parameter after it)
     grad_sync: str = "bucketed"
+    #: start from this model's weights and statistics (fine-tuning); its architecture replaces `model`
+    init_model: str = ""
 
     def max_seconds(self) -> float | None:
         """The wall-clock budget in seconds, or None when there is none (``max_time`` empty)."""

@@ -1,0 +1,129 @@
+"""Ensembles of potentials: mean predictions and their disagreement (DP-GEN's model deviation).
+
+Members are :class:`~nnpot.potentials.EnergyModel` objects with the same type map, cutoff and
+``sel`` (trained from different seeds and data orders, ``nnpot train --ensemble N``), so one
+neighbor list serves them all. For ``M`` members with forces ``F_i^m`` on atom ``i``:
+
+* force deviation of atom ``i``: ``sqrt(mean_m |F_i^m - <F_i>|^2)`` (eV/A), and per structure
+  its maximum, minimum and mean over the atoms (``max_devi_f`` is DP-GEN's selection measure);
+* energy deviation per atom: ``std_m(E^m) / N`` (eV/atom, population standard deviation).
+
+On disk an ensemble is a folder with ``ensemble.json`` (``{"format": "nnpot-ensemble",
+"members": ["member_0/model.nnp", ...]}``, paths relative to the folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nnpot.atomic import atomic_path
+from nnpot.errors import ConfigError, ModelFileError
+from nnpot.potentials.batch import AtomsBatch
+from nnpot.potentials.derivatives import derivatives
+
+__all__ = ["EnsembleModel", "deviations", "load_ensemble", "write_manifest", "MANIFEST", "is_ensemble"]
+
+MANIFEST = "ensemble.json"
+FORMAT = "nnpot-ensemble"
+
+
+def deviations(members: Sequence[dict[str, torch.Tensor]], frame: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
+    """Means and deviations of per-member results (``energy`` ``[B]``, ``forces`` ``[N, 3]``,
+    ``virial`` ``[B, 3, 3]``, ``atom_energy`` ``[N]``) over the structures ``frame`` ``[N]``
+    assigns atoms to."""
+    stack = {k: torch.stack([m[k] for m in members]) for k in ("energy", "forces", "virial", "atom_energy")}
+    out = {k: v.mean(dim=0) for k, v in stack.items()}
+    devi = (stack["forces"] - out["forces"]).square().sum(dim=-1).mean(dim=0).sqrt()  # [N]
+    blank = devi.new_zeros(n_frames)
+    count = blank.index_add(0, frame, torch.ones_like(devi))
+    out["devi_f"] = devi
+    out["max_devi_f"] = blank.scatter_reduce(0, frame, devi, "amax", include_self=False)
+    out["min_devi_f"] = blank.scatter_reduce(0, frame, devi, "amin", include_self=False)
+    out["avg_devi_f"] = blank.index_add(0, frame, devi) / count
+    out["devi_e"] = stack["energy"].std(dim=0, unbiased=False) / count
+    out["energy_members"], out["forces_members"] = stack["energy"], stack["forces"]
+    return out
+
+
+class EnsembleModel(nn.Module):
+    """Several potentials evaluated as one: :meth:`evaluate_batch` gives the mean energy,
+    forces, virial and atom energies, the members' own, and the deviations of
+    :func:`deviations`. Everything that takes a model (calculator, MD drivers, ``Replicas``)
+    takes an ensemble."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ConfigError(f"an ensemble needs at least 2 models, got {len(members)}")
+        first = members[0]
+        for k, m in enumerate(members[1:], 1):
+            same = (m.type_map == first.type_map and m.cutoff == first.cutoff and list(m.sel) == list(first.sel)
+                    and m.dtype == first.dtype and m.is_local == first.is_local)
+            if not same:
+                raise ConfigError(f"ensemble member {k} differs from member 0 in type map, cutoff, sel, dtype or "
+                                  "locality; members share one neighbor list, so these must agree")
+        self.members = nn.ModuleList(members)
+        self.config = first.config
+
+    type_map = property(lambda self: self.members[0].type_map)
+    cutoff = property(lambda self: self.members[0].cutoff)
+    sel = property(lambda self: self.members[0].sel)
+    dtype = property(lambda self: self.members[0].dtype)
+    device = property(lambda self: self.members[0].device)
+    is_local = property(lambda self: self.members[0].is_local)
+    receptive_field = property(lambda self: max(m.receptive_field for m in self.members))
+    is_tabulated = property(lambda self: all(m.is_tabulated for m in self.members))
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def type_groups(self, types: torch.Tensor) -> list[torch.Tensor]:
+        return self.members[0].type_groups(types)
+
+    def tabulated(self, stride: float = 0.01, r_min: float = 0.5) -> EnsembleModel:
+        """Every member tabulated (:meth:`EnergyModel.tabulated`)."""
+        return EnsembleModel([m.tabulated(stride=stride, r_min=r_min) for m in self.members])
+
+    def evaluate_batch(self, batch: AtomsBatch, chunk_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Means, members and deviations (see :func:`deviations`) on one neighbor list."""
+        outs = [derivatives(m, batch, chunk_size=chunk_size) for m in self.members]
+        return deviations(outs, batch.frame, batch.n_frames)
+
+
+def is_ensemble(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an ensemble folder (holds :data:`MANIFEST`)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def write_manifest(folder: str | os.PathLike[str], members: Sequence[str | os.PathLike[str]]) -> Path:
+    """Write ``folder/ensemble.json`` naming ``members`` (paths relative to ``folder``), atomically."""
+    folder = Path(folder)
+    rel = [os.path.relpath(Path(m).resolve(), folder.resolve()) for m in members]
+    with atomic_path(folder / MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"format": FORMAT, "members": rel}, indent=1))
+    return folder / MANIFEST
+
+
+def load_ensemble(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> EnsembleModel:
+    """An ensemble from a folder with :data:`MANIFEST`, or from a list of model files."""
+    from nnpot.potentials.modelfile import load_model
+
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            if manifest.get("format") != FORMAT or not isinstance(manifest.get("members"), list):
+                raise ValueError("not an nnpot ensemble manifest")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelFileError(f"{folder / MANIFEST}: unreadable ensemble manifest ({exc})") from None
+        paths = [folder / m for m in manifest["members"]]
+    else:
+        paths = [Path(p) for p in source]
+    return EnsembleModel([load_model(p, device=device, dtype=dtype) for p in paths]).eval()
