@@ -134,7 +134,7 @@ def main() -> None:
     base, model = water_model(sel=tuple(args.sel))
     if args.model:
         from nnpot import load_model
-        from nnpot.potentials.deepmd_file import is_deepmd_file
+        from nnpot.interop.deepmd_file import is_deepmd_file
 
         if is_deepmd_file(args.model):  # a DeePMD-kit model runs as it is, with its own sel
             model = load_model(args.model)

@@ -211,8 +211,8 @@ def _test(args) -> int:
 
 
 def _convert(args) -> int:
-    from nnpot.potentials.deepmd_file import is_deepmd_file
-    from nnpot.potentials.deepmd_model import save_deepmd_model
+    from nnpot.interop.deepmd_file import is_deepmd_file
+    from nnpot.interop.deepmd_model import save_deepmd_model
     from nnpot.potentials.modelfile import load_model, save_model
 
     src, out = Path(args.model), Path(args.output)

@@ -98,19 +98,30 @@ def _current_config(config: dict) -> dict:
     return {**config, "descriptor": {k: v for k, v in desc.items() if k in keys}}
 
 
+#: readers of other codes' model files by suffix: "module:function" (path -> EnergyModel),
+#: imported on first use (the adapters of :mod:`nnpot.interop` sit above this package)
+FOREIGN_READERS: dict[str, str] = {
+    ".dp": "nnpot.interop.deepmd_model:load_deepmd_model",
+    ".yaml": "nnpot.interop.deepmd_model:load_deepmd_model",
+    ".yml": "nnpot.interop.deepmd_model:load_deepmd_model",
+}
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> EnergyModel:
-    """Load a model file (``.nnp``, or DeePMD-kit's ``.dp``/``.yaml``: see
-    :mod:`nnpot.potentials.deepmd_model`) or an ensemble folder (:mod:`nnpot.potentials.ensemble`); optionally move it to ``device`` and cast it to ``dtype``."""
-    from nnpot.potentials.deepmd_file import is_deepmd_file
+    """Load a model file (``.nnp``, or another code's, by :data:`FOREIGN_READERS`: DeePMD-kit's
+    ``.dp``/``.yaml``) or an ensemble folder (:mod:`nnpot.potentials.ensemble`); optionally move
+    it to ``device`` and cast it to ``dtype``."""
+    import importlib
+
     from nnpot.potentials.ensemble import is_ensemble, load_ensemble
 
     if is_ensemble(path):
         return load_ensemble(path, device=device, dtype=dtype)
-    if is_deepmd_file(path):
-        from nnpot.potentials.deepmd_model import load_deepmd_model
-
-        model = load_deepmd_model(path).to(device=device)
+    reader = FOREIGN_READERS.get(Path(path).suffix.lower())
+    if reader is not None:
+        module, name = reader.split(":")
+        model = getattr(importlib.import_module(module), name)(path).to(device=device)
         return (model if dtype is None else model.to(dtype=dtype)).eval()
     meta, state = read_meta(path)
     try:

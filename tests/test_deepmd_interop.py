@@ -18,8 +18,8 @@ from nnpot.cli import main
 from nnpot.errors import ModelFileError
 from nnpot.potentials import EnergyModel, load_model, save_model
 from nnpot.potentials import testing as T
-from nnpot.potentials.deepmd_file import read_deepmd_file, write_deepmd_file
-from nnpot.potentials.deepmd_model import UnsupportedModelError, deepmd_from_model, save_deepmd_model
+from nnpot.interop.deepmd_file import read_deepmd_file, write_deepmd_file
+from nnpot.interop.deepmd_model import UnsupportedModelError, deepmd_from_model, save_deepmd_model
 
 from .conftest import MOLECULE, small_config
 

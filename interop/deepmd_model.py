@@ -1,7 +1,7 @@
 """DeePMD-kit se_e2_a energy models to and from nnpot's :class:`EnergyModel`.
 
 The tree is DeePMD-kit 3's serialisation (``deepmd/dpmodel``; file container in
-:mod:`nnpot.potentials.deepmd_file`). What maps onto nnpot, one to one:
+:mod:`nnpot.interop.deepmd_file`). What maps onto nnpot, one to one:
 
 * ``model`` (``@class`` Model, ``type`` standard): ``type_map``; ``@variables.out_bias``
   ``[1, n_types, 1]``, added to the atomic energy;
@@ -34,7 +34,7 @@ import torch
 from nnpot.errors import ConfigError, ModelFileError
 from nnpot.nn import MLP, is_activation
 from nnpot.potentials.config import ModelConfig
-from nnpot.potentials.deepmd_file import read_deepmd_file, write_deepmd_file
+from nnpot.interop.deepmd_file import read_deepmd_file, write_deepmd_file
 from nnpot.potentials.descriptor import SeE2AConfig
 from nnpot.potentials.model import EnergyModel
 

@@ -10,7 +10,7 @@ DeePMD-kit 3 serialises a model as a tree of dicts and lists whose arrays sit un
 
 The top level has ``model`` (the tree), ``model_def_script`` (the training input's model
 section), and ``software``, ``version``, ``time`` and ``backend`` fields. Nothing here knows what
-the tree means (that is :mod:`nnpot.potentials.deepmd_model`); reading never runs code.
+the tree means (that is :mod:`nnpot.interop.deepmd_model`); reading never runs code.
 """
 
 from __future__ import annotations
