@@ -164,7 +164,7 @@ def _labels_from_atoms(atoms, where: str) -> Frame:
     if virial is None and stress is not None:
         stress = np.asarray(stress, dtype=float)
         if stress.shape == (6,):
-            from ase.constraints import voigt_6_to_full_3x3_stress
+            from ase.stress import voigt_6_to_full_3x3_stress
 
             stress = voigt_6_to_full_3x3_stress(stress)
         if stress.shape != (3, 3):

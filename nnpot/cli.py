@@ -237,6 +237,20 @@ def _convert(args) -> int:
     return 0
 
 
+def _explore(args) -> int:
+    from nnpot.configio import load_config
+    from nnpot.explore import ExploreConfig, Explorer
+
+    config = load_config(ExploreConfig, args.config, args.set)
+    explorer = Explorer(config, progress=not args.quiet, resume=args.resume, force=args.force)
+    state = explorer.run()
+    last = state["summary"][-1] if state["summary"] else {}
+    print(f"exploration finished after iteration {state['iteration']}: accurate fraction "
+          f"{last.get('accurate_fraction', float('nan')):.1%}; data {explorer.out / 'dataset.h5'}, "
+          f"models {explorer.iteration_dir() / 'ensemble'}, summary {explorer.out / 'summary.png'}")
+    return 0
+
+
 def _md(args) -> int:
     from nnpot.md.run_config import run_md_from_config
 
@@ -389,6 +403,18 @@ def _add_other_commands(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output model: .nnp, .dp, .yaml")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("explore", help="active learning: ensemble MD, select by deviation, label, retrain",
+                       description="Build a training set by active learning (DP-GEN's loop in one command): "
+                       "train an ensemble, explore with Langevin MD, select frames whose force deviation lies in "
+                       "the trust window, label them with an ASE calculator, append them with provenance and "
+                       "fine-tune; repeat until the explored frames are accurate. See examples/active_learning.yaml.")
+    p.add_argument("config", help="YAML config (nnpot.explore.ExploreConfig)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--resume", action="store_true", help="continue the exploration in its out folder")
+    p.add_argument("--force", action="store_true", help="start the exploration in its out folder again")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_explore)
 
     p = sub.add_parser("md", help="run molecular dynamics from a YAML config")
     p.add_argument("config", help="YAML config: structure, model, ensemble, steps, output")

@@ -38,10 +38,12 @@ def member_config(config: TrainConfig, k: int) -> TrainConfig:
 
 
 def train_ensemble(config: TrainConfig, out: str | os.PathLike[str], n: int, resume: bool = False,
-                   progress: bool = True, force: bool = False) -> Path:
+                   progress: bool = True, force: bool = False,
+                   init_models: list[str | os.PathLike[str]] | None = None) -> Path:
     """Train ``n`` members into ``out/member_k`` one after the other; returns ``out`` (an
     ensemble folder that :func:`~nnpot.potentials.modelfile.load_model` reads). ``resume``
-    takes the member count from the run's plan."""
+    takes the member count from the run's plan. ``init_models``: member ``k`` fine-tunes
+    ``init_models[k]`` (the previous ensemble's members)."""
     from nnpot.potentials.train import Trainer, TrainingError
 
     out = Path(out)
@@ -66,7 +68,10 @@ def train_ensemble(config: TrainConfig, out: str | os.PathLike[str], n: int, res
         again = resume and (folder / "checkpoints").is_dir()
         if progress:
             print(f"ensemble member {k + 1}/{n} -> {folder}", flush=True)
-        trainer = Trainer(member_config(config, k), folder, resume=again, progress=progress, force=force)
+        c = member_config(config, k)
+        if init_models is not None:
+            c.init_model = str(init_models[k])
+        trainer = Trainer(c, folder, resume=again, progress=progress, force=force)
         trainer.run()
         if not trainer.dist.main:
             return out

@@ -286,3 +286,20 @@ def test_deepmd_export_round_trip(tmp_path, water):
     for i in range(5):
         np.testing.assert_array_equal(back[i].positions, water[i].positions)
         np.testing.assert_array_equal(back[i].forces, water[i].forces)
+
+
+def test_extxyz_with_a_voigt_stress_reads_as_a_virial(tmp_path):
+    """ASE writes a 6-component stress into extxyz; it becomes the virial -stress * volume."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    from nnpot.data.readers import read_source
+
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = EMT()
+    stress = atoms.get_stress()
+    atoms.write(tmp_path / "cu.extxyz")
+    (frame,) = list(read_source(tmp_path / "cu.extxyz"))
+    np.testing.assert_allclose(frame.virial, -voigt_6_to_full_3x3_stress(stress) * atoms.get_volume(), atol=1e-10)

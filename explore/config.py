@@ -1,0 +1,64 @@
+"""The typed configuration of ``nnpot explore`` (YAML, see ``examples/active_learning.yaml``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from nnpot.errors import ConfigError
+from nnpot.explore.labelling import Labeller
+
+__all__ = ["ExploreConfig"]
+
+
+@dataclass
+class ExploreConfig:
+    #: labelled HDF5 file to start from (copied into ``out``; never modified)
+    data: str = ""
+    #: seed structures to explore from: ASE-readable files (every frame is a seed) or nnpot .h5
+    structures: list[str] = field(default_factory=list)
+    labeller: Labeller = field(default_factory=Labeller)
+    out: str = "runs/explore"
+    #: labelled HDF5 file for the validation error reported per iteration (optional)
+    test_data: str = ""
+    ensemble: int = 4  #: models in the ensemble
+    #: training config overrides (dotted keys, as nnpot train --set), e.g. {"model.fitting.neuron": [64, 64]}
+    train: dict[str, Any] = field(default_factory=dict)
+    train_time: str = "5m"  #: wall-clock budget per member, first ensemble
+    finetune_time: str = "2m"  #: per member, each later iteration (fine-tuning the previous models)
+    temperatures_K: list[float] = field(default_factory=lambda: [300.0])
+    replicas: int = 2  #: Langevin replicas per seed structure and temperature
+    steps: int = 1000  #: MD steps per exploration
+    timestep_fs: float = 1.0
+    friction_per_fs: float = 0.01
+    sample_every: int = 20  #: steps between examined frames
+    trust_lo: float = 0.05  #: eV/A: below, a frame is accurate
+    trust_hi: float = 0.35  #: eV/A: at or above, a frame is failed (not labelled)
+    max_select: int = 20  #: frames labelled per iteration at most
+    accurate_threshold: float = 0.95  #: stop when this fraction of explored frames is accurate
+    max_iterations: int = 5
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> ExploreConfig:
+        if not self.data:
+            raise ConfigError("data: give the labelled HDF5 file to start from")
+        if not self.structures:
+            raise ConfigError("structures: give at least one seed structure file")
+        if self.ensemble < 2:
+            raise ConfigError(f"ensemble must be >= 2 (the deviation needs several models), got {self.ensemble}")
+        if not 0 <= self.trust_lo < self.trust_hi:
+            raise ConfigError(f"need 0 <= trust_lo < trust_hi, got {self.trust_lo} and {self.trust_hi}")
+        for name in ("replicas", "steps", "sample_every", "max_iterations"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_select < 0:
+            raise ConfigError(f"max_select must be >= 0, got {self.max_select}")
+        if not self.temperatures_K or any(not (math.isfinite(t) and t > 0) for t in self.temperatures_K):
+            raise ConfigError(f"temperatures_K must be positive, got {self.temperatures_K}")
+        if not (self.timestep_fs > 0 and self.friction_per_fs >= 0):
+            raise ConfigError("need timestep_fs > 0 and friction_per_fs >= 0")
+        if not 0 < self.accurate_threshold <= 1:
+            raise ConfigError(f"accurate_threshold must lie in (0, 1], got {self.accurate_threshold}")
+        return self

@@ -1,0 +1,125 @@
+"""Labelling structures with a reference method through any ASE calculator.
+
+Built in: ``emt`` (ASE's effective-medium theory: milliseconds, for workflows and tests, not for
+chemistry), ``tblite`` (GFN2-xTB, ``pip install tblite``; molecules and periodic cells) and
+``pyscf`` (DFT for molecules, ``pip install pyscf``). Any other ASE calculator is named by its
+import path, ``"ase.calculators.vasp:Vasp"`` or ``"mypackage.calc:MyCalc"``, with keyword
+arguments in ``settings``: VASP, CP2K or Quantum ESPRESSO through ASE on a cluster work the same.
+
+A frame whose calculation fails (SCF not converged, a crash, non-finite results) is skipped and
+its error recorded; the other frames are labelled.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from nnpot.data.frame import Frame
+from nnpot.errors import ConfigError
+
+__all__ = ["Labeller", "LabelResult", "BUILTIN", "PySCFCalculator"]
+
+#: built-in labeller names -> import path of the ASE calculator class
+BUILTIN = {
+    "emt": "ase.calculators.emt:EMT",
+    "tblite": "tblite.ase:TBLite",
+    "pyscf": "nnpot.explore.labelling:PySCFCalculator",
+}
+
+
+@dataclass
+class LabelResult:
+    """A labelled frame, or why it could not be labelled."""
+
+    frame: Frame | None
+    error: str | None = None
+
+
+@dataclass
+class Labeller:
+    """A reference method: ``name`` (built in, or ``module:Class``) and its keyword ``settings``."""
+
+    name: str = "emt"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def factory(self) -> Callable[[], Calculator]:
+        path = BUILTIN.get(self.name, self.name)
+        module, _, cls = path.partition(":")
+        if not cls:
+            raise ConfigError(f"labeller {self.name!r}: give a built-in name ({', '.join(BUILTIN)}) or an import "
+                              "path module:Class of an ASE calculator")
+        try:
+            calc_class = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as exc:
+            hint = f" (pip install {module.split('.')[0]})" if self.name in BUILTIN else ""
+            raise ConfigError(f"labeller {self.name!r}: cannot import {path}{hint}: {exc}") from None
+        return lambda: calc_class(**self.settings)
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: the labeller and its settings."""
+        return {"labeller": self.name, "calculator": BUILTIN.get(self.name, self.name), "settings": self.settings}
+
+    def label(self, atoms: Atoms, calc: Calculator | None = None) -> LabelResult:
+        """Energy and forces (and the stress of periodic cells, when the calculator gives it)."""
+        calc = calc or self.factory()()
+        work = atoms.copy()
+        work.calc = calc
+        try:
+            energy = float(work.get_potential_energy())
+            forces = np.array(work.get_forces(), dtype=np.float64)
+            virial = None
+            if work.pbc.all() and "stress" in getattr(calc, "implemented_properties", ()):
+                from ase.stress import voigt_6_to_full_3x3_stress
+
+                virial = -voigt_6_to_full_3x3_stress(work.get_stress()) * work.get_volume()
+        except Exception as exc:  # any failure of the reference code: record it, keep going
+            return LabelResult(None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])
+        if not (np.isfinite(energy) and np.isfinite(forces).all()):
+            return LabelResult(None, "non-finite energy or forces")
+        return LabelResult(Frame(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(),
+                                 cell=atoms.cell.array.copy(), pbc=atoms.pbc.copy(), energy=energy, forces=forces,
+                                 virial=virial))
+
+    def label_all(self, images: Sequence[Atoms]) -> list[LabelResult]:
+        calc = self.factory()()
+        return [self.label(a, calc) for a in images]
+
+
+class PySCFCalculator(Calculator):
+    """Kohn-Sham DFT for molecules with PySCF: energy and analytic forces (eV, eV/A).
+
+    Args:
+        xc: exchange-correlation functional (PySCF's names), default PBE.
+        basis: basis set, default def2-SVP.
+        charge, spin: total charge and 2S.
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, xc: str = "PBE", basis: str = "def2-svp", charge: int = 0, spin: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.xc, self.basis, self.charge, self.spin = xc, basis, charge, spin
+
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:
+        from ase.units import Bohr, Hartree
+        from pyscf import dft, gto
+
+        super().calculate(atoms, properties, system_changes)
+        if self.atoms.pbc.any():
+            raise ConfigError("the pyscf labeller is for molecules (pbc False); use tblite or a periodic code")
+        mol = gto.M(atom=[(s, tuple(p)) for s, p in zip(self.atoms.get_chemical_symbols(), self.atoms.positions)],
+                    unit="Angstrom", basis=self.basis, charge=self.charge, spin=self.spin, verbose=0)
+        mf = (dft.RKS if self.spin == 0 else dft.UKS)(mol)
+        mf.xc = self.xc
+        energy = mf.kernel()
+        if not mf.converged:
+            raise RuntimeError("SCF did not converge")
+        gradient = mf.nuc_grad_method().kernel()
+        self.results = {"energy": energy * Hartree, "forces": -gradient * Hartree / Bohr}

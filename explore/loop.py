@@ -1,0 +1,248 @@
+"""The active-learning loop of ``nnpot explore``: train an ensemble, explore with MD, select by
+the ensemble's deviation, label, append, fine-tune, until the explored frames are accurate.
+
+Everything lives in the ``out`` folder, and each stage's results are on disk before the next
+stage starts, so a killed run resumes where it stopped (``state.json`` names the iteration and
+stage)::
+
+    out/dataset.h5                the training data: the starting file plus every labelled frame,
+                                  each appended block with its provenance in the file's sources
+    out/iter_000/ensemble/        the ensemble of iteration 0 (iteration k fine-tunes k-1's)
+    out/iter_000/explored.extxyz  frames examined along the exploration MD, with max_devi_f
+    out/iter_000/selection.json   trust-window fractions and the selected frames
+    out/iter_000/labels/          one file per selected frame: its labels, or its error
+    out/summary.json, summary.png fractions and validation error per iteration
+
+A frame is labelled at most once: its label file is written (atomically) as soon as the
+reference calculation returns, and labelling skips frames that have one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from ase import units
+from ase.io import read, write
+
+from nnpot.atomic import atomic_path
+from nnpot.explore.config import ExploreConfig
+from nnpot.explore.selection import select
+
+__all__ = ["Explorer", "STAGES"]
+
+STAGES = ("train", "explore", "select", "label", "append", "done")
+
+
+def _write_json(path: Path, value) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1))
+
+
+class Explorer:
+    """Runs :class:`~nnpot.explore.config.ExploreConfig` in ``config.out`` (resumable)."""
+
+    def __init__(self, config: ExploreConfig, progress: bool = True, resume: bool = False, force: bool = False):
+        from nnpot.errors import NNPotError
+
+        self.config = config.validate()
+        self.out = Path(config.out)
+        self.progress = progress
+        state = self.out / "state.json"
+        if state.exists() and not resume:
+            if not force:
+                raise NNPotError(f"{self.out}: holds an exploration already; continue it with --resume, or give "
+                                 "--force to start it again (its files are replaced)")
+            shutil.rmtree(self.out)  # ours: it holds our state.json
+        elif self.out.exists() and not state.exists() and any(self.out.iterdir()) and not force:
+            raise NNPotError(f"{self.out}: exists and is not an nnpot exploration; choose another out folder")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume and state.exists():
+            self.state = json.loads(state.read_text())
+        else:
+            shutil.copyfile(config.data, self.out / "dataset.h5")
+            self.state = {"iteration": 0, "stage": "train", "summary": []}
+            self._save_state()
+
+    def _save_state(self) -> None:
+        _write_json(self.out / "state.json", self.state)
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(f"[explore it {self.state['iteration']}] {text}", flush=True)
+
+    def iteration_dir(self, k: int | None = None) -> Path:
+        return self.out / f"iter_{self.state['iteration'] if k is None else k:03d}"
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop_after: str | None = None) -> dict:
+        """Run stages until done (``stop_after``: return after that stage, as if killed)."""
+        steps = {"train": self.train, "explore": self.explore, "select": self.select, "label": self.label,
+                 "append": self.append}
+        while self.state["stage"] != "done":
+            stage = self.state["stage"]
+            nxt = steps[stage]()
+            self.state["stage"] = nxt
+            if nxt == "train" and stage == "append":
+                self.state["iteration"] += 1
+            self._save_state()
+            if stop_after == stage:
+                break
+        return self.state
+
+    def train(self) -> str:
+        from nnpot.potentials.train_config import load_train_config
+        from nnpot.potentials.train_ensemble import is_ensemble_run, train_ensemble
+
+        c, k = self.config, self.state["iteration"]
+        folder = self.iteration_dir() / "ensemble"
+        overrides = [f"{key}={json.dumps(v)}" for key, v in c.train.items()]
+        config = load_train_config(None, overrides, {"data": [str(self.out / "dataset.h5")],
+                                                     "max_time": c.finetune_time if k else c.train_time,
+                                                     "device": c.device, "seed": c.seed + 100 * k})
+        previous = None
+        if k:
+            prev = self.iteration_dir(k - 1) / "ensemble"
+            previous = [prev / f"member_{m}" / "model.nnp" for m in range(c.ensemble)]
+        self._say(f"training {c.ensemble} models ({'fine-tuning' if k else 'from scratch'}, "
+                  f"{config.max_time} each)")
+        train_ensemble(config, folder, c.ensemble, resume=is_ensemble_run(folder), progress=self.progress,
+                       init_models=previous)
+        self._record({"iteration": k, **self._validation(folder)})
+        return "explore"
+
+    def _validation(self, folder: Path) -> dict:
+        if not self.config.test_data:
+            return {}
+        from nnpot.data import H5Dataset
+        from nnpot.potentials import load_model
+        from nnpot.potentials.evaluate import error_metrics, predict
+
+        model = load_model(folder)
+        metrics = error_metrics(predict(model, list(H5Dataset(self.config.test_data))))
+        self._say(f"test set: force RMSE {metrics['force_rmse'] * 1e3:.1f} meV/A, energy RMSE "
+                  f"{metrics['energy_rmse_per_atom'] * 1e3:.2f} meV/atom")
+        return {"test_force_rmse": metrics["force_rmse"], "test_energy_rmse_per_atom": metrics["energy_rmse_per_atom"],
+                "train_frames": len(H5Dataset(self.out / "dataset.h5"))}
+
+    def _record(self, row: dict) -> None:
+        rows = [r for r in self.state["summary"] if r["iteration"] != row["iteration"]]
+        old = next((r for r in self.state["summary"] if r["iteration"] == row["iteration"]), {})
+        self.state["summary"] = sorted(rows + [{**old, **row}], key=lambda r: r["iteration"])
+        _write_json(self.out / "summary.json", self.state["summary"])
+        from nnpot.explore.report import plot_summary
+
+        plot_summary(self.state["summary"], self.out / "summary.png")
+
+    def explore(self) -> str:
+        """Langevin MD of every seed structure at every temperature with the ensemble; every
+        ``sample_every`` steps each replica's frame and its ``max_devi_f`` are kept."""
+        from nnpot.md import Replicas
+        from nnpot.md.driver import MDError
+        from nnpot.md.state import thermalize
+
+        c, k = self.config, self.state["iteration"]
+        seeds = [a for path in c.structures for a in _read_structures(path)]
+        kept = []
+        for t_index, temperature in enumerate(c.temperatures_K):
+            images = []
+            for r in range(c.replicas):
+                for s, atoms in enumerate(seeds):
+                    a = atoms.copy()
+                    thermalize(a, temperature, np.random.default_rng([c.seed, k, t_index, r, s]))
+                    images.append(a)
+            dyn = Replicas(images, self.iteration_dir() / "ensemble", c.timestep_fs * units.fs,
+                           temperature_K=temperature, friction=c.friction_per_fs / units.fs, device=c.device,
+                           seed=c.seed + 1000 * k + t_index)
+            dyn.attach(lambda dyn=dyn, temperature=temperature: kept.extend(_sample(dyn, temperature)),
+                       c.sample_every)
+            self._say(f"exploring {len(images)} replicas at {temperature:g} K for {c.steps} steps")
+            try:
+                dyn.run(c.steps)
+            except MDError as exc:  # an unstable ensemble: what was sampled before stays
+                self._say(f"MD stopped early: {exc}")
+        write(self.iteration_dir() / "explored.extxyz", kept, format="extxyz")
+        return "select"
+
+    def select(self) -> str:
+        c = self.config
+        frames = read(self.iteration_dir() / "explored.extxyz", ":")
+        devi = [float(a.info["max_devi_f"]) for a in frames]
+        classes, chosen = select(frames, devi, c.trust_lo, c.trust_hi, c.max_select)
+        n = max(len(frames), 1)
+        fractions = {"accurate": float((classes == 0).sum() / n), "candidate": float((classes == 1).sum() / n),
+                     "failed": float((classes == 2).sum() / n)}
+        _write_json(self.iteration_dir() / "selection.json", {"fractions": fractions, "selected": chosen,
+                                                               "explored": len(frames)})
+        if chosen:
+            write(self.iteration_dir() / "selected.extxyz", [frames[i] for i in chosen], format="extxyz")
+        self._say(f"{len(frames)} frames: accurate {fractions['accurate']:.1%}, candidate "
+                  f"{fractions['candidate']:.1%}, failed {fractions['failed']:.1%}; {len(chosen)} selected")
+        self._record({"iteration": self.state["iteration"], **{f"{key}_fraction": v for key, v in fractions.items()},
+                      "selected": len(chosen)})
+        done = fractions["accurate"] >= c.accurate_threshold or not chosen
+        last = self.state["iteration"] + 1 >= c.max_iterations
+        return "done" if done or last else "label"
+
+    def label(self) -> str:
+        from tqdm import tqdm
+
+        folder = self.iteration_dir() / "labels"
+        folder.mkdir(exist_ok=True)
+        selected = read(self.iteration_dir() / "selected.extxyz", ":")
+        calc = self.config.labeller.factory()()
+        todo = [i for i in range(len(selected))
+                if not (folder / f"{i:04d}.extxyz").exists() and not (folder / f"{i:04d}.error").exists()]
+        for i in tqdm(todo, desc=f"labelling ({self.config.labeller.name})", disable=not self.progress):
+            result = self.config.labeller.label(selected[i], calc)
+            if result.frame is None:
+                with atomic_path(folder / f"{i:04d}.error") as tmp:
+                    tmp.write_text(result.error or "failed")
+                continue
+            with atomic_path(folder / f"{i:04d}.extxyz") as tmp:
+                write(tmp, result.frame.to_atoms(), format="extxyz")
+        return "append"
+
+    def append(self) -> str:
+        from nnpot.data import H5Dataset
+        from nnpot.data.h5format import append_h5
+        from nnpot.data.readers import read_ase
+
+        k = self.state["iteration"]
+        dataset = self.out / "dataset.h5"
+        if any(s.get("explore_iteration") == k for s in H5Dataset(dataset).sources):
+            return "train"  # appended before an interruption
+        folder = self.iteration_dir() / "labels"
+        files = sorted(folder.glob("*.extxyz"))
+        failures = {p.stem: p.read_text() for p in sorted(folder.glob("*.error"))}
+        frames = [f for p in files for f in read_ase(p)]
+        source = {"explore_iteration": k, **self.config.labeller.describe(), "frames": len(frames),
+                  "failed": failures}
+        if frames:
+            append_h5(frames, dataset, sources=[source])
+        self._say(f"labelled {len(frames)} frames ({len(failures)} failed); dataset now {len(H5Dataset(dataset))} frames")
+        self._record({"iteration": k, "labelled": len(frames), "label_failures": len(failures)})
+        return "train"
+
+
+def _read_structures(path: str) -> list:
+    if str(path).endswith(".h5"):
+        from nnpot.data import H5Dataset
+
+        return [f.to_atoms() for f in H5Dataset(path)]
+    return read(path, ":")
+
+
+def _sample(dyn, temperature: float) -> list:
+    """The current frame of every replica, with its max_devi_f and temperature in ``info``."""
+    devi = dyn.force_fn.last["max_devi_f"].detach().cpu().double().numpy()
+    out = []
+    for b, image in enumerate(dyn.images):
+        a = image.copy()
+        a.calc = None
+        a.info = {"max_devi_f": float(devi[b]), "temperature_K": temperature, "step": dyn.nsteps}
+        out.append(a)
+    return out

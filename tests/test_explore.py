@@ -1,0 +1,124 @@
+"""Active learning (nnpot explore) on EMT copper with a vacancy: trust window, labelling with
+failures, a two-iteration loop end to end, and a resume that labels nothing twice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from nnpot.data import H5Dataset
+from nnpot.data.readers import read_ase  # noqa: F401  (the loop's reader of label files)
+from nnpot.explore import ExploreConfig, Explorer, Labeller
+from nnpot.explore.selection import farthest_point, select, trust_window
+
+CALLS = {"n": 0}
+
+
+class CountingEMT(EMT):
+    """EMT that counts its calculations (a labeller must not repeat one after a resume)."""
+
+    def calculate(self, *args, **kwargs):
+        CALLS["n"] += 1
+        super().calculate(*args, **kwargs)
+
+
+class FlakyEMT(CountingEMT):
+    """EMT whose second calculation fails, as a non-converging SCF would."""
+
+    def calculate(self, *args, **kwargs):
+        if CALLS["n"] == 1:
+            CALLS["n"] += 1
+            raise RuntimeError("SCF did not converge")
+        super().calculate(*args, **kwargs)
+
+
+def copper_with_vacancy():
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    del atoms[0]
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def copper_data(tmp_path_factory):
+    from nnpot.data import write_h5
+
+    root = tmp_path_factory.mktemp("cu")
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(12):
+        a = copper_with_vacancy()
+        a.rattle(0.03 + 0.01 * (k % 3), seed=k)
+        a.set_cell(a.cell * (1 + rng.uniform(-0.01, 0.01)), scale_atoms=True)
+        result = Labeller("emt").label(a)
+        frames.append(result.frame)
+    write_h5(frames, root / "cu.h5")
+    copper_with_vacancy().write(root / "seed.xyz")
+    return root
+
+
+def _config(root, out, labeller="emt", **kw) -> ExploreConfig:
+    c = ExploreConfig(data=str(root / "cu.h5"), structures=[str(root / "seed.xyz")], out=str(out),
+                      labeller=Labeller(labeller), ensemble=2, train_time="4s", finetune_time="2s",
+                      temperatures_K=[800.0], replicas=1, steps=12, sample_every=3, trust_lo=0.0, trust_hi=1e6,
+                      max_select=3, max_iterations=2, accurate_threshold=1.0, device="cpu",
+                      train={"model.descriptor.rcut": 4.0, "model.descriptor.rcut_smth": 1.0,
+                             "model.descriptor.neuron": [4, 8], "model.descriptor.axis_neuron": 2,
+                             "model.fitting.neuron": [8], "stat_frames": 4, "valid_frames": 2, "valid_freq": 5})
+    for key, value in kw.items():
+        setattr(c, key, value)
+    return c
+
+
+def test_trust_window_classes_frames_exactly():
+    devi = [0.01, 0.05, 0.0499, 0.2, 0.35, 0.3499, 1.0]
+    assert trust_window(devi, 0.05, 0.35).tolist() == [0, 1, 0, 1, 2, 1, 2]
+    frames = [copper_with_vacancy() for _ in devi]
+    for k, a in enumerate(frames):
+        a.rattle(0.05, seed=k)
+    classes, chosen = select(frames, devi, 0.05, 0.35, max_select=2)
+    assert set(chosen) <= {1, 3, 5} and len(chosen) == 2 and chosen[0] == 5  # most uncertain candidate first
+    assert sorted(select(frames, devi, 0.05, 0.35, max_select=10)[1]) == [1, 3, 5]  # never beyond the window
+
+
+def test_farthest_point_spreads_the_choice():
+    x = np.array([[0.0], [0.1], [0.2], [5.0], [10.0]])
+    assert farthest_point(x, 3, first=0) == [0, 4, 3]
+
+
+def test_a_labeller_that_fails_on_one_frame_keeps_every_other():
+    CALLS["n"] = 0
+    frames = [copper_with_vacancy() for _ in range(4)]
+    for k, a in enumerate(frames):
+        a.rattle(0.02, seed=k)
+    results = Labeller("tests.test_explore:FlakyEMT").label_all(frames)
+    assert [r.frame is None for r in results] == [False, True, False, False]
+    assert "SCF did not converge" in results[1].error
+    assert all(np.isfinite(r.frame.forces).all() for r in results if r.frame is not None)
+
+
+def test_two_iterations_end_to_end_and_resume_without_relabelling(copper_data, tmp_path):
+    CALLS["n"] = 0
+    out = tmp_path / "al"
+    config = _config(copper_data, out, labeller="tests.test_explore:CountingEMT")
+    explorer = Explorer(config, progress=False)
+    explorer.run(stop_after="label")  # killed after labelling, before appending and training
+    labelled = CALLS["n"]
+    assert labelled == 3 and json.loads((out / "state.json").read_text())["stage"] == "append"
+    with pytest.raises(Exception, match="--resume"):
+        Explorer(config, progress=False)
+    state = Explorer(config, progress=False, resume=True).run()
+    assert CALLS["n"] == labelled  # nothing labelled twice; iteration 1 then stops at max_iterations
+    assert state["stage"] == "done" and state["iteration"] == 1
+    data = H5Dataset(out / "dataset.h5")
+    assert len(data) == 12 + 3
+    source = [s for s in data.sources if s.get("explore_iteration") == 0]
+    assert len(source) == 1 and source[0]["labeller"] == "tests.test_explore:CountingEMT" and source[0]["frames"] == 3
+    assert len(H5Dataset(copper_data / "cu.h5")) == 12  # the user's file is untouched
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r["iteration"] for r in rows] == [0, 1] and all("accurate_fraction" in r for r in rows)
+    assert (out / "summary.png").stat().st_size > 1000
+    assert (out / "iter_001" / "ensemble" / "ensemble.json").exists()
