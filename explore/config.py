@@ -27,6 +27,9 @@ class ExploreConfig:
     train: dict[str, Any] = field(default_factory=dict)
     train_time: str = "5m"  #: wall-clock budget per member, first ensemble
     finetune_time: str = "2m"  #: per member, each later iteration (fine-tuning the previous models)
+    #: step budgets instead (reproducible, for comparisons): used when > 0
+    train_steps: int = 0
+    finetune_steps: int = 0
     temperatures_K: list[float] = field(default_factory=lambda: [300.0])
     replicas: int = 2  #: Langevin replicas per seed structure and temperature
     steps: int = 1000  #: MD steps per exploration
@@ -40,6 +43,10 @@ class ExploreConfig:
     max_iterations: int = 5
     device: str = "auto"
     seed: int = 0
+    #: "deviation" (the trust window), or "random": max_select frames drawn at random from
+    #: `random_pool` each iteration, the baseline that active learning is measured against
+    selection: str = "deviation"
+    random_pool: str = ""  #: structures (ASE-readable or .h5) for selection "random"
 
     def validate(self) -> ExploreConfig:
         if not self.data:
@@ -59,6 +66,8 @@ class ExploreConfig:
             raise ConfigError(f"temperatures_K must be positive, got {self.temperatures_K}")
         if not (self.timestep_fs > 0 and self.friction_per_fs >= 0):
             raise ConfigError("need timestep_fs > 0 and friction_per_fs >= 0")
+        if self.selection not in ("deviation", "random") or (self.selection == "random" and not self.random_pool):
+            raise ConfigError(f"selection must be 'deviation' or 'random' (with random_pool), got {self.selection!r}")
         if not 0 < self.accurate_threshold <= 1:
             raise ConfigError(f"accurate_threshold must lie in (0, 1], got {self.accurate_threshold}")
         return self

@@ -100,15 +100,16 @@ class Explorer:
         c, k = self.config, self.state["iteration"]
         folder = self.iteration_dir() / "ensemble"
         overrides = [f"{key}={json.dumps(v)}" for key, v in c.train.items()]
-        config = load_train_config(None, overrides, {"data": [str(self.out / "dataset.h5")],
-                                                     "max_time": c.finetune_time if k else c.train_time,
+        steps = c.finetune_steps if k else c.train_steps
+        budget = {"num_steps": steps} if steps > 0 else {"max_time": c.finetune_time if k else c.train_time}
+        config = load_train_config(None, overrides, {"data": [str(self.out / "dataset.h5")], **budget,
                                                      "device": c.device, "seed": c.seed + 100 * k})
         previous = None
         if k:
             prev = self.iteration_dir(k - 1) / "ensemble"
             previous = [prev / f"member_{m}" / "model.nnp" for m in range(c.ensemble)]
         self._say(f"training {c.ensemble} models ({'fine-tuning' if k else 'from scratch'}, "
-                  f"{config.max_time} each)")
+                  f"{config.max_time or config.num_steps} {'each' if config.max_time else 'steps each'})")
         train_ensemble(config, folder, c.ensemble, resume=is_ensemble_run(folder), progress=self.progress,
                        init_models=previous)
         self._record({"iteration": k, **self._validation(folder)})
@@ -172,20 +173,32 @@ class Explorer:
         frames = read(self.iteration_dir() / "explored.extxyz", ":")
         devi = [float(a.info["max_devi_f"]) for a in frames]
         classes, chosen = select(frames, devi, c.trust_lo, c.trust_hi, c.max_select)
-        n = max(len(frames), 1)
+        if c.selection == "random":  # the baseline: as many frames, drawn from the reference pool
+            frames, chosen = self._random_draw(c.max_select)
+        n = max(len(classes), 1)
         fractions = {"accurate": float((classes == 0).sum() / n), "candidate": float((classes == 1).sum() / n),
                      "failed": float((classes == 2).sum() / n)}
         _write_json(self.iteration_dir() / "selection.json", {"fractions": fractions, "selected": chosen,
-                                                               "explored": len(frames)})
+                                                               "explored": len(classes)})
         if chosen:
             write(self.iteration_dir() / "selected.extxyz", [frames[i] for i in chosen], format="extxyz")
-        self._say(f"{len(frames)} frames: accurate {fractions['accurate']:.1%}, candidate "
+        self._say(f"{len(classes)} frames: accurate {fractions['accurate']:.1%}, candidate "
                   f"{fractions['candidate']:.1%}, failed {fractions['failed']:.1%}; {len(chosen)} selected")
         self._record({"iteration": self.state["iteration"], **{f"{key}_fraction": v for key, v in fractions.items()},
                       "selected": len(chosen)})
         done = fractions["accurate"] >= c.accurate_threshold or not chosen
         last = self.state["iteration"] + 1 >= c.max_iterations
         return "done" if done or last else "label"
+
+    def _random_draw(self, n: int) -> tuple[list, list[int]]:
+        """``n`` pool frames not drawn before (seeded by iteration)."""
+        pool = _read_structures(self.config.random_pool)
+        used = set(self.state.setdefault("pool_used", []))
+        free = [i for i in range(len(pool)) if i not in used]
+        rng = np.random.default_rng([self.config.seed, self.state["iteration"]])
+        chosen = sorted(int(i) for i in rng.choice(free, size=min(n, len(free)), replace=False))
+        self.state["pool_used"] = sorted(used | set(chosen))
+        return pool, chosen
 
     def label(self) -> str:
         from tqdm import tqdm
