@@ -120,6 +120,8 @@ def main() -> None:
     p.add_argument("--trust-lo", type=float, default=0.05)
     p.add_argument("--trust-hi", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reference-steps", type=int, default=3000,
+                   help="EMT reference MD at 1500 K for the 100 test frames (half as long per temperature for the pool)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "active_learning.json"))
     args = p.parse_args()
     from make_copper_seed import main as make_seed
@@ -134,9 +136,10 @@ def main() -> None:
     make_seed(str(work / "seed"))
     seed = slab_with_vacancy()
     label = Labeller("emt")
-    test = reference_md(seed, 1500.0, 8000, 80, 11)
+    test = reference_md(seed, 1500.0, args.reference_steps, args.reference_steps // 100, 11)
     write_h5([label.label(a).frame for a in test], work / "test_1500K.h5")
-    pool = [a for k, t in enumerate((300.0, 900.0, 1500.0)) for a in reference_md(seed, t, 4000, 20, 20 + k)]
+    pool = [a for k, t in enumerate((300.0, 900.0, 1500.0))
+            for a in reference_md(seed, t, args.reference_steps // 2, args.reference_steps // 200, 20 + k)]
     from ase.io import write
 
     write(work / "pool.extxyz", pool, format="extxyz")

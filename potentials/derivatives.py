@@ -21,7 +21,7 @@ import torch
 
 from nnpot.potentials.batch import AtomsBatch
 
-__all__ = ["derivatives", "chunk_slices"]
+__all__ = ["derivatives", "chunk_slices", "add_edge_gradients"]
 
 
 def chunk_slices(n: int, chunk_size: int | None) -> list[slice]:
@@ -29,6 +29,17 @@ def chunk_slices(n: int, chunk_size: int | None) -> list[slice]:
     if chunk_size is None or chunk_size >= n:
         return [slice(0, n)]
     return [slice(a, min(n, a + chunk_size)) for a in range(0, n, chunk_size)]
+
+
+def add_edge_gradients(forces: torch.Tensor, virial: torch.Tensor, g: torch.Tensor, rij: torch.Tensor,
+                       index: torch.Tensor, centers: torch.Tensor, frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add the forces ``[N, 3]`` and virials ``[B, 3, 3]`` of the edge gradients ``g = dE/dr_ij``
+    ``[n, K, 3]`` (zero in empty slots) of the centers ``centers`` (in structures ``frame``)
+    with neighbors ``index`` (the formulas of the module docstring)."""
+    forces = forces.index_add(0, centers, g.sum(dim=1))
+    forces = forces.index_add(0, index.clamp(min=0).reshape(-1), -g.reshape(-1, 3))
+    pair_w = -torch.einsum("nka,nkb->nab", rij, g)  # [n, 3, 3], each atom's edges
+    return forces, virial.index_add(0, frame, pair_w)
 
 
 def derivatives(
@@ -73,10 +84,7 @@ def derivatives(
         if not create_graph:
             rij, e_atom = rij.detach(), e_atom.detach()
         g = g * mask[..., None]  # [n, K, 3]
-        forces = forces.index_add(0, centers, g.sum(dim=1))
-        forces = forces.index_add(0, index.clamp(min=0).reshape(-1), -g.reshape(-1, 3))
-        pair_w = -torch.einsum("nka,nkb->nab", rij, g)  # [n, 3, 3], each atom's edges
-        virial = virial.index_add(0, batch.frame[sl], pair_w)
+        forces, virial = add_edge_gradients(forces, virial, g, rij, index, centers, batch.frame[sl])
         if atom_vir is not None:
             per_edge = -0.5 * torch.einsum("nka,nkb->nkab", rij, g)
             atom_vir = atom_vir.index_add(0, centers, per_edge.sum(1))

@@ -14,6 +14,7 @@ On disk an ensemble is a folder with ``ensemble.json`` (``{"format": "nnpot-ense
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from torch import nn
 from nnpot.atomic import atomic_path
 from nnpot.errors import ConfigError, ModelFileError
 from nnpot.potentials.batch import AtomsBatch
-from nnpot.potentials.derivatives import derivatives
+from nnpot.potentials.derivatives import add_edge_gradients, derivatives
 
 __all__ = ["EnsembleModel", "deviations", "load_ensemble", "write_manifest", "MANIFEST", "is_ensemble"]
 
@@ -70,6 +71,10 @@ class EnsembleModel(nn.Module):
                                   "locality; members share one neighbor list, so these must agree")
         self.members = nn.ModuleList(members)
         self.config = first.config
+        #: evaluate all members in one vectorised pass (torch.func.vmap over stacked weights):
+        #: True, False (one after the other), None (on CUDA; whole batches only, no chunks)
+        self.batched: bool | None = None
+        self._stack: tuple | None = None
 
     type_map = property(lambda self: self.members[0].type_map)
     cutoff = property(lambda self: self.members[0].cutoff)
@@ -91,9 +96,57 @@ class EnsembleModel(nn.Module):
         return EnsembleModel([m.tabulated(stride=stride, r_min=r_min) for m in self.members])
 
     def evaluate_batch(self, batch: AtomsBatch, chunk_size: int | None = None) -> dict[str, torch.Tensor]:
-        """Means, members and deviations (see :func:`deviations`) on one neighbor list."""
-        outs = [derivatives(m, batch, chunk_size=chunk_size) for m in self.members]
+        """Means, members and deviations (see :func:`deviations`) on one neighbor list: the
+        members one after the other, or (:attr:`batched`) all in one vectorised pass."""
+        batched = self.batched if self.batched is not None else batch.positions.is_cuda
+        if batched and (chunk_size is None or chunk_size >= batch.positions.shape[0]):
+            outs = self._members_at_once(batch)
+        else:
+            outs = [derivatives(m, batch, chunk_size=chunk_size) for m in self.members]
         return deviations(outs, batch.frame, batch.n_frames)
+
+    def _stacked(self) -> tuple[dict, dict, nn.Module]:
+        """The members' parameters and buffers stacked along a new first axis, and a
+        parameter-free copy of member 0 to call them with (rebuilt after a move or cast)."""
+        from torch.func import stack_module_state
+
+        key = tuple((p.data_ptr(), p.dtype) for m in self.members for p in m.parameters())
+        if self._stack is None or self._stack[0] != key:
+            params, buffers = stack_module_state(list(self.members))
+            self._stack = (key, params, buffers, copy.deepcopy(self.members[0]).to("meta"))
+        return self._stack[1:]
+
+    def _members_at_once(self, batch: AtomsBatch) -> list[dict[str, torch.Tensor]]:
+        """Every member's results from one vmapped forward pass and one batched backward pass."""
+        from torch.func import functional_call, vmap
+
+        params, buffers, base = self._stacked()
+        n = batch.positions.shape[0]
+        everything = slice(0, n)
+        with torch.enable_grad():
+            rij = batch.edge_vectors().detach().requires_grad_(True)
+            index = batch.neighbors.index
+            mask = index >= 0
+            inputs = self.members[0].descriptor.inputs(batch, everything, whole=True)
+            groups = None if batch.groups is None else batch.groups[0]
+
+            def member(p: dict, b: dict) -> torch.Tensor:
+                return functional_call(base, (p, b), (rij, mask, batch.types, batch.neighbors.capacity),
+                                       {"groups": groups, **inputs})
+
+            e_atom = vmap(member)(params, buffers)  # [M, n]
+            eye = torch.eye(len(self.members), dtype=e_atom.dtype, device=e_atom.device)
+            (g,) = torch.autograd.grad(e_atom.sum(dim=1), rij, grad_outputs=eye, is_grads_batched=True)
+        centers = torch.arange(n, device=rij.device)
+        outs = []
+        for m in range(len(self.members)):
+            forces = torch.zeros_like(batch.positions)
+            virial = forces.new_zeros(batch.n_frames, 3, 3)
+            forces, virial = add_edge_gradients(forces, virial, g[m] * mask[..., None], rij.detach(), index, centers,
+                                                batch.frame)
+            energy = forces.new_zeros(batch.n_frames).index_add(0, batch.frame, e_atom[m].detach())
+            outs.append({"energy": energy, "forces": forces, "virial": virial, "atom_energy": e_atom[m].detach()})
+        return outs
 
 
 def is_ensemble(path: str | os.PathLike[str]) -> bool:

@@ -138,3 +138,24 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path, water, members):
     start = members[0].state_dict()
     for k, v in tuned.state_dict().items():
         assert torch.allclose(v, start[k], rtol=1e-8, atol=1e-9), k  # lr ~ 0: still the starting weights
+
+
+def test_members_in_one_vectorised_pass_equal_one_after_the_other(members, water):
+    """The batched path (vmap over stacked weights, one batched backward; the default on CUDA)
+    gives the sequential path's numbers."""
+    from nnpot.potentials import make_batch
+
+    ens = EnsembleModel(members)
+    batch = make_batch([water[5], water[9]], ens.type_map, ens.cutoff, ens.sel)
+    outs = {}
+    for batched in (False, True):
+        ens.batched = batched
+        outs[batched] = ens.evaluate_batch(batch)
+    for key in ("energy", "forces", "virial", "atom_energy", "max_devi_f", "devi_e", "forces_members"):
+        torch.testing.assert_close(outs[True][key], outs[False][key], rtol=1e-12, atol=1e-11)
+    import copy
+
+    ens32 = copy.deepcopy(ens).to(torch.float32)  # the stacked weights follow a cast of the members
+    out32 = ens32.evaluate_batch(make_batch([water[5]], ens.type_map, ens.cutoff, ens.sel, dtype=torch.float32))
+    assert out32["energy"].dtype == torch.float32
+    assert float(out32["energy"][0]) == pytest.approx(float(outs[False]["energy"][0]), rel=1e-6)
