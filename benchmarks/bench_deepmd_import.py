@@ -29,19 +29,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NNPOT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "water"
 
-DP_INPUT = {
-    "model": {
-        "type_map": ["O", "H"],
-        "descriptor": {"type": "se_e2_a", "sel": [46, 92], "rcut_smth": 0.5, "rcut": 6.0, "neuron": [25, 50, 100],
-                       "resnet_dt": False, "axis_neuron": 16, "seed": 1},
-        "fitting_net": {"neuron": [240, 240, 240], "resnet_dt": True, "seed": 1},
-    },
-    "learning_rate": {"type": "exp", "decay_steps": 100, "start_lr": 0.001, "stop_lr": 1e-6},
-    "loss": {"type": "ener", "start_pref_e": 0.02, "limit_pref_e": 1, "start_pref_f": 1000, "limit_pref_f": 1,
-             "start_pref_v": 0, "limit_pref_v": 0},
-    "training": {"training_data": {"systems": [], "batch_size": 1}, "numb_steps": 0, "seed": 10,
-                 "disp_file": "lcurve.out", "disp_freq": 200, "save_freq": 1000},
-}
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_vs_deepmd import DP_INPUT as WATER_RECIPE  # noqa: E402
+
+
+def dp_input(steps: int) -> dict:
+    """DeePMD-kit's water recipe (as bench_vs_deepmd.py runs it) with DeePMD-kit's own default
+    ``type_one_side`` (false), its learning rate decaying over ``steps``."""
+    cfg = json.loads(json.dumps(WATER_RECIPE))
+    del cfg["model"]["descriptor"]["type_one_side"]
+    cfg["learning_rate"].update(decay_steps=max(steps // 20, 1), stop_lr=1e-6)
+    cfg["training"].update(numb_steps=steps, disp_freq=200, save_freq=1000,
+                           training_data={"systems": [str(DATA / "data_0"), str(DATA / "data_1")], "batch_size": 1})
+    return cfg
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
@@ -52,10 +52,7 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
 
 
 def train_deepmd(dp: str, work: Path, steps: int, env: dict) -> None:
-    cfg = json.loads(json.dumps(DP_INPUT))
-    cfg["training"]["training_data"]["systems"] = [str(DATA / "data_0"), str(DATA / "data_1")]
-    cfg["training"]["numb_steps"] = steps
-    (work / "input.json").write_text(json.dumps(cfg, indent=1))
+    (work / "input.json").write_text(json.dumps(dp_input(steps), indent=1))
     run([dp, "--pt", "train", "input.json"], work, env)
     run([dp, "--pt", "freeze", "-o", "model.pth"], work, env)
     run([dp, "convert-backend", "model.pth", "model.dp"], work, env)
