@@ -122,3 +122,15 @@ def test_two_iterations_end_to_end_and_resume_without_relabelling(copper_data, t
     assert [r["iteration"] for r in rows] == [0, 1] and all("accurate_fraction" in r for r in rows)
     assert (out / "summary.png").stat().st_size > 1000
     assert (out / "iter_001" / "ensemble" / "ensemble.json").exists()
+
+
+def test_tblite_labels_a_small_molecule():
+    """GFN2-xTB through tblite's ASE calculator (optional extra nnpot[label])."""
+    pytest.importorskip("tblite.ase")
+    from ase.build import molecule
+
+    mol = molecule("CH3OH")
+    result = Labeller("tblite", {"method": "GFN2-xTB", "verbosity": 0}).label(mol)
+    assert result.frame is not None, result.error
+    assert result.frame.energy < -100  # eV: about -13.5 Hartree for methanol in GFN2-xTB
+    assert np.abs(result.frame.forces.sum(axis=0)).max() < 1e-6  # no net force on a free molecule
