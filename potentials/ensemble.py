@@ -71,9 +71,11 @@ class EnsembleModel(nn.Module):
                                   "locality; members share one neighbor list, so these must agree")
         self.members = nn.ModuleList(members)
         self.config = first.config
-        #: evaluate all members in one vectorised pass (torch.func.vmap over stacked weights):
-        #: True, False (one after the other), None (on CUDA; whole batches only, no chunks)
-        self.batched: bool | None = None
+        #: evaluate all members in one vectorised pass (torch.func.vmap over stacked weights, whole
+        #: batches only): True, False (one after the other), None (on CUDA). Off by default: on
+        #: CPU it measured 3.1-3.9x slower than one after the other (bench_ensemble.py); on
+        #: GPUs it is not measured yet
+        self.batched: bool | None = False
         self._stack: tuple | None = None
 
     type_map = property(lambda self: self.members[0].type_map)
