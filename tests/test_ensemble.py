@@ -141,7 +141,7 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path, water, members):
 
 
 def test_members_in_one_vectorised_pass_equal_one_after_the_other(members, water):
-    """The batched path (vmap over stacked weights, one batched backward; the default on CUDA)
+    """The batched path (vmap over stacked weights, one batched backward; opt-in)
     gives the sequential path's numbers."""
     from nnpot.potentials import make_batch
 
