@@ -13,6 +13,7 @@ its error recorded; the other frames are labelled.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,14 @@ class Labeller:
         except (ImportError, AttributeError) as exc:
             hint = f" (pip install {module.split('.')[0]})" if self.name in BUILTIN else ""
             raise ConfigError(f"labeller {self.name!r}: cannot import {path}{hint}: {exc}") from None
-        return lambda: calc_class(**self.settings)
+
+        def make() -> Calculator:
+            try:
+                return calc_class(**self.settings)
+            except TypeError as exc:  # unknown or missing settings
+                raise ConfigError(f"labeller {self.name!r}: bad settings {self.settings}: {exc}") from None
+
+        return make
 
     def describe(self) -> dict[str, Any]:
         """Provenance: the labeller and its settings."""
@@ -104,6 +112,8 @@ class PySCFCalculator(Calculator):
     implemented_properties = ["energy", "forces"]
 
     def __init__(self, xc: str = "PBE", basis: str = "def2-svp", charge: int = 0, spin: int = 0, **kwargs):
+        if importlib.util.find_spec("pyscf") is None:
+            raise ConfigError("the pyscf labeller needs PySCF: pip install pyscf (or nnpot[label])")
         super().__init__(**kwargs)
         self.xc, self.basis, self.charge, self.spin = xc, basis, charge, spin
 

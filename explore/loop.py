@@ -48,6 +48,7 @@ class Explorer:
         from nnpot.errors import NNPotError
 
         self.config = config.validate()
+        self._check_inputs()
         self.out = Path(config.out)
         self.progress = progress
         state = self.out / "state.json"
@@ -65,6 +66,33 @@ class Explorer:
             shutil.copyfile(config.data, self.out / "dataset.h5")
             self.state = {"iteration": 0, "stage": "train", "summary": []}
             self._save_state()
+
+    def _check_inputs(self) -> None:
+        """Every input readable and the labeller importable, before anything is written."""
+        from nnpot.data import H5Dataset
+        from nnpot.errors import NNPotError
+
+        known = set(np.unique(H5Dataset(self.config.data).check().numbers()).tolist())
+        for path in [*self.config.structures, *([self.config.random_pool] if self.config.random_pool else [])]:
+            if not Path(path).is_file():
+                raise NNPotError(f"{path}: no such structure file")
+            try:
+                images = _read_structures(path)
+                if not images:
+                    raise ValueError("no structure in it")
+            except NNPotError:
+                raise
+            except Exception as exc:  # ASE's readers raise many kinds
+                raise NNPotError(f"{path}: cannot read structures from it ({type(exc).__name__}: {exc})") from None
+            unknown = {int(z) for a in images for z in a.numbers} - known
+            if unknown:
+                from ase.data import chemical_symbols
+
+                raise NNPotError(f"{path}: element(s) {', '.join(chemical_symbols[z] for z in sorted(unknown))} do not "
+                                 f"occur in {self.config.data}; the models can only learn elements the data holds")
+        if self.config.test_data:
+            H5Dataset(self.config.test_data)
+        self.config.labeller.factory()()  # imports the reference code and checks its settings
 
     def _save_state(self) -> None:
         _write_json(self.out / "state.json", self.state)

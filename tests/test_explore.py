@@ -134,3 +134,23 @@ def test_tblite_labels_a_small_molecule():
     assert result.frame is not None, result.error
     assert result.frame.energy < -100  # eV: about -13.5 Hartree for methanol in GFN2-xTB
     assert np.abs(result.frame.forces.sum(axis=0)).max() < 1e-6  # no net force on a free molecule
+
+
+def test_bad_explore_inputs_fail_before_anything_is_written(copper_data, tmp_path):
+    """Missing or unreadable inputs, elements the data lacks and unknown labellers are refused
+    before the out folder exists."""
+    from ase import Atoms
+
+    from nnpot.errors import NNPotError
+
+    (tmp_path / "empty.xyz").write_text("")
+    Atoms("Au2", positions=[[0, 0, 0], [0, 0, 2.5]]).write(tmp_path / "gold.xyz")
+    cases = [({"data": str(tmp_path / "missing.h5")}, "missing.h5"),
+             ({"structures": [str(tmp_path / "empty.xyz")]}, "cannot read"),
+             ({"structures": [str(tmp_path / "gold.xyz")]}, "Au do not occur"),
+             ({"labeller": "no_such_code"}, "built-in name")]
+    for changes, message in cases:
+        out = tmp_path / "out"
+        with pytest.raises(NNPotError, match=message):
+            Explorer(_config(copper_data, out, **changes), progress=False)
+        assert not out.exists()
