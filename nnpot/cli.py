@@ -213,6 +213,7 @@ def _test(args) -> int:
 def _convert(args) -> int:
     from nnpot.interop.deepmd_file import is_deepmd_file
     from nnpot.interop.deepmd_model import save_deepmd_model
+    from nnpot.potentials.model import EnergyModel
     from nnpot.potentials.modelfile import load_model, save_model
 
     src, out = Path(args.model), Path(args.output)
@@ -227,6 +228,8 @@ def _convert(args) -> int:
         raise NNPotError(f"{out}: the output would replace the input; choose another name")
     _check_new([out], args.force)
     model = load_model(src)
+    if not isinstance(model, EnergyModel):  # an ensemble folder
+        raise NNPotError(f"{src}: an ensemble; convert its members one by one ({src}/member_*/model.nnp)")
     if is_deepmd_file(out):
         save_deepmd_model(model, out)
     else:

@@ -97,6 +97,8 @@ def test_ensemble_training_gives_a_folder_model_and_resumes(tmp_path, water):
     atoms.get_potential_energy()
     assert atoms.calc.results["max_devi_f"] > 0
     assert main(args) == 2  # refuses to overwrite without --force or --resume
+    assert main(["convert", str(tmp_path / "ens"), "-o", str(tmp_path / "ens.dp")]) == 2  # members one by one
+    assert not (tmp_path / "ens.dp").exists()
     stamp = (tmp_path / "ens" / "member_1" / "model.nnp").stat().st_mtime_ns
     assert main(["train", "--resume", str(tmp_path / "ens"), "-q"]) == 0  # finished members are kept
     assert (tmp_path / "ens" / "member_1" / "model.nnp").stat().st_mtime_ns == stamp
