@@ -10,7 +10,8 @@ types          [N]             model type of each atom (index into the type map)
 frame          [N]             frame of each atom
 cell           [B, 3, 3]       Angstrom, rows are cell vectors
 pbc            [B, 3]          periodic directions
-neighbors      PaddedNeighbors indices into the concatenated atoms, shifts in cells
+neighbors      PaddedNeighbors indices into the concatenated atoms, shifts in cells; rows for
+                               the first ``n_centers`` atoms (all but ghost atoms)
 groups         per chunk, [T]  optional: the atoms of each type in each chunk (known
                                beforehand, so evaluation never waits on the device)
 key            hashable        optional: identifies a batch that recurs (training frames),
@@ -69,10 +70,16 @@ class AtomsBatch:
     def n_frames(self) -> int:
         return int(self.cell.shape[0])
 
+    @property
+    def n_centers(self) -> int:
+        """Atoms whose energies the batch holds: all of them, except ghost atoms (neighbors
+        only, at the end; a domain-decomposed engine counts their energies elsewhere)."""
+        return int(self.neighbors.index.shape[0])
+
     def edge_vectors(self, positions: torch.Tensor | None = None, centers: slice | None = None) -> torch.Tensor:
         """``[n, K, 3]`` vectors ``r_j + S @ cell - r_i`` (zero in empty slots) for ``centers``."""
         pos = self.positions if positions is None else positions
-        sl = centers if centers is not None else slice(None)
+        sl = centers if centers is not None else slice(0, self.n_centers)
         index = self.neighbors.index[sl]
         idx = index.clamp(min=0)
         cell = self.cell[self.frame[sl]]  # [n, 3, 3]

