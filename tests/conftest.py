@@ -25,6 +25,22 @@ def small_config(dtype: str = "float64") -> ModelConfig:
     return cfg
 
 
+def e3nn_config(dtype: str = "float64", layers: int = 1, message_layers: int = 0) -> ModelConfig:
+    from nnpot.potentials.equivariant import E3nnConfig
+
+    cfg = ModelConfig(type_map=["O", "H"], dtype=dtype)
+    cfg.descriptor = E3nnConfig(sel=[46, 92], channels=4, radial_neuron=[8], layers=layers,
+                                message_layers=message_layers)
+    cfg.fitting.neuron = [16, 16]
+    return cfg
+
+
+def fitted(model: EnergyModel, water) -> EnergyModel:
+    frames = [water[i] for i in range(0, len(water), 40)]
+    apply_stats(model, frames, np.array([f.energy for f in frames]))
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
 def water() -> H5Dataset:
     return H5Dataset(WATER)

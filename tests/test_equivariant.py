@@ -13,21 +13,7 @@ from nnpot.potentials import EnergyModel, ModelConfig, apply_stats
 from nnpot.potentials import testing as T
 from nnpot.potentials.equivariant import polynomial_envelope
 
-
-def e3nn_config(dtype: str = "float64", layers: int = 1, message_layers: int = 0) -> ModelConfig:
-    from nnpot.potentials.equivariant import E3nnConfig
-
-    cfg = ModelConfig(type_map=["O", "H"], dtype=dtype)
-    cfg.descriptor = E3nnConfig(sel=[46, 92], channels=4, radial_neuron=[8], layers=layers,
-                                message_layers=message_layers)
-    cfg.fitting.neuron = [16, 16]
-    return cfg
-
-
-def fitted(model: EnergyModel, water) -> EnergyModel:
-    frames = [water[i] for i in range(0, len(water), 40)]
-    apply_stats(model, frames, np.array([f.energy for f in frames]))
-    return model.eval()
+from tests.conftest import e3nn_config, fitted
 
 
 # strictly local (two self-interaction layers) and message passing (one of each)

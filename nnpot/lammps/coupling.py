@@ -13,7 +13,8 @@ the model on the whole periodic system, for any number of processes and any proc
 
 A failure on any process (an atom with more neighbors than ``sel``, overlapping atoms, a
 ghost shell thinner than the cutoff) stops the run through ``fix halt`` with the message
-kept in :attr:`LammpsCoupling.error`; a force is never silently wrong.
+kept in :attr:`LammpsCoupling.error` (``run 0`` has no step to halt at: the energy and virial
+turn NaN and :meth:`LammpsCoupling.check` raises); a force is never silently wrong.
 """
 
 from __future__ import annotations
@@ -158,8 +159,10 @@ class LammpsCoupling:
             messages = [self.error] if self.comm is None else self.comm.allgather(self.error)
             rank, message = next((r, m) for r, m in enumerate(messages) if m is not None)
             self.error = message if self.comm is None or message.startswith("process ") else f"process {rank}: {message}"
-            f[:] = 0.0
+            f[:] = 0.0  # and NaN energy and virial: nothing printed after a failure looks like a result
             self.lmp.fix_external_set_vector(self.fix_id, 1, 1.0)
+            self.lmp.fix_external_set_energy_global(self.fix_id, math.nan)
+            self.lmp.fix_external_set_virial_global(self.fix_id, [math.nan] * 6)
             return
         t0 = time.perf_counter()
         _, _, forces, atom_energy, tags = result
@@ -229,6 +232,13 @@ class LammpsCoupling:
                         f"process {self.rank}'s subdomain, but the model's cutoff is {rcut:g} A: the communication "
                         "cutoff is too small (keep nnpot's `pair_style zero`, or raise `comm_modify cutoff` to at "
                         f"least {rcut:g} plus the neighbor skin)")
+
+    def check(self) -> None:
+        """Raise :class:`~nnpot.errors.NNPotError` with the failure's message if the model failed
+        on some process. A run of N > 0 steps stops by itself (``fix halt``); ``run 0`` cannot be
+        stopped from inside, so its energy is NaN and drivers call this after it."""
+        if self.error is not None:
+            raise NNPotError(self.error)
 
     # --- reporting ----------------------------------------------------------------------------
 

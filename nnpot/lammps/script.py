@@ -151,9 +151,11 @@ def run_input(path: str | Path, model: str | None = None, elements: list[str] | 
             head.write_text("\n".join(plan.head) + "\n")
             tail.write_text("\n".join(plan.tail) + "\n")
             lmp.file(str(head))
-            coupling = attach(lmp, plan.model, plan.elements, device=device, dtype=dtype,
+            expand = lambda word: lmp.expand(word) if "$" in word else word  # noqa: E731  (LAMMPS variables)
+            coupling = attach(lmp, expand(plan.model), [expand(e) for e in plan.elements], device=device, dtype=dtype,
                               tabulate=plan.options.get("tabulate") == "yes")
             lmp.file(str(tail))
+        coupling.check()
     except NNPotError:
         raise
     except Exception as exc:  # LAMMPS raises plain Exceptions with its ERROR line

