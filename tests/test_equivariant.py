@@ -9,7 +9,7 @@ import torch
 from ase import units
 
 from nnpot import NNPotCalculator, load_model, save_model
-from nnpot.potentials import EnergyModel, ModelConfig, apply_stats
+from nnpot.potentials import EnergyModel, ModelConfig
 from nnpot.potentials import testing as T
 from nnpot.potentials.equivariant import polynomial_envelope
 

@@ -20,6 +20,7 @@ turn NaN and :meth:`LammpsCoupling.check` raises); a force is never silently wro
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,16 +47,21 @@ class ShellError(NNPotError, RuntimeError):
 
 def pick_device(device: str | torch.device, comm=None) -> torch.device:
     """``"auto"``: one GPU per process (the node-local rank modulo the GPU count) when CUDA is
-    available, else the CPU; anything else as :func:`~nnpot.potentials.device.resolve_device`."""
+    available, else the CPU; anything else as :func:`~nnpot.potentials.device.resolve_device`.
+    On the CPU, the processes of a node share its cores (unless OMP_NUM_THREADS says otherwise)."""
     from nnpot.potentials.device import resolve_device
 
-    if str(device) != "auto" or not torch.cuda.is_available():
-        return resolve_device(device)
-    local_rank = 0
+    local_rank, local_size = 0, 1
     if comm is not None:
         from mpi4py import MPI
 
-        local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        local_rank, local_size = node.Get_rank(), node.Get_size()
+    if str(device) != "auto" or not torch.cuda.is_available():
+        dev = resolve_device(device)
+        if dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # share the node's cores, do not oversubscribe
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))
+        return dev
     return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
 
 
