@@ -69,7 +69,7 @@ def loop_time(out: str) -> tuple[float, int, dict[str, float]]:
     return float(m.group(1)), int(m.group(2)), parts
 
 
-def driver_rate(model: Path, data: Path, dtype: str, threads: int, steps: int) -> float:
+def driver_rate(model: Path, data: Path, dtype: str, threads: int, steps: int, device: str = "cpu") -> float:
     """Steps/s of nnpot's own VelocityVerlet in a fresh process with ``threads`` threads."""
     code = f"""
 import time, torch, ase.io
@@ -80,7 +80,7 @@ from nnpot.md.state import thermalize
 torch.set_num_threads({threads})
 atoms = ase.io.read({str(data.with_suffix(".extxyz"))!r})
 thermalize(atoms, 300, 0, stationary=False)
-atoms.calc = NNPotCalculator({str(model)!r}, device="cpu", dtype={dtype!r})
+atoms.calc = NNPotCalculator({str(model)!r}, device={device!r}, dtype={dtype!r})
 dyn = VelocityVerlet(atoms, 0.5 * units.fs)
 dyn.run(2)
 t = time.perf_counter()
@@ -101,6 +101,7 @@ def main() -> None:
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     p.add_argument("--steps", type=int, nargs="+", default=[10, 3], help="steps per size")
+    p.add_argument("--device", default="cpu", help="nnpot's device: cpu, or auto (one GPU per rank)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "lammps.json"))
     args = p.parse_args()
     import ase.io
@@ -150,12 +151,12 @@ def main() -> None:
             for dtype in args.dtypes:
                 (work / "in.nnp").write_text(INPUT.format(data=data, pair=f"pair_style nnpot {nnp} dtype {dtype}\n"
                                                           "pair_coeff * * O H", steps=steps))
-                out = run(mpi + [str(nnpot_bin / "nnpot"), "lammps", "in.nnp", "--log", "none", "--device", "cpu"],
+                out = run(mpi + [str(nnpot_bin / "nnpot"), "lammps", "in.nnp", "--log", "none", "--device", args.device],
                           work, base_env)
                 t, k, parts = loop_time(out)
                 summary = re.search(r"nnpot: (\d+) evaluations.*?([\d.]+) s in the model on rank 0 \((\d+) local and "
                                     r"(\d+) ghost", out)
-                drv = driver_rate(nnp, data, dtype, ranks, steps)
+                drv = driver_rate(nnp, data, dtype, ranks, steps, args.device)
                 row = {"atoms": n, "ranks": ranks, "dtype": dtype, "steps": k,
                        "lammps_nnpot_steps_per_s": k / t, "driver_steps_per_s": drv,
                        "lammps_deepmd_steps_per_s": dp_rate if dtype == "float64" else None,
@@ -174,7 +175,7 @@ def main() -> None:
                       f"{row['lammps_nnpot_us_per_atom_step']:>12.1f} {row['cost_vs_driver']:>9.2f} "
                       f"{f(row['speed_vs_deepmd'], '9.2f')}", flush=True)
     result = {"machine": f"CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})",
-              "date": str(date.today()), "command": "python benchmarks/bench_lammps.py", "gpu": None,
+              "date": str(date.today()), "command": "python benchmarks/bench_lammps.py", "device": args.device,
               "model": str(dp_model), "rows": rows, "ghost_efficiency": ghost_estimate(rows)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
