@@ -289,3 +289,27 @@ run 4
     (tmp_path / "log.lammps").write_text("a log nnpot did not write")
     out = subprocess.run(cli + [str(script)], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and "--force" in out.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tabulated_model_and_float32_in_lammps(small_water, dtype):
+    """The tabulated se_e2_a (and float32) through LAMMPS equal the calculator with the same
+    settings, on LAMMPS's own positions."""
+    from ase import Atoms
+
+    from nnpot.lammps import attach
+
+    tmp, atoms, model = small_water
+    lmp = lammps_with(write_data(atoms, tmp / "w.data"), "atom_modify map array")
+    nnp = attach(lmp, model, ["O", "H"], device="cpu", dtype=dtype, tabulate=True)
+    lmp.command("run 0")
+    nnp.check()
+    f = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(-1, 3).copy()
+    x = np.ctypeslib.as_array(lmp.gather_atoms("x", 1, 3)).reshape(-1, 3).copy()
+    ref = Atoms(numbers=atoms.numbers, positions=x, cell=atoms.cell, pbc=True)
+    ref.calc = NNPotCalculator(model, device="cpu", dtype=dtype, tabulate=True)
+    energy = math.fsum(ref.get_potential_energies())
+    tol = TOL * max(1, abs(energy) / 1e5) if dtype == "float64" else 1e-6 * abs(energy)  # float32: images vs shifts
+    assert abs(lmp.get_thermo("pe") - energy) < tol
+    assert np.abs(f - ref.get_forces()).max() < (TOL if dtype == "float64" else 1e-4)
+    lmp.close()
