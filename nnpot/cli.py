@@ -263,6 +263,8 @@ def _lammps(args) -> int:
     try:
         from nnpot.lammps.script import run_input
 
+        if not Path(args.input).is_file():
+            raise NNPotError(f"{args.input}: no such LAMMPS input file")
         log = None if args.log == "none" else args.log
         if log is not None:
             _check_new([log], args.force)
