@@ -160,7 +160,7 @@ class LammpsCoupling:
         if self.comm is not None:
             from mpi4py import MPI
 
-            status = self.comm.allreduce(status, op=MPI.SUM)
+            self.comm.Allreduce(MPI.IN_PLACE, status, op=MPI.SUM)
         if status[1] > 0:  # some process failed: zero forces and let fix halt stop the run
             messages = [self.error] if self.comm is None else self.comm.allgather(self.error)
             rank, message = next((r, m) for r, m in enumerate(messages) if m is not None)
@@ -258,17 +258,18 @@ class LammpsCoupling:
 
 
 def _numbers_of_types(elements: list[str], type_map: list[str]) -> np.ndarray:
-    """Atomic number of each LAMMPS type (index 0 unused), checked against the model."""
+    """Atomic number of each LAMMPS type (index 0 unused), checked against the model by the
+    same rule as every structure (:func:`~nnpot.potentials.batch.types_from_numbers`)."""
     from ase.data import atomic_numbers
+
+    from nnpot.potentials.batch import types_from_numbers
 
     unknown = [e for e in elements if e not in atomic_numbers]
     if unknown:
         raise UnknownElementError(f"not element symbols: {' '.join(unknown)}")
-    missing = sorted({e for e in elements if e not in type_map})
-    if missing:
-        raise UnknownElementError(f"element(s) {' '.join(missing)} not known to the model, whose type map is "
-                                  f"{list(type_map)}")
-    return np.array([0] + [atomic_numbers[e] for e in elements])
+    numbers = np.array([atomic_numbers[e] for e in elements])
+    types_from_numbers(numbers, type_map)
+    return np.concatenate([[0], numbers])
 
 
 def attach(lmp, model: Any, elements: list[str], **kwargs) -> LammpsCoupling:
