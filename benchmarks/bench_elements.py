@@ -7,9 +7,12 @@ energy RMSE on the held-out 20%, the training step time (batch 1, measured after
 cached frames), energy+forces time per atom on a 4x4x4 supercell (256 atoms) and peak resident
 memory.
 
-    python benchmarks/bench_elements.py --budget 10m [--frames 300] [--threads 2]
+    python benchmarks/bench_elements.py --budget 10m [--frames 300] [--threads 2] [--jobs 1]
 
-Prints a table and writes benchmarks/results/elements_<budget>.json.
+``--jobs 2 --threads 1`` trains two pairs at once, a core each. ``--set KEY=VALUE`` passes a
+config override to every training run (e.g. ``bias_refit_frames=0`` for the energy-bias A/B),
+``--tag`` names the result. Prints a table and writes
+benchmarks/results/elements_<budget>[_<tag>].json.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_train_budget import valid_energy_swing  # noqa: E402
+
 SETS = {2: ["Cu", "Al"], 4: ["Cu", "Al", "Ni", "Ag"], 7: ["Cu", "Al", "Ni", "Ag", "Au", "Pd", "Pt"]}
 
 
@@ -44,7 +51,7 @@ def one_run(args) -> dict:
     nnpot_main(["train", "--data", str(work / f"alloy{args.n}.train.h5"), "--valid-data",
                 str(work / f"alloy{args.n}.valid.h5"), "--out", str(out), "--max-time", args.budget, "-q",
                 "--set", f"model.descriptor.type={args.descriptor}", "--set", f"threads={args.threads}",
-                "--set", "valid_freq=200"])
+                "--set", "valid_freq=200", *(x for s in args.sets for x in ("--set", s))])
     valid = H5Dataset(work / f"alloy{args.n}.valid.h5")
     model = load_model(out / "model.nnp")
     metrics = error_metrics(predict(model, list(valid)))
@@ -69,6 +76,7 @@ def one_run(args) -> dict:
     return {"elements": args.n, "descriptor": args.descriptor, "force_rmse": metrics["force_rmse"],
             "energy_rmse_per_atom": metrics["energy_rmse_per_atom"], "train_step_s": step,
             "energy_forces_us_per_atom": per_atom, "atoms": len(atoms), "sel": model.sel,
+            "valid_energy_swing": valid_energy_swing(out / "valid.jsonl"),
             "parameters": int(sum(p.numel() for p in model.parameters())),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "label_force_std": float(np.std(np.concatenate([f.forces for f in valid])))}
@@ -81,6 +89,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--elements", type=int, nargs="+", default=[2, 4, 7], choices=sorted(SETS))
     p.add_argument("--descriptors", nargs="+", default=["se_e2_a", "e3nn"])
+    p.add_argument("--jobs", type=int, default=1, help="pairs trained at once, each in its own process")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every training run")
+    p.add_argument("--tag", default="", help="suffix of the result file")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--descriptor", help=argparse.SUPPRESS)
@@ -93,24 +105,28 @@ def main() -> None:
     from nnpot.data.emt_alloys import emt_alloy_frames
 
     work = Path(tempfile.mkdtemp(prefix="bench_elements_"))
-    rows = []
     for n in args.elements:
         write_h5(emt_alloy_frames(SETS[n], args.frames, seed=n), work / f"alloy{n}.h5")
         split(work / f"alloy{n}.h5", [0.8, 0.2], [work / f"alloy{n}.train.h5", work / f"alloy{n}.valid.h5"], seed=0)
-        for desc in args.descriptors:
-            cmd = [sys.executable, __file__, "--one", "--n", str(n), "--descriptor", desc, "--work", str(work),
-                   "--budget", args.budget, "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            r = rows[-1]
-            print(f"{n} elements {desc:8s} force {r['force_rmse'] * 1e3:7.1f} meV/A  energy "
-                  f"{r['energy_rmse_per_atom'] * 1e3:6.2f} meV/atom  step {r['train_step_s'] * 1e3:6.1f} ms  "
-                  f"E+F {r['energy_forces_us_per_atom']:6.1f} us/atom  {r['peak_rss_mib']:6.0f} MiB  "
-                  f"{r['parameters']:,} parameters", flush=True)
-    out = ROOT / "benchmarks" / "results" / f"elements_{args.budget}.json"
+
+    def pair(n: int, desc: str) -> dict:
+        cmd = [sys.executable, __file__, "--one", "--n", str(n), "--descriptor", desc, "--work", str(work),
+               "--budget", args.budget, "--threads", str(args.threads), *(x for s in args.sets for x in ("--set", s))]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{n} elements {desc:8s} force {r['force_rmse'] * 1e3:7.1f} meV/A  energy "
+              f"{r['energy_rmse_per_atom'] * 1e3:6.2f} meV/atom  step {r['train_step_s'] * 1e3:6.1f} ms  "
+              f"E+F {r['energy_forces_us_per_atom']:6.1f} us/atom  {r['peak_rss_mib']:6.0f} MiB  "
+              f"{r['parameters']:,} parameters", flush=True)
+        return r
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda nd: pair(*nd), [(n, d) for n in args.elements for d in args.descriptors]))
+    out = ROOT / "benchmarks" / "results" / f"elements_{args.budget}{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps({"budget": args.budget, "frames": args.frames, "threads": args.threads,
+                               "jobs": args.jobs, "sets": args.sets,
                                "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
     print(f"wrote {out}")
 

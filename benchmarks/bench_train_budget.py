@@ -72,6 +72,17 @@ def run_deepmd(args, work: Path, seconds: float) -> dict:
             "wall_s": wall}
 
 
+def valid_energy_swing(log: Path) -> dict[str, float]:
+    """How much the validation energy RMSE (eV/atom) moves over the second half of a run: its
+    lowest and highest value and the median change from one validation to the next."""
+    import numpy as np
+
+    e = np.array([json.loads(x)["energy_rmse_per_atom"] for x in log.read_text().splitlines()])
+    e = e[len(e) // 2:]
+    return {"min": float(e.min()), "max": float(e.max()),
+            "median_step_change": float(np.median(np.abs(np.diff(e)))) if len(e) > 1 else 0.0}
+
+
 def data_settings(dataset: str) -> tuple[list[str], list[int]]:
     """Type map and sel of both codes: DeePMD-kit's water example, or from the data."""
     if dataset == "water":
@@ -145,6 +156,7 @@ def main() -> None:
         result[key] = {k: m[k] for k in ("energy_rmse_per_atom", "force_rmse")}
         log = [json.loads(x) for x in (work / key / "valid.jsonl").read_text().splitlines()]
         result[key]["steps"] = log[-1]["step"]
+        result[key]["valid_energy_swing"] = valid_energy_swing(work / key / "valid.jsonl")
 
     if not args.skip_deepmd:
         if not args.concurrent:

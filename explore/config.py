@@ -34,7 +34,14 @@ class ExploreConfig:
     replicas: int = 2  #: Langevin replicas per seed structure and temperature
     steps: int = 1000  #: MD steps per exploration
     timestep_fs: float = 1.0
-    friction_per_fs: float = 0.01
+    friction_per_fs: float = 0.01  #: Langevin friction of the NVT explorations
+    #: NPT explorations too: each temperature at each of these pressures, for the seeds periodic in
+    #: all three directions (Bussi thermostat, stochastic cell rescaling); molecules and slabs stay
+    #: NVT. Empty: NVT only.
+    pressures_bar: list[float] = field(default_factory=list)
+    taut_fs: float = 100.0  #: NPT thermostat time
+    taup_fs: float = 1000.0  #: NPT barostat time
+    compressibility_per_bar: float = 1e-6  #: NPT barostat compressibility (metals ~1e-6, water 4.5e-5)
     sample_every: int = 20  #: steps between examined frames
     trust_lo: float = 0.05  #: eV/A: below, a frame is accurate
     trust_hi: float = 0.35  #: eV/A: at or above, a frame is failed (not labelled)
@@ -66,6 +73,10 @@ class ExploreConfig:
             raise ConfigError(f"temperatures_K must be positive, got {self.temperatures_K}")
         if not (self.timestep_fs > 0 and self.friction_per_fs >= 0):
             raise ConfigError("need timestep_fs > 0 and friction_per_fs >= 0")
+        if any(not math.isfinite(p) for p in self.pressures_bar):
+            raise ConfigError(f"pressures_bar must be finite, got {self.pressures_bar}")
+        if self.pressures_bar and not (self.taut_fs > 0 and self.taup_fs > 0 and self.compressibility_per_bar > 0):
+            raise ConfigError("NPT exploration needs taut_fs, taup_fs and compressibility_per_bar > 0")
         if self.selection not in ("deviation", "random") or (self.selection == "random" and not self.random_pool):
             raise ConfigError(f"selection must be 'deviation' or 'random' (with random_pool), got {self.selection!r}")
         if not 0 < self.accurate_threshold <= 1:

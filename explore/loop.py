@@ -90,6 +90,10 @@ class Explorer:
 
                 raise NNPotError(f"{path}: element(s) {', '.join(chemical_symbols[z] for z in sorted(unknown))} do not "
                                  f"occur in {self.config.data}; the models can only learn elements the data holds")
+        if self.config.pressures_bar and not any(all(a.pbc) for path in self.config.structures
+                                                 for a in _read_structures(path)):
+            raise NNPotError("pressures_bar: NPT exploration needs a seed structure periodic in all three "
+                             "directions; none of the structures is")
         if self.config.test_data:
             H5Dataset(self.config.test_data)
         self.config.labeller.factory()()  # imports the reference code and checks its settings
@@ -167,7 +171,8 @@ class Explorer:
         plot_summary(self.state["summary"], self.out / "summary.png")
 
     def explore(self) -> str:
-        """Langevin MD of every seed structure at every temperature with the ensemble; every
+        """MD of every seed structure at every temperature with the ensemble: Langevin NVT, and
+        NPT at every ``pressures_bar`` for the seeds periodic in all three directions. Every
         ``sample_every`` steps each replica's frame and its ``max_devi_f`` are kept."""
         from nnpot.md import Replicas
         from nnpot.md.driver import MDError
@@ -175,24 +180,38 @@ class Explorer:
 
         c, k = self.config, self.state["iteration"]
         seeds = [a for path in c.structures for a in _read_structures(path)]
+        bulk = [s for s, a in enumerate(seeds) if all(a.pbc)]
+        runs = [(None, range(len(seeds)))] if not c.pressures_bar else \
+            [(None, [s for s in range(len(seeds)) if s not in bulk])] + [(p, bulk) for p in c.pressures_bar]
         kept = []
         for t_index, temperature in enumerate(c.temperatures_K):
-            images = []
-            for r in range(c.replicas):
-                for s, atoms in enumerate(seeds):
-                    a = atoms.copy()
-                    thermalize(a, temperature, np.random.default_rng([c.seed, k, t_index, r, s]))
-                    images.append(a)
-            dyn = Replicas(images, self.iteration_dir() / "ensemble", c.timestep_fs * units.fs,
-                           temperature_K=temperature, friction=c.friction_per_fs / units.fs, device=c.device,
-                           seed=c.seed + 1000 * k + t_index)
-            dyn.attach(lambda dyn=dyn, temperature=temperature: kept.extend(_sample(dyn, temperature)),
-                       c.sample_every)
-            self._say(f"exploring {len(images)} replicas at {temperature:g} K for {c.steps} steps")
-            try:
-                dyn.run(c.steps)
-            except MDError as exc:  # an unstable ensemble: what was sampled before stays
-                self._say(f"MD stopped early: {exc}")
+            for p_index, (pressure, members) in enumerate(runs):
+                if not members:
+                    continue
+                images = []
+                for r in range(c.replicas):
+                    for s in members:
+                        a = seeds[s].copy()
+                        thermalize(a, temperature, np.random.default_rng([c.seed, k, t_index, r, s, p_index]))
+                        images.append(a)
+                ensemble = self.iteration_dir() / "ensemble"
+                if pressure is None:
+                    dyn = Replicas(images, ensemble, c.timestep_fs * units.fs, temperature_K=temperature,
+                                   friction=c.friction_per_fs / units.fs, device=c.device,
+                                   seed=c.seed + 1000 * k + t_index)
+                    where = f"{temperature:g} K"
+                else:
+                    dyn = Replicas(images, ensemble, c.timestep_fs * units.fs, temperature_K=temperature,
+                                   pressure_au=pressure * units.bar, taut=c.taut_fs * units.fs,
+                                   taup=c.taup_fs * units.fs, compressibility_au=c.compressibility_per_bar / units.bar,
+                                   device=c.device, seed=c.seed + 1000 * k + 100 * p_index + t_index)
+                    where = f"{temperature:g} K and {pressure:g} bar"
+                dyn.attach(lambda dyn=dyn, t=temperature, p=pressure: kept.extend(_sample(dyn, t, p)), c.sample_every)
+                self._say(f"exploring {len(images)} replicas at {where} for {c.steps} steps")
+                try:
+                    dyn.run(c.steps)
+                except MDError as exc:  # an unstable ensemble: what was sampled before stays
+                    self._say(f"MD stopped early: {exc}")
         write(self.iteration_dir() / "explored.extxyz", kept, format="extxyz")
         return "select"
 
@@ -277,13 +296,16 @@ def _read_structures(path: str) -> list:
     return read(path, ":")
 
 
-def _sample(dyn, temperature: float) -> list:
-    """The current frame of every replica, with its max_devi_f and temperature in ``info``."""
+def _sample(dyn, temperature: float, pressure: float | None = None) -> list:
+    """The current frame of every replica, with its max_devi_f, temperature and (NPT) pressure
+    in ``info``."""
     devi = dyn.force_fn.last["max_devi_f"].detach().cpu().double().numpy()
     out = []
     for b, image in enumerate(dyn.images):
         a = image.copy()
         a.calc = None
         a.info = {"max_devi_f": float(devi[b]), "temperature_K": temperature, "step": dyn.nsteps}
+        if pressure is not None:
+            a.info["pressure_bar"] = pressure
         out.append(a)
     return out

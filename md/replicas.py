@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from nnpot.md.driver import Langevin, MolecularDynamics, VelocityVerlet
+from nnpot.md.driver import NPT, Langevin, MolecularDynamics, VelocityVerlet
 from nnpot.potentials.calculator import prepare_model
 
 __all__ = ["Replicas"]
@@ -25,8 +25,10 @@ __all__ = ["Replicas"]
 def Replicas(images: Sequence, model: str | os.PathLike[str] | torch.nn.Module, timestep: float, *,  # noqa: N802
              temperature_K: float | None = None, friction: float | None = None, device: str = "auto",
              dtype: str | None = None, tabulate: bool = False, seed: int | None = None,
-             **kwargs) -> MolecularDynamics:
-    """NVE (velocity Verlet) or, with ``temperature_K`` and ``friction``, Langevin (BAOAB) dynamics
+             pressure_au: float | None = None, taut: float | None = None, taup: float | None = None,
+             compressibility_au: float | None = None, **kwargs) -> MolecularDynamics:
+    """NVE (velocity Verlet), with ``temperature_K`` and ``friction`` Langevin (BAOAB), or with
+    ``temperature_K`` and ``pressure_au`` isotropic NPT (:class:`~nnpot.md.driver.NPT`) dynamics
     of independent replicas: the usual drivers on a batch of ``images`` (ASE ``Atoms`` with
     momenta; updated by ``run``), with ``potential_energies()`` and ``kinetic_energies()`` per
     replica.
@@ -35,11 +37,18 @@ def Replicas(images: Sequence, model: str | os.PathLike[str] | torch.nn.Module, 
         model: a ``.nnp`` path or a loaded :class:`~nnpot.potentials.EnergyModel`.
         timestep: ASE time units.
         temperature_K, friction: Langevin thermostat (friction in 1/(ASE time)), as ASE's.
+        pressure_au, taut, taup, compressibility_au: NPT instead (eV/A^3, ASE time, A^3/eV), as
+            :class:`~nnpot.md.driver.NPT`; every image must be periodic in all three directions.
         device, dtype, tabulate: as for :class:`~nnpot.NNPotCalculator`.
         kwargs: the drivers' options (``skin``, ``chunk_size``, ``cuda_graphs``, ``graph_block``, ...).
     """
     model = prepare_model(model, device, dtype, tabulate)
     images = list(images)
+    if pressure_au is not None:
+        if temperature_K is None or None in (taut, taup, compressibility_au):
+            raise TypeError("NPT replicas need temperature_K, taut, taup and compressibility_au with pressure_au")
+        return NPT(images, timestep, temperature_K, pressure_au, taut, taup, compressibility_au, seed=seed,
+                   model=model, **kwargs)
     if temperature_K is None:
         return VelocityVerlet(images, timestep, model=model, **kwargs)
     return Langevin(images, timestep, temperature_K, friction or 0.0, seed=seed, model=model, **kwargs)

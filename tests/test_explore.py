@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from ase.io import read
 
 from nnpot.data import H5Dataset
 from nnpot.data.readers import read_ase  # noqa: F401  (the loop's reader of label files)
@@ -136,6 +137,28 @@ def test_tblite_labels_a_small_molecule():
     assert np.abs(result.frame.forces.sum(axis=0)).max() < 1e-6  # no net force on a free molecule
 
 
+def test_npt_exploration_moves_the_cell_of_bulk_seeds_and_keeps_molecules_nvt(copper_data, tmp_path):
+    """With pressures_bar, bulk seeds are explored NPT at each pressure (their cell breathes and
+    the frames carry the pressure); a non-periodic seed is explored NVT alongside."""
+    from ase import Atoms
+
+    Atoms("Cu3", positions=[[0, 0, 0], [0, 0, 2.4], [0, 2.3, 1.2]]).write(tmp_path / "cluster.xyz")
+    config = _config(copper_data, tmp_path / "npt", structures=[str(copper_data / "seed.xyz"), str(tmp_path / "cluster.xyz")],
+                     pressures_bar=[1.0, 2e5], taup_fs=5.0, taut_fs=10.0, steps=12, sample_every=4)
+    explorer = Explorer(config, progress=False)
+    explorer.run(stop_after="explore")
+    frames = read(tmp_path / "npt" / "iter_000" / "explored.extxyz", ":")
+    seed_volume = copper_with_vacancy().get_volume()
+    by_kind = {}
+    for a in frames:
+        by_kind.setdefault((len(a), a.info.get("pressure_bar")), []).append(a)
+    assert set(by_kind) == {(3, None), (31, 1.0), (31, 2e5)}  # the cluster NVT only, the bulk at both pressures
+    assert all(not a.pbc.any() for a in by_kind[(3, None)])
+    squeezed = [a.get_volume() for a in by_kind[(31, 2e5)][1:]]  # after the first sample (step 0)
+    ambient = [a.get_volume() for a in by_kind[(31, 1.0)][1:]]
+    assert max(squeezed) < seed_volume and np.mean(squeezed) < np.mean(ambient)  # 200 kbar compresses
+
+
 def test_bad_explore_inputs_fail_before_anything_is_written(copper_data, tmp_path):
     """Missing or unreadable inputs, elements the data lacks and unknown labellers are refused
     before the out folder exists."""
@@ -148,7 +171,9 @@ def test_bad_explore_inputs_fail_before_anything_is_written(copper_data, tmp_pat
     cases = [({"data": str(tmp_path / "missing.h5")}, "missing.h5"),
              ({"structures": [str(tmp_path / "empty.xyz")]}, "cannot read"),
              ({"structures": [str(tmp_path / "gold.xyz")]}, "Au do not occur"),
-             ({"labeller": "no_such_code"}, "built-in name")]
+             ({"labeller": "no_such_code"}, "built-in name"),
+             ({"structures": [str(tmp_path / "cu_molecule.xyz")], "pressures_bar": [1.0]}, "periodic in all three")]
+    Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]]).write(tmp_path / "cu_molecule.xyz")
     for changes, message in cases:
         out = tmp_path / "out"
         with pytest.raises(NNPotError, match=message):
