@@ -46,6 +46,8 @@ class ExploreConfig:
     trust_lo: float = 0.05  #: eV/A: below, a frame is accurate
     trust_hi: float = 0.35  #: eV/A: at or above, a frame is failed (not labelled)
     max_select: int = 20  #: frames labelled per iteration at most
+    #: they are spread (farthest-point sampling) over the select_pool x max_select most uncertain candidates
+    select_pool: float = 3.0
     accurate_threshold: float = 0.95  #: stop when this fraction of explored frames is accurate
     max_iterations: int = 5
     device: str = "auto"
@@ -69,6 +71,8 @@ class ExploreConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_select < 0:
             raise ConfigError(f"max_select must be >= 0, got {self.max_select}")
+        if not self.select_pool >= 1:
+            raise ConfigError(f"select_pool must be >= 1, got {self.select_pool}")
         if not self.temperatures_K or any(not (math.isfinite(t) and t > 0) for t in self.temperatures_K):
             raise ConfigError(f"temperatures_K must be positive, got {self.temperatures_K}")
         if not (self.timestep_fs > 0 and self.friction_per_fs >= 0):

@@ -219,7 +219,7 @@ class Explorer:
         c = self.config
         frames = read(self.iteration_dir() / "explored.extxyz", ":")
         devi = [float(a.info["max_devi_f"]) for a in frames]
-        classes, chosen = select(frames, devi, c.trust_lo, c.trust_hi, c.max_select)
+        classes, chosen = select(frames, devi, c.trust_lo, c.trust_hi, c.max_select, pool=c.select_pool)
         if c.selection == "random":  # the baseline: as many frames, drawn from the reference pool
             frames, chosen = self._random_draw(c.max_select)
         n = max(len(classes), 1)
@@ -298,7 +298,9 @@ def _read_structures(path: str) -> list:
 
 def _sample(dyn, temperature: float, pressure: float | None = None) -> list:
     """The current frame of every replica, with its max_devi_f, temperature and (NPT) pressure
-    in ``info``."""
+    in ``info``; none at step 0, where the replicas still sit on their seed."""
+    if dyn.nsteps == 0:
+        return []
     devi = dyn.force_fn.last["max_devi_f"].detach().cpu().double().numpy()
     out = []
     for b, image in enumerate(dyn.images):

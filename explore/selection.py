@@ -7,9 +7,12 @@ A frame's ``max_devi_f`` (the ensemble's largest per-atom force deviation,
 * in ``[lo, hi)``: a *candidate*, worth a reference calculation;
 * at or above ``hi``: *failed*, too far from the data (often unphysical); not labelled.
 
-Of the candidates at most ``max_select`` are chosen by farthest-point sampling on a structural
-fingerprint (per element pair, a smoothed histogram of the distances up to ``r_max``), so the
-labels spread over different structures instead of many neighbouring frames of one trajectory.
+Of the candidates at most ``max_select`` are chosen: the ``pool`` x ``max_select`` most uncertain
+ones are spread by farthest-point sampling on a structural fingerprint (per element pair, a
+smoothed histogram of the distances up to ``r_max``), starting from the most uncertain. The labels
+go where the ensemble disagrees most, and spread over different structures instead of many
+neighbouring frames of one trajectory. (Farthest-point sampling over all candidates alone favours
+outliers of the fingerprint, such as the unrattled seed, over the frames the models know least.)
 """
 
 from __future__ import annotations
@@ -62,14 +65,17 @@ def farthest_point(features: np.ndarray, k: int, first: int = 0) -> list[int]:
 
 
 def select(images: Sequence[Atoms], max_devi_f: Sequence[float], lo: float, hi: float, max_select: int,
-           r_max: float = 6.0) -> tuple[np.ndarray, list[int]]:
-    """The trust-window classes of all frames and the indices of the frames to label (the most
-    uncertain candidate first, then farthest-point sampling)."""
+           r_max: float = 6.0, pool: float = 3.0) -> tuple[np.ndarray, list[int]]:
+    """The trust-window classes of all frames and the indices of the frames to label: of the
+    ``ceil(pool * max_select)`` most uncertain candidates, the most uncertain first, then
+    farthest-point sampling (``pool=inf``: over all candidates)."""
     classes = trust_window(max_devi_f, lo, hi)
+    devi = np.asarray(max_devi_f, dtype=np.float64)
     candidates = np.flatnonzero(classes == 1)
     if len(candidates) == 0 or max_select < 1:
         return classes, []
+    candidates = candidates[np.argsort(-devi[candidates], kind="stable")]  # most uncertain first
+    candidates = candidates[: max(max_select, int(min(np.ceil(pool * max_select), len(candidates))))]
     elements = sorted({int(z) for a in images for z in a.numbers})
     features = np.stack([fingerprint(images[c], elements, r_max) for c in candidates])
-    first = int(np.argmax(np.asarray(max_devi_f)[candidates]))
-    return classes, [int(candidates[k]) for k in farthest_point(features, max_select, first)]
+    return classes, [int(candidates[k]) for k in farthest_point(features, max_select, 0)]

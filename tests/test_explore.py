@@ -85,6 +85,19 @@ def test_trust_window_classes_frames_exactly():
     assert sorted(select(frames, devi, 0.05, 0.35, max_select=10)[1]) == [1, 3, 5]  # never beyond the window
 
 
+def test_selection_spreads_over_the_most_uncertain_candidates():
+    """Of 30 candidates, 3 are chosen among the pool x 3 = 6 most uncertain, however far the
+    others lie in fingerprint space (here: the unrattled seed, a fingerprint outlier)."""
+    frames = [copper_with_vacancy() for _ in range(30)]
+    for k, a in enumerate(frames[1:], 1):
+        a.rattle(0.05, seed=k)
+    devi = np.linspace(0.10, 0.30, 30)  # the unrattled frame 0 the least uncertain
+    _, chosen = select(frames, devi, 0.05, 0.35, max_select=3, pool=2.0)
+    assert chosen[0] == 29 and set(chosen) <= set(range(24, 30)) and len(set(chosen)) == 3
+    _, spread = select(frames, devi, 0.05, 0.35, max_select=3, pool=float("inf"))
+    assert 0 in spread  # over all candidates, farthest-point sampling reaches for the outlier
+
+
 def test_farthest_point_spreads_the_choice():
     x = np.array([[0.0], [0.1], [0.2], [5.0], [10.0]])
     assert farthest_point(x, 3, first=0) == [0, 4, 3]
@@ -144,7 +157,7 @@ def test_npt_exploration_moves_the_cell_of_bulk_seeds_and_keeps_molecules_nvt(co
 
     Atoms("Cu3", positions=[[0, 0, 0], [0, 0, 2.4], [0, 2.3, 1.2]]).write(tmp_path / "cluster.xyz")
     config = _config(copper_data, tmp_path / "npt", structures=[str(copper_data / "seed.xyz"), str(tmp_path / "cluster.xyz")],
-                     pressures_bar=[1.0, 2e5], taup_fs=5.0, taut_fs=10.0, steps=12, sample_every=4)
+                     pressures_bar=[1.0, 5e4], taup_fs=20.0, taut_fs=10.0, steps=12, sample_every=4)
     explorer = Explorer(config, progress=False)
     explorer.run(stop_after="explore")
     frames = read(tmp_path / "npt" / "iter_000" / "explored.extxyz", ":")
@@ -152,11 +165,12 @@ def test_npt_exploration_moves_the_cell_of_bulk_seeds_and_keeps_molecules_nvt(co
     by_kind = {}
     for a in frames:
         by_kind.setdefault((len(a), a.info.get("pressure_bar")), []).append(a)
-    assert set(by_kind) == {(3, None), (31, 1.0), (31, 2e5)}  # the cluster NVT only, the bulk at both pressures
+    assert set(by_kind) == {(3, None), (31, 1.0), (31, 5e4)}  # the cluster NVT only, the bulk at both pressures
+    assert all(len(v) == 3 for v in by_kind.values())  # steps 4, 8, 12 (not the seed at step 0)
     assert all(not a.pbc.any() for a in by_kind[(3, None)])
-    squeezed = [a.get_volume() for a in by_kind[(31, 2e5)][1:]]  # after the first sample (step 0)
-    ambient = [a.get_volume() for a in by_kind[(31, 1.0)][1:]]
-    assert max(squeezed) < seed_volume and np.mean(squeezed) < np.mean(ambient)  # 200 kbar compresses
+    squeezed = [a.get_volume() for a in by_kind[(31, 5e4)]]
+    ambient = [a.get_volume() for a in by_kind[(31, 1.0)]]
+    assert max(squeezed) < seed_volume and np.mean(squeezed) < np.mean(ambient)  # 50 kbar compresses
 
 
 def test_bad_explore_inputs_fail_before_anything_is_written(copper_data, tmp_path):
