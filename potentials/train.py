@@ -76,6 +76,7 @@ def prefactor(start: float, limit: float, lr: float, start_lr: float) -> float:
 #: what a training run writes into its folder (and a fresh run with ``force`` replaces)
 RUN_OUTPUTS = ("config.yaml", "valid.jsonl", "model.nnp", "best.nnp", "final_metrics.json", "learning_curve.png",
                "checkpoints")
+FINAL_REFIT_FRAMES = 4096  #: training frames at most in the energy-bias re-fit before a model is saved
 
 
 class Trainer:
@@ -350,14 +351,18 @@ class Trainer:
         return {"loss": float(loss.detach()), "lr": lr, **parts}
 
     @torch.no_grad()
-    def refit_energy_bias(self) -> np.ndarray:
+    def refit_energy_bias(self, final: bool = False) -> np.ndarray:
         """Shift the per-element energy bias by the least-squares fit of the energy residuals
-        on the statistics frames (DeePMD-kit's ``dp change-bias``, in closed form). Forces do
+        on ``bias_refit_frames`` training frames, or with ``final`` on every training frame up to
+        :data:`FINAL_REFIT_FRAMES` (DeePMD-kit's ``dp change-bias``, in closed form). Forces do
         not see a constant per-element shift, so under a force-dominated loss the offset drifts;
         this pins it again and changes no force. Returns the shift (eV per element)."""
-        if self.config.bias_refit_frames == 0:
+        n = self.config.bias_refit_frames
+        if n == 0:
             return np.zeros(len(self.model.type_map))
-        frames = [self.train_ds[int(i)] for i in self._stat_sample()[: self.config.bias_refit_frames]]
+        rng = np.random.default_rng(self.config.seed)  # the same frames every time
+        sample = rng.permutation(self.train_idx)[: max(n, FINAL_REFIT_FRAMES) if final else n]
+        frames = [self.train_ds[int(i)] for i in np.sort(sample)]
         pred = predict(self._eval_model(), frames, batch_size=max(1, self.config.batch_size))
         delta = fit_energy_bias(pred["energy_ref"] - pred["energy"], [f.numbers for f in frames], self.model.type_map)
         shift = torch.as_tensor(delta, dtype=self.model.dtype, device=self.device)
@@ -437,7 +442,7 @@ class Trainer:
             if s["step"] % c.save_freq == 0:
                 self._checkpoint()
         bar.close()
-        self.refit_energy_bias()
+        self.refit_energy_bias(final=True)
         final = self.validate(self.valid_idx)
         self._log_validation(final, last)
         self._checkpoint()

@@ -68,8 +68,9 @@ class TrainConfig:
     batch_atoms: int = 0
     seed: int = 1
     stat_frames: int = 64  #: frames sampled for davg/dstd and the energy bias
-    #: at each validation and before saving, re-fit the per-element energy bias on this many of
-    #: the statistics frames (least squares on the energy residuals; changes no force); 0: off
+    #: at each validation, re-fit the per-element energy bias on this many training frames (a
+    #: seeded sample; least squares on the energy residuals; changes no force), and before the
+    #: model is saved on every training frame (up to 4096 of them); 0: off
     bias_refit_frames: int = 64
     valid_freq: int = 500  #: steps between validations
     valid_frames: int = 32  #: validation frames evaluated each time (all at the end)

@@ -109,3 +109,7 @@ def test_energy_bias_refit_pins_the_offset_and_changes_no_force(tmp_path):
     residual = (pred["energy_ref"] - pred["energy"]) / pred["n_atoms"]
     assert abs(residual.mean()) < 1e-6  # one composition: the least-squares fit leaves no mean offset
     assert np.allclose(trainer.refit_energy_bias(), 0, atol=1e-6)  # a second fit has nothing left
+    trainer.refit_energy_bias(final=True)  # before saving: on every training frame
+    every = [trainer.train_ds[int(i)] for i in trainer.train_idx]
+    pred = predict(trainer.model, every)
+    assert len(every) > 8 and abs(((pred["energy_ref"] - pred["energy"]) / pred["n_atoms"]).mean()) < 1e-6
