@@ -240,6 +240,45 @@ def _convert(args) -> int:
     return 0
 
 
+def _change_bias(args) -> int:
+    import numpy as np
+    import torch
+
+    from nnpot.data import H5Dataset
+    from nnpot.potentials.batch import types_from_numbers
+    from nnpot.potentials.model import EnergyModel
+    from nnpot.potentials.modelfile import load_model, save_model
+    from nnpot.potentials.stats import energy_bias_shift
+
+    src, out = Path(args.model), Path(args.output)
+    if out.suffix != ".nnp":
+        raise NNPotError(f"{out}: give the output a .nnp name")
+    if src.resolve() == out.resolve():
+        raise NNPotError(f"{out}: the output would replace the input; choose another name")
+    _check_new([out], args.force)
+    model = load_model(src)
+    if not isinstance(model, EnergyModel):
+        raise NNPotError(f"{src}: an ensemble; change the bias of its members one by one ({src}/member_*/model.nnp)")
+    frames = []
+    for path in args.data:
+        ds = H5Dataset(path).check()
+        types_from_numbers(np.unique(ds.numbers()), model.type_map)  # elements the model does not know, by name
+        frames += list(ds) if args.max_frames is None else [ds[i] for i in range(min(args.max_frames, len(ds)))]
+    before = energy_bias_shift(model, frames)
+    with torch.no_grad():
+        model.energy_bias.add_(torch.as_tensor(before).to(model.energy_bias))
+    residual = energy_bias_shift(model, frames)  # ~0: what is left to fit
+    save_model(model, out, provenance={**getattr(model, "meta", {}), "bias_changed_from": str(src),
+                                       "bias_data": [str(d) for d in args.data],
+                                       "bias_shift_eV": dict(zip(model.type_map, before.tolist()))})
+    print(f"{src} -> {out}: energy bias re-fit on {len(frames)} frames (forces unchanged)")
+    for el, shift in zip(model.type_map, before):
+        print(f"  {el:2s} {shift:+12.6f} eV")
+    if np.abs(residual).max() > 1e-6:
+        print(f"  (a second fit would move it by up to {np.abs(residual).max():.2e} eV more: rounding)")
+    return 0
+
+
 def _explore(args) -> int:
     from nnpot.configio import load_config
     from nnpot.explore import ExploreConfig, Explorer
@@ -435,6 +474,18 @@ def _add_other_commands(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output model: .nnp, .dp, .yaml")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("change-bias", help="re-fit a model's per-element energy offsets on a dataset",
+                       description="Re-fit the per-element energy bias of a model in closed form (least squares "
+                       "on the energy residuals of the given frames), as DeePMD-kit's `dp change-bias` does: for "
+                       "data from another DFT code or setting that shifts energies by element, or to pin the "
+                       "offsets of a model on its whole training set. Forces do not change.")
+    p.add_argument("model", help="input model (.nnp, or DeePMD-kit's .dp/.yaml)")
+    p.add_argument("-d", "--data", action="append", required=True, help="labelled HDF5 dataset (repeatable)")
+    p.add_argument("-o", "--output", required=True, help="output model (.nnp)")
+    p.add_argument("--max-frames", type=_positive_int, help="use only the first N frames of each dataset")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_change_bias)
 
     p = sub.add_parser("explore", help="active learning: ensemble MD, select by deviation, label, retrain",
                        description="Build a training set by active learning (DP-GEN's loop in one command): "

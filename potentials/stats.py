@@ -11,7 +11,7 @@ import torch
 from nnpot.potentials.batch import make_batch, types_from_numbers
 from nnpot.potentials.descriptor import environment
 
-__all__ = ["compute_env_stats", "fit_energy_bias", "apply_stats"]
+__all__ = ["compute_env_stats", "fit_energy_bias", "energy_bias_shift", "apply_stats"]
 
 _PROTECTION = 1e-2  # smallest std accepted (DeePMD-kit's protection)
 
@@ -61,6 +61,17 @@ def fit_energy_bias(energies: np.ndarray, numbers: Sequence[np.ndarray], type_ma
     counts = np.stack([np.bincount(types_from_numbers(z, type_map), minlength=len(type_map)) for z in numbers])
     bias, *_ = np.linalg.lstsq(counts.astype(np.float64), np.asarray(energies, np.float64), rcond=None)
     return bias
+
+
+def energy_bias_shift(model: torch.nn.Module, frames: Sequence, batch_size: int = 4) -> np.ndarray:
+    """The per-element shift (eV) of ``model.energy_bias`` that fits the energy residuals of
+    labelled ``frames`` in the least-squares sense (DeePMD-kit's ``dp change-bias``, in closed
+    form). Adding it changes no force."""
+    from nnpot.potentials.evaluate import predict
+
+    frames = list(frames)
+    pred = predict(model, frames, batch_size=batch_size)
+    return fit_energy_bias(pred["energy_ref"] - pred["energy"], [f.numbers for f in frames], model.type_map)
 
 
 def apply_stats(model: torch.nn.Module, structures: Sequence, energies: np.ndarray | None = None) -> None:

@@ -38,7 +38,7 @@ from nnpot.potentials.distributed import BucketedAllReduce, average_gradients, i
 from nnpot.potentials.evaluate import error_metrics, predict
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import save_model
-from nnpot.potentials.stats import apply_stats, fit_energy_bias
+from nnpot.potentials.stats import apply_stats, energy_bias_shift
 from nnpot.potentials.train_config import TrainConfig
 
 __all__ = ["Trainer", "TrainingError", "ema_decay", "learning_rate", "prefactor"]
@@ -363,8 +363,7 @@ class Trainer:
         rng = np.random.default_rng(self.config.seed)  # the same frames every time
         sample = rng.permutation(self.train_idx)[: max(n, FINAL_REFIT_FRAMES) if final else n]
         frames = [self.train_ds[int(i)] for i in np.sort(sample)]
-        pred = predict(self._eval_model(), frames, batch_size=max(1, self.config.batch_size))
-        delta = fit_energy_bias(pred["energy_ref"] - pred["energy"], [f.numbers for f in frames], self.model.type_map)
+        delta = energy_bias_shift(self._eval_model(), frames, batch_size=max(1, self.config.batch_size))
         shift = torch.as_tensor(delta, dtype=self.model.dtype, device=self.device)
         self.model.energy_bias.add_(shift)
         if self.ema is not None:

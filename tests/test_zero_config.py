@@ -3,6 +3,7 @@ periodic alloys, water and molecules mixed), and the energy bias is re-fit in cl
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -113,3 +114,29 @@ def test_energy_bias_refit_pins_the_offset_and_changes_no_force(tmp_path):
     every = [trainer.train_ds[int(i)] for i in trainer.train_idx]
     pred = predict(trainer.model, every)
     assert len(every) > 8 and abs(((pred["energy_ref"] - pred["energy"]) / pred["n_atoms"]).mean()) < 1e-6
+
+
+def test_change_bias_pins_a_shifted_model_on_new_data_and_keeps_its_forces(small_model, tmp_path, capsys):
+    """`nnpot change-bias`: a model whose offsets are off by 0.3 eV per H atom comes back with no
+    mean energy error on the data, the same forces, and its input file untouched."""
+    import torch
+
+    from nnpot.potentials import save_model
+    from nnpot.potentials.evaluate import predict
+
+    model = copy.deepcopy(small_model)
+    with torch.no_grad():
+        model.energy_bias[1] += 0.3
+    src, out = tmp_path / "off.nnp", tmp_path / "pinned.nnp"
+    save_model(model, src)
+    stamp = src.read_bytes()
+    assert main(["change-bias", str(src), "-d", str(WATER), "--max-frames", "6", "-o", str(out)]) == 0
+    assert "energy bias re-fit on 6 frames" in capsys.readouterr().out and src.read_bytes() == stamp
+    frames = [H5Dataset(WATER)[i] for i in range(6)]
+    before, after = predict(load_model(src), frames), predict(load_model(out), frames)
+    np.testing.assert_allclose(after["forces"], before["forces"], rtol=0, atol=1e-12)
+    assert abs((after["energy_ref"] - after["energy"]).mean()) < 1e-6 * len(frames[0].numbers)
+    assert main(["change-bias", str(src), "-d", str(WATER), "-o", str(out)]) == 2  # exists: --force
+    assert "--force" in capsys.readouterr().err
+    assert main(["change-bias", str(src), "-d", str(MOLECULE), "-o", str(tmp_path / "c.nnp")]) == 2
+    assert "element(s) C" in capsys.readouterr().err and not (tmp_path / "c.nnp").exists()
