@@ -210,11 +210,25 @@ def _test(args) -> int:
     return 0
 
 
+def _one_model_to_rewrite(src: Path, out: Path, force: bool, verb: str):
+    """The single model in ``src``, once ``out`` is known to be a new file (or ``force``) that
+    does not replace ``src``; an ensemble folder is refused, naming its members."""
+    from nnpot.potentials.model import EnergyModel
+    from nnpot.potentials.modelfile import load_model
+
+    if src.resolve() == out.resolve():
+        raise NNPotError(f"{out}: the output would replace the input; choose another name")
+    _check_new([out], force)
+    model = load_model(src)
+    if not isinstance(model, EnergyModel):  # an ensemble folder
+        raise NNPotError(f"{src}: an ensemble; {verb} its members one by one ({src}/member_*/model.nnp)")
+    return model
+
+
 def _convert(args) -> int:
     from nnpot.interop.deepmd_file import is_deepmd_file
     from nnpot.interop.deepmd_model import save_deepmd_model
-    from nnpot.potentials.model import EnergyModel
-    from nnpot.potentials.modelfile import load_model, save_model
+    from nnpot.potentials.modelfile import save_model
 
     src, out = Path(args.model), Path(args.output)
     for path in (src, out):
@@ -224,12 +238,7 @@ def _convert(args) -> int:
                              f"{path.with_suffix('.dp')}  (or the reverse afterwards)")
     if not (is_deepmd_file(out) or out.suffix == ".nnp"):
         raise NNPotError(f"{out}: give the output a .nnp, .dp or .yaml name")
-    if src.resolve() == out.resolve():
-        raise NNPotError(f"{out}: the output would replace the input; choose another name")
-    _check_new([out], args.force)
-    model = load_model(src)
-    if not isinstance(model, EnergyModel):  # an ensemble folder
-        raise NNPotError(f"{src}: an ensemble; convert its members one by one ({src}/member_*/model.nnp)")
+    model = _one_model_to_rewrite(src, out, args.force, "convert")
     if is_deepmd_file(out):
         save_deepmd_model(model, out)
     else:
@@ -246,19 +255,13 @@ def _change_bias(args) -> int:
 
     from nnpot.data import H5Dataset
     from nnpot.potentials.batch import types_from_numbers
-    from nnpot.potentials.model import EnergyModel
-    from nnpot.potentials.modelfile import load_model, save_model
+    from nnpot.potentials.modelfile import save_model
     from nnpot.potentials.stats import energy_bias_shift
 
     src, out = Path(args.model), Path(args.output)
     if out.suffix != ".nnp":
         raise NNPotError(f"{out}: give the output a .nnp name")
-    if src.resolve() == out.resolve():
-        raise NNPotError(f"{out}: the output would replace the input; choose another name")
-    _check_new([out], args.force)
-    model = load_model(src)
-    if not isinstance(model, EnergyModel):
-        raise NNPotError(f"{src}: an ensemble; change the bias of its members one by one ({src}/member_*/model.nnp)")
+    model = _one_model_to_rewrite(src, out, args.force, "change the bias of")
     frames = []
     for path in args.data:
         ds = H5Dataset(path).check()
