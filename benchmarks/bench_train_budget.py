@@ -147,11 +147,15 @@ def main() -> None:
         sets = [f"threads={args.threads}", f"model.dtype={args.precision}", f"model.type_map=[{','.join(args.type_map)}]",
                 f"model.descriptor.sel={args.sel}",  # the same as DeePMD-kit's, for a like-for-like run
                 *(f"model.{k}={v}" for k, v in MODEL_VARIANTS[desc].items()), *args.sets]
-        nnpot_main(["train", "--data", str(work / "train.h5"), "--valid-data", str(work / "valid.h5"), "--out",
-                    str(work / key), "--max-time", args.budget, *(x for s in sets for x in ("--set", s)), "-q"])
+        # --force: the run folders are this benchmark's own; a fresh run each time, never an old model
+        if nnpot_main(["train", "--data", str(work / "train.h5"), "--valid-data", str(work / "valid.h5"), "--out",
+                       str(work / key), "--max-time", args.budget, *(x for s in sets for x in ("--set", s)), "-q",
+                       "--force"]):
+            raise SystemExit(f"nnpot train failed for {key}")
         result[f"{key}_wall_s"] = time.perf_counter() - t0
-        nnpot_main(["test", "-m", str(work / key / "model.nnp"), "-d", str(work / "valid.h5"), "--json",
-                    str(work / f"{key}_test.json"), "-q"])
+        if nnpot_main(["test", "-m", str(work / key / "model.nnp"), "-d", str(work / "valid.h5"), "--json",
+                       str(work / f"{key}_test.json"), "-q", "--force"]):
+            raise SystemExit(f"nnpot test failed for {key}")
         m = json.loads((work / f"{key}_test.json").read_text())
         result[key] = {k: m[k] for k in ("energy_rmse_per_atom", "force_rmse")}
         log = [json.loads(x) for x in (work / key / "valid.jsonl").read_text().splitlines()]
