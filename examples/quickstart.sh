@@ -12,7 +12,7 @@ shift $(( $# < 2 ? $# : 2 ))
 NNPOT=${NNPOT:-.venv/bin/nnpot}
 RUNS=${RUNS:-runs}
 if [ -e "$RUNS/$NAME" ] || [ -e "$RUNS/$NAME.h5" ]; then
-    echo "$RUNS/ already holds a $NAME run; remove it or choose another folder: RUNS=runs2 bash $0 $NAME $BUDGET" >&2
+    echo "$RUNS/ already holds a $NAME run ($RUNS/$NAME and $RUNS/$NAME*.h5); remove them or choose another folder: RUNS=runs2 bash $0 $NAME $BUDGET" >&2
     exit 2
 fi
 mkdir -p "$RUNS"
