@@ -194,18 +194,16 @@ class Explorer:
                         a = seeds[s].copy()
                         thermalize(a, temperature, np.random.default_rng([c.seed, k, t_index, r, s, p_index]))
                         images.append(a)
-                ensemble = self.iteration_dir() / "ensemble"
-                if pressure is None:
-                    dyn = Replicas(images, ensemble, c.timestep_fs * units.fs, temperature_K=temperature,
-                                   friction=c.friction_per_fs / units.fs, device=c.device,
-                                   seed=c.seed + 1000 * k + t_index)
+                if pressure is None:  # Langevin NVT
+                    ensemble_kw = {"friction": c.friction_per_fs / units.fs, "seed": c.seed + 1000 * k + t_index}
                     where = f"{temperature:g} K"
                 else:
-                    dyn = Replicas(images, ensemble, c.timestep_fs * units.fs, temperature_K=temperature,
-                                   pressure_au=pressure * units.bar, taut=c.taut_fs * units.fs,
-                                   taup=c.taup_fs * units.fs, compressibility_au=c.compressibility_per_bar / units.bar,
-                                   device=c.device, seed=c.seed + 1000 * k + 100 * p_index + t_index)
+                    ensemble_kw = {"pressure_au": pressure * units.bar, "taut": c.taut_fs * units.fs,
+                                   "taup": c.taup_fs * units.fs, "compressibility_au": c.compressibility_per_bar / units.bar,
+                                   "seed": c.seed + 1000 * k + 100 * p_index + t_index}
                     where = f"{temperature:g} K and {pressure:g} bar"
+                dyn = Replicas(images, self.iteration_dir() / "ensemble", c.timestep_fs * units.fs,
+                               temperature_K=temperature, device=c.device, **ensemble_kw)
                 dyn.attach(lambda dyn=dyn, t=temperature, p=pressure: kept.extend(_sample(dyn, t, p)), c.sample_every)
                 self._say(f"exploring {len(images)} replicas at {where} for {c.steps} steps")
                 try:
