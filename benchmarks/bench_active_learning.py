@@ -63,7 +63,8 @@ def run_strategy(name: str, args, work: Path, start: Path, seed_file: Path, test
         temperatures_K=[300.0, 900.0, 1500.0], replicas=2, steps=args.md_steps, timestep_fs=2.0,
         sample_every=args.sample_every, trust_lo=args.trust_lo, trust_hi=args.trust_hi, max_select=args.per_iteration,
         accurate_threshold=1.0, max_iterations=args.iterations, device="cpu", seed=1,
-        select_pool=args.select_pool, selection="random" if name == "random" else "deviation", random_pool=str(pool))
+        select_pool=args.select_pool, fail_rest_of_run=not args.keep_failed_runs,
+        selection="random" if name == "random" else "deviation", random_pool=str(pool))
     state = Explorer(config, progress=True, force=True).run()
     return state["summary"]
 
@@ -123,6 +124,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reference-steps", type=int, default=3000,
                    help="EMT reference MD at 1500 K for the 100 test frames (half as long per temperature for the pool)")
+    p.add_argument("--keep-failed-runs", action="store_true",
+                   help="keep sampling a replica's frames after its first failed one (fail_rest_of_run off)")
+    p.add_argument("--random-from", default="", help="take the random baseline's rows from this earlier result JSON "
+                   "(same arguments) instead of rerunning it: for trying active-learning settings")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "active_learning.json"))
     args = p.parse_args()
     from make_copper_seed import main as make_seed
@@ -145,7 +150,9 @@ def main() -> None:
 
     write(work / "pool.extxyz", pool, format="extxyz")
     rows = {}
-    for name in ("active", "random"):
+    if args.random_from:
+        rows["random"] = json.loads(Path(args.random_from).read_text())["rows"]["random"]
+    for name in ("active",) if args.random_from else ("active", "random"):
         rows[name] = run_strategy(name, args, work, work / "seed" / "cu_start.h5",
                                   work / "seed" / "cu_slab_vacancy.xyz", work / "test_1500K.h5", work / "pool.extxyz")
     from nnpot.data import H5Dataset

@@ -45,6 +45,9 @@ class ExploreConfig:
     sample_every: int = 20  #: steps between examined frames
     trust_lo: float = 0.05  #: eV/A: below, a frame is accurate
     trust_hi: float = 0.35  #: eV/A: at or above, a frame is failed (not labelled)
+    #: once a replica's frame has failed, count its later frames as failed too: the trajectory has
+    #: left the region the ensemble can be trusted in, and what follows is often unphysical
+    fail_rest_of_run: bool = True
     max_select: int = 20  #: frames labelled per iteration at most
     #: they are spread (farthest-point sampling) over the select_pool x max_select most uncertain candidates
     select_pool: float = 3.0

@@ -20,6 +20,7 @@ reference calculation returns, and labelling skips frames that have one.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -204,7 +205,10 @@ class Explorer:
                     where = f"{temperature:g} K and {pressure:g} bar"
                 dyn = Replicas(images, self.iteration_dir() / "ensemble", c.timestep_fs * units.fs,
                                temperature_K=temperature, device=c.device, **ensemble_kw)
-                dyn.attach(lambda dyn=dyn, t=temperature, p=pressure: kept.extend(_sample(dyn, t, p)), c.sample_every)
+                left = np.zeros(len(images), dtype=bool)  # replicas that have had a failed frame
+                dyn.attach(lambda dyn=dyn, t=temperature, p=pressure, left=left:
+                           kept.extend(_sample(dyn, t, p, left, c.trust_hi if c.fail_rest_of_run else math.inf)),
+                           c.sample_every)
                 self._say(f"exploring {len(images)} replicas at {where} for {c.steps} steps")
                 try:
                     dyn.run(c.steps)
@@ -216,7 +220,8 @@ class Explorer:
     def select(self) -> str:
         c = self.config
         frames = read(self.iteration_dir() / "explored.extxyz", ":")
-        devi = [float(a.info["max_devi_f"]) for a in frames]
+        # a frame after its replica's first failed one counts as failed (fail_rest_of_run)
+        devi = [math.inf if a.info.get("after_failure") else float(a.info["max_devi_f"]) for a in frames]
         classes, chosen = select(frames, devi, c.trust_lo, c.trust_hi, c.max_select, pool=c.select_pool)
         if c.selection == "random":  # the baseline: as many frames, drawn from the reference pool
             frames, chosen = self._random_draw(c.max_select)
@@ -294,9 +299,11 @@ def _read_structures(path: str) -> list:
     return read(path, ":")
 
 
-def _sample(dyn, temperature: float, pressure: float | None = None) -> list:
+def _sample(dyn, temperature: float, pressure: float | None, left: np.ndarray, hi: float) -> list:
     """The current frame of every replica, with its max_devi_f, temperature and (NPT) pressure
-    in ``info``; none at step 0, where the replicas still sit on their seed."""
+    in ``info``; none at step 0, where the replicas still sit on their seed. A replica whose
+    sampled deviation has reached ``hi`` is marked in ``left``; its later frames carry
+    ``after_failure`` (their trajectory has left the region the ensemble can be trusted in)."""
     if dyn.nsteps == 0:
         return []
     devi = dyn.force_fn.last["max_devi_f"].detach().cpu().double().numpy()
@@ -304,7 +311,9 @@ def _sample(dyn, temperature: float, pressure: float | None = None) -> list:
     for b, image in enumerate(dyn.images):
         a = image.copy()
         a.calc = None
-        a.info = {"max_devi_f": float(devi[b]), "temperature_K": temperature, "step": dyn.nsteps}
+        a.info = {"max_devi_f": float(devi[b]), "temperature_K": temperature, "step": dyn.nsteps,
+                  "after_failure": bool(left[b])}
+        left[b] |= devi[b] >= hi
         if pressure is not None:
             a.info["pressure_bar"] = pressure
         out.append(a)

@@ -85,6 +85,30 @@ def test_trust_window_classes_frames_exactly():
     assert sorted(select(frames, devi, 0.05, 0.35, max_select=10)[1]) == [1, 3, 5]  # never beyond the window
 
 
+def test_frames_after_a_replicas_failed_frame_count_as_failed():
+    """Two replicas sampled three times; replica 0 fails at the second sample (deviation 0.5 >=
+    hi 0.35): its third frame, back inside the window, is marked and classed failed; replica 1's
+    frames keep their own classes."""
+    import torch
+
+    from nnpot.explore.loop import _sample
+
+    class Sampled:  # what _sample reads of a Replicas driver
+        images = [copper_with_vacancy(), copper_with_vacancy()]
+        force_fn = type("F", (), {"last": {}})()
+        nsteps = 0
+
+    dyn, left, frames = Sampled(), np.zeros(2, dtype=bool), []
+    assert _sample(dyn, 300.0, None, left, 0.35) == []  # nothing at step 0
+    for step, devi in ((10, [0.1, 0.1]), (20, [0.5, 0.2]), (30, [0.2, 0.2])):
+        dyn.nsteps, dyn.force_fn.last = step, {"max_devi_f": torch.tensor(devi)}
+        frames += _sample(dyn, 300.0, None, left, 0.35)
+    assert [a.info["after_failure"] for a in frames] == [False, False, False, False, True, False]
+    assert left.tolist() == [True, False]
+    devi = [np.inf if a.info["after_failure"] else a.info["max_devi_f"] for a in frames]  # as Explorer.select
+    assert trust_window(devi, 0.05, 0.35).tolist() == [1, 1, 2, 1, 2, 1]
+
+
 def test_selection_spreads_over_the_most_uncertain_candidates():
     """Of 30 candidates, 3 are chosen among the pool x 3 = 6 most uncertain, however far the
     others lie in fingerprint space (here: the unrattled seed, a fingerprint outlier)."""
