@@ -67,7 +67,7 @@ def _water_series(c: IntegratorConfig) -> Series:
     from ase import units
 
     from nnpot.data import H5Dataset
-    from nnpot.md.forces import ModelForces
+    from nnpot.md.driver import ModelForces
     from nnpot.md.state import state_from_atoms, thermalize
     from nnpot.potentials import EnergyModel, ModelConfig, apply_stats, load_model
 

@@ -49,7 +49,7 @@ def _train_and_score(c: LearningCurveConfig, train_path: Path, valid_path: Path,
                      n_frames: int) -> dict:
     from nnpot.potentials.descriptor_base import config_keys
     from nnpot.potentials.train import Trainer
-    from nnpot.potentials.train_config import load_train_config
+    from nnpot.potentials.config import load_train_config
 
     overrides = [f"num_steps={c.steps}", f"valid_freq={c.steps + 1}", f"save_freq={c.steps + 1}", "stat_frames=16",
                  f"model.fitting.neuron={fitting}", f"seed={c.seed}", "stop_lr=1e-5",

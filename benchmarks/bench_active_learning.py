@@ -10,12 +10,16 @@ measures the selection, not the labeller).
 * Both strategies start from the same 20 rattled frames, train the same ensemble with the same
   time budgets, fine-tune it after each iteration and add ``max_select`` labels per iteration
   (``nnpot explore`` with ``selection: deviation`` and ``selection: random``).
-* Reported: test force and energy RMSE of the ensemble mean against the number of labels, the
-  labels active learning needs to reach random's final force error, and the Spearman rank
-  correlation of the final ensemble's ``max_devi_f`` with the true largest force error per test
-  frame (with a scatter plot).
+* Reported: test force and energy RMSE of the loop's ensemble mean against the number of labels;
+  with ``--retrain-steps N`` also of one model trained from scratch for N steps on each
+  strategy's first n labelled frames (the same training for both: this measures the data, not
+  the loop's short fine-tuning); the labels active learning needs to reach random's final force
+  error; and the Spearman rank correlation of the final ensemble's deviation with the true force
+  error, per test frame (``max_devi_f`` against the largest error) and per atom (``devi_f``
+  against ``|F - F_ref|``), with scatter plots. The two strategies run in parallel processes.
 
-    python benchmarks/bench_active_learning.py --iterations 5 --ensemble 3 --train-steps 1500 --finetune-steps 600
+    python benchmarks/bench_active_learning.py --iterations 5 --ensemble 3 --train-steps 1500 --finetune-steps 600 \
+        --retrain-steps 3300
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +57,18 @@ def reference_md(seed_atoms, temperature: float, steps: int, every: int, rng_see
     return frames
 
 
+#: the model of every training in this benchmark
+MODEL = {"model.descriptor.rcut": 5.0, "model.descriptor.neuron": [16, 32], "model.descriptor.axis_neuron": 8,
+         "model.fitting.neuron": [64, 64]}
+
+
 def run_strategy(name: str, args, work: Path, start: Path, seed_file: Path, test: Path, pool: Path) -> list[dict]:
     from nnpot.explore import ExploreConfig, Explorer, Labeller
 
     config = ExploreConfig(
         data=str(start), structures=[str(seed_file)], labeller=Labeller("emt"), out=str(work / name),
         test_data=str(test), ensemble=args.ensemble, train_steps=args.train_steps, finetune_steps=args.finetune_steps,
-        train={"model.descriptor.rcut": 5.0, "model.descriptor.neuron": [16, 32], "model.descriptor.axis_neuron": 8,
-               "model.fitting.neuron": [64, 64], "valid_freq": 200, "valid_frames": 8, "threads": args.threads},
+        train={**MODEL, "valid_freq": 200, "valid_frames": 8, "threads": args.threads},
         temperatures_K=[300.0, 900.0, 1500.0], replicas=2, steps=args.md_steps, timestep_fs=2.0,
         sample_every=args.sample_every, trust_lo=args.trust_lo, trust_hi=args.trust_hi, max_select=args.per_iteration,
         accurate_threshold=1.0, max_iterations=args.iterations, device="cpu", seed=1,
@@ -78,32 +87,60 @@ def spearman_of_final(work: Path, frames: list) -> dict:
 
     folders = sorted((work / "active").glob("iter_*/ensemble"))
     calc = NNPotCalculator(str(folders[-1]), device="cpu")
-    devi, err = [], []
+    devi, err, atom_devi, atom_err = [], [], [], []
     for frame in frames:
         atoms = frame.to_atoms()
         atoms.calc = calc
-        forces = atoms.get_forces()
+        errors = np.linalg.norm(atoms.get_forces() - frame.forces, axis=1)
         devi.append(calc.results["max_devi_f"])
-        err.append(float(np.linalg.norm(forces - frame.forces, axis=1).max()))
-    rho = float(spearmanr(devi, err).statistic)
-    return {"spearman": rho, "max_devi_f": devi, "max_force_error": err, "ensemble": str(folders[-1])}
+        err.append(float(errors.max()))
+        atom_devi += calc.results["devi_f"].tolist()
+        atom_err += errors.tolist()
+    return {"spearman": float(spearmanr(devi, err).statistic), "max_devi_f": devi, "max_force_error": err,
+            "spearman_per_atom": float(spearmanr(atom_devi, atom_err).statistic), "devi_f": atom_devi,
+            "force_error": atom_err, "ensemble": str(folders[-1])}
 
 
-def plot(rows: dict, corr: dict, png: Path) -> None:
+def retrain(args, dataset: Path, n: int, test: Path, out: Path) -> dict:
+    """One model trained from scratch for ``args.retrain_steps`` on the first ``n`` frames of
+    ``dataset`` (the same settings and seed for every point), and its test-set errors."""
+    from nnpot.cli import main as cli
+    from nnpot.data import H5Dataset, write_h5
+    from nnpot.potentials import load_model
+    from nnpot.potentials.evaluator import predict
+    from nnpot.potentials.stats import error_metrics
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_h5(list(H5Dataset(dataset))[:n], out / "data.h5")
+    sets = [f"{k}={json.dumps(v)}" for k, v in {**MODEL, "num_steps": args.retrain_steps, "valid_freq": 500,
+                                                 "valid_frames": 8, "threads": 1, "seed": 7}.items()]
+    assert cli(["train", "--data", str(out / "data.h5"), "--out", str(out / "run"), "-q", "--force",
+                *[x for kv in sets for x in ("--set", kv)]]) == 0
+    metrics = error_metrics(predict(load_model(out / "run" / "model.nnp"), list(H5Dataset(test))))
+    return {"labels": n, "force_rmse": metrics["force_rmse"], "energy_rmse_per_atom": metrics["energy_rmse_per_atom"]}
+
+
+def plot(rows: dict, retrained: dict, corr: dict, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
     for name, colour in (("active", "tab:blue"), ("random", "tab:orange")):
         pts = [(r["train_frames"], r["test_force_rmse"] * 1e3) for r in rows[name] if "test_force_rmse" in r]
-        a.plot(*zip(*pts), "o-", color=colour, label=name)
+        a.plot(*zip(*pts), "o-", color=colour, label=f"{name}: the loop's ensemble")
+        pts = [(r["labels"], r["force_rmse"] * 1e3) for r in retrained.get(name, [])]
+        if pts:
+            a.plot(*zip(*pts), "s--", color=colour, label=f"{name}: retrained from scratch")
     a.set(xlabel="labelled frames", ylabel="test force RMSE (meV/A)", title="EMT Cu slab + vacancy, 1500 K test")
-    a.legend(frameon=False)
+    a.legend(frameon=False, fontsize=8)
     b.scatter(corr["max_devi_f"], corr["max_force_error"], s=10)
     b.set(xlabel="ensemble max_devi_f (eV/A)", ylabel="true largest force error (eV/A)",
-          title=f"Spearman {corr['spearman']:.2f}")
+          title=f"per frame: Spearman {corr['spearman']:.2f}")
+    c.scatter(corr["devi_f"], corr["force_error"], s=2, alpha=0.3)
+    c.set(xlabel="ensemble devi_f (eV/A)", ylabel="true force error |F - F_ref| (eV/A)",
+          title=f"per atom: Spearman {corr['spearman_per_atom']:.2f}")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
 
@@ -124,6 +161,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reference-steps", type=int, default=3000,
                    help="EMT reference MD at 1500 K for the 100 test frames (half as long per temperature for the pool)")
+    p.add_argument("--retrain-steps", type=int, default=0,
+                   help="also train one model from scratch for this many steps at every label count of both strategies")
     p.add_argument("--keep-failed-runs", action="store_true",
                    help="keep sampling a replica's frames after its first failed one (fail_rest_of_run off)")
     p.add_argument("--random-from", default="", help="take the random baseline's rows from this earlier result JSON "
@@ -152,9 +191,20 @@ def main() -> None:
     rows = {}
     if args.random_from:
         rows["random"] = json.loads(Path(args.random_from).read_text())["rows"]["random"]
-    for name in ("active",) if args.random_from else ("active", "random"):
-        rows[name] = run_strategy(name, args, work, work / "seed" / "cu_start.h5",
-                                  work / "seed" / "cu_slab_vacancy.xyz", work / "test_1500K.h5", work / "pool.extxyz")
+    names = ("active",) if args.random_from else ("active", "random")
+    inputs = (work / "seed" / "cu_start.h5", work / "seed" / "cu_slab_vacancy.xyz", work / "test_1500K.h5",
+              work / "pool.extxyz")
+    with ProcessPoolExecutor(len(names)) as pool_exec:  # one core each
+        for name, result in zip(names, pool_exec.map(run_strategy, names, *zip(*[(args, work, *inputs)] * len(names)))):
+            rows[name] = result
+    retrained = {}
+    if args.retrain_steps:
+        jobs = [(name, r["train_frames"]) for name in names for r in rows[name] if "train_frames" in r]
+        with ProcessPoolExecutor(2) as pool_exec:
+            done = pool_exec.map(retrain, *zip(*[(args, work / name / "dataset.h5", n, work / "test_1500K.h5",
+                                                  work / "retrain" / f"{name}_{n}") for name, n in jobs]))
+            for (name, _), result in zip(jobs, done):
+                retrained.setdefault(name, []).append(result)
     from nnpot.data import H5Dataset
 
     corr = spearman_of_final(work, list(H5Dataset(work / "test_1500K.h5")))
@@ -163,20 +213,36 @@ def main() -> None:
     final_random = rows["random"][-1]["test_force_rmse"]
     reach = next((r["train_frames"] for r in rows["active"] if r.get("test_force_rmse", 1e9) <= final_random), None)
     summary = {"machine": "CPU, 2 cores", "wall_s": time.time() - t0, "args": vars(args), "rows": rows,
-               "random_final_force_rmse": final_random, "random_final_labels": rows["random"][-1]["train_frames"],
-               "active_labels_to_reach_it": reach, "spearman_max_devi_f_vs_max_force_error": corr["spearman"],
+               "retrained": retrained, "random_final_force_rmse": final_random,
+               "random_final_labels": rows["random"][-1]["train_frames"], "active_labels_to_reach_it": reach,
+               "spearman_max_devi_f_vs_max_force_error": corr["spearman"],
+               "spearman_devi_f_vs_force_error_per_atom": corr["spearman_per_atom"],
                "spearman_on_pool_300_1500K": corr_pool["spearman"],
+               "spearman_on_pool_300_1500K_per_atom": corr_pool["spearman_per_atom"],
                "test_frames": len(test), "pool_frames": len(pool)}
     print(f"\n{'labels':>7} {'active F RMSE':>14} {'random F RMSE':>14} {'active E RMSE':>14} {'random E RMSE':>14}"
-          "  (meV/A, meV/atom)")
+          "  (meV/A, meV/atom; the loop's ensembles)")
     for a, r in zip(rows["active"], rows["random"]):
         print(f"{a['train_frames']:>7} {a['test_force_rmse'] * 1e3:>14.1f} {r['test_force_rmse'] * 1e3:>14.1f} "
               f"{a['test_energy_rmse_per_atom'] * 1e3:>14.2f} {r['test_energy_rmse_per_atom'] * 1e3:>14.2f}")
     print(f"active learning reaches random's final {final_random * 1e3:.1f} meV/A at {reach} labels "
-          f"(random: {summary['random_final_labels']}); Spearman(max_devi_f, max force error) = {corr['spearman']:.2f} "
-          f"on the 1500 K test set, {corr_pool['spearman']:.2f} on the 300-1500 K pool")
+          f"(random: {summary['random_final_labels']})")
+    if len(retrained) == 2:
+        print(f"\n{'labels':>7} {'active F RMSE':>14} {'random F RMSE':>14} {'active E RMSE':>14} {'random E RMSE':>14}"
+              f"  (one model from scratch, {args.retrain_steps} steps)")
+        for a, r in zip(retrained["active"], retrained["random"]):
+            print(f"{a['labels']:>7} {a['force_rmse'] * 1e3:>14.1f} {r['force_rmse'] * 1e3:>14.1f} "
+                  f"{a['energy_rmse_per_atom'] * 1e3:>14.2f} {r['energy_rmse_per_atom'] * 1e3:>14.2f}")
+        final = retrained["random"][-1]["force_rmse"]
+        summary["retrained_active_labels_to_reach_random_final"] = next(
+            (a["labels"] for a in retrained["active"] if a["force_rmse"] <= final), None)
+        print(f"retrained: active learning reaches random's final {final * 1e3:.1f} meV/A at "
+              f"{summary['retrained_active_labels_to_reach_random_final']} labels")
+    print(f"Spearman of the deviation with the true force error: per frame (max) {corr['spearman']:.2f}, per atom "
+          f"{corr['spearman_per_atom']:.2f} on the 1500 K test set; {corr_pool['spearman']:.2f} and "
+          f"{corr_pool['spearman_per_atom']:.2f} on the 300-1500 K pool")
     Path(args.json).write_text(json.dumps({**summary, "correlation": corr, "correlation_pool": corr_pool}, indent=1))
-    plot(rows, corr, Path(args.json).with_suffix(".png"))
+    plot(rows, retrained, corr, Path(args.json).with_suffix(".png"))
     print(f"wrote {args.json} and its .png")
 
 

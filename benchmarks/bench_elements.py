@@ -43,7 +43,8 @@ def one_run(args) -> dict:
     from nnpot.data import H5Dataset
     from nnpot.data.emt_alloys import emt_alloy_frames
     from nnpot.potentials import NNPotCalculator, load_model
-    from nnpot.potentials.evaluate import error_metrics, predict
+    from nnpot.potentials.evaluator import predict
+    from nnpot.potentials.stats import error_metrics
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -56,7 +57,7 @@ def one_run(args) -> dict:
     model = load_model(out / "model.nnp")
     metrics = error_metrics(predict(model, list(valid)))
     from nnpot.potentials.train import Trainer
-    from nnpot.potentials.train_config import load_train_config
+    from nnpot.potentials.config import load_train_config
 
     trainer = Trainer(load_train_config(str(out / "config.yaml")), Path(tempfile.mkdtemp()), progress=False)
     for _ in range(10):  # warm-up: neighbor lists and plans cached

@@ -137,7 +137,7 @@ def nnpot_train_step_time(steps: int, threads: int, precision: str, device: str 
     and embedding plan made in the step, as DeePMD-kit does in every step) and ``cached`` (a
     later epoch, where they are reused: the steady state of a run longer than one epoch)."""
     from nnpot.potentials.train import Trainer
-    from nnpot.potentials.train_config import load_train_config
+    from nnpot.potentials.config import load_train_config
 
     config = load_train_config(None, [f"num_steps={steps * 100}", "valid_freq=1000000", f"threads={threads}",
                                       f"model.dtype={precision}", f"device={device}",

@@ -1,11 +1,13 @@
 """Which nnpot modules one end-to-end path runs through: HDF5 file -> `nnpot train` (2 steps) ->
 model file -> NNPotCalculator -> one VelocityVerlet step, in one process. Counts the modules in
-which some function ran (module-level code excluded) and prints them; run it in each checkout's
-own install to compare before and after.
+which some function or method ran (import-time code excluded: module bodies and class bodies,
+which run when a module is merely imported) and prints them; run it in each checkout's own
+install to compare before and after.
 
     python benchmarks/path_modules.py [ROOT]     # ROOT: the checkout (default: this one)
 """
 
+import inspect
 import json
 import os
 import sys
@@ -18,7 +20,7 @@ ran = set()
 
 def tracer(frame, event, arg):
     code = frame.f_code
-    if event == "call" and code.co_name != "<module>" and code.co_filename.startswith(ROOT) \
+    if event == "call" and code.co_flags & inspect.CO_OPTIMIZED and code.co_filename.startswith(ROOT) \
             and "/.venv/" not in code.co_filename and not code.co_filename.endswith("path_modules.py"):
         ran.add(os.path.relpath(code.co_filename, ROOT))
 

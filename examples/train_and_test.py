@@ -1,9 +1,10 @@
 """Train and evaluate from Python instead of the CLI."""
 
 from nnpot.bundled import bundled_dataset
-from nnpot.potentials.evaluate import error_metrics, predict
+from nnpot.potentials.evaluator import predict
+from nnpot.potentials.stats import error_metrics
 from nnpot.potentials.train import Trainer
-from nnpot.potentials.train_config import load_train_config
+from nnpot.potentials.config import load_train_config
 
 config = load_train_config(None, ["max_time=2m", "valid_freq=200"], {"data": str(bundled_dataset("water"))})
 trainer = Trainer(config, "runs/water_py")

@@ -27,6 +27,12 @@ class ExploreConfig:
     train: dict[str, Any] = field(default_factory=dict)
     train_time: str = "5m"  #: wall-clock budget per member, first ensemble
     finetune_time: str = "2m"  #: per member, each later iteration (fine-tuning the previous models)
+    #: fine-tuning starts from these instead of the training config's start values (DP-GEN's
+    #: training_reuse_start_lr / _start_pref_e / _start_pref_f): a previous model needs a gentler
+    #: start than random weights, or the first steps undo what it learnt
+    finetune_start_lr: float = 1e-4
+    finetune_start_pref_e: float = 0.1
+    finetune_start_pref_f: float = 100.0
     #: step budgets instead (reproducible, for comparisons): used when > 0
     train_steps: int = 0
     finetune_steps: int = 0
@@ -86,6 +92,8 @@ class ExploreConfig:
             raise ConfigError("NPT exploration needs taut_fs, taup_fs and compressibility_per_bar > 0")
         if self.selection not in ("deviation", "random") or (self.selection == "random" and not self.random_pool):
             raise ConfigError(f"selection must be 'deviation' or 'random' (with random_pool), got {self.selection!r}")
+        if not (self.finetune_start_lr > 0 and self.finetune_start_pref_e >= 0 and self.finetune_start_pref_f >= 0):
+            raise ConfigError("need finetune_start_lr > 0 and finetune_start_pref_e, finetune_start_pref_f >= 0")
         if not 0 < self.accurate_threshold <= 1:
             raise ConfigError(f"accurate_threshold must lie in (0, 1], got {self.accurate_threshold}")
         return self

@@ -127,7 +127,7 @@ class Explorer:
         return self.state
 
     def train(self) -> str:
-        from nnpot.potentials.train_config import load_train_config
+        from nnpot.potentials.config import load_train_config
         from nnpot.potentials.train_ensemble import is_ensemble_run, train_ensemble
 
         c, k = self.config, self.state["iteration"]
@@ -135,6 +135,9 @@ class Explorer:
         overrides = [f"{key}={json.dumps(v)}" for key, v in c.train.items()]
         steps = c.finetune_steps if k else c.train_steps
         budget = {"num_steps": steps} if steps > 0 else {"max_time": c.finetune_time if k else c.train_time}
+        gentle = {"start_lr": c.finetune_start_lr, "loss.start_pref_e": c.finetune_start_pref_e,
+                  "loss.start_pref_f": c.finetune_start_pref_f} if k else {}
+        overrides += [f"{key}={json.dumps(v)}" for key, v in gentle.items()]
         config = load_train_config(None, overrides, {"data": [str(self.out / "dataset.h5")], **budget,
                                                      "device": c.device, "seed": c.seed + 100 * k})
         previous = None
@@ -153,7 +156,8 @@ class Explorer:
             return {}
         from nnpot.data import H5Dataset
         from nnpot.potentials import load_model
-        from nnpot.potentials.evaluate import error_metrics, predict
+        from nnpot.potentials.evaluator import predict
+        from nnpot.potentials.stats import error_metrics
 
         model = load_model(folder)
         metrics = error_metrics(predict(model, list(H5Dataset(self.config.test_data))))

@@ -2,13 +2,13 @@
 
 :mod:`~nnpot.md.state` holds the batch-first tensors (one or many systems, thermostat variables
 included), :mod:`~nnpot.md.integrators` the step functions,
-:mod:`~nnpot.md.forces` the force providers (an nnpot model with a reused neighbor list, or
-any ASE calculator), :mod:`~nnpot.md.driver` the ASE-style classes, :mod:`~nnpot.md.graphs` the CUDA-graph replay
+:mod:`~nnpot.md.driver` the ASE-style classes and the force providers they call (an nnpot model
+with a reused neighbor list, or any ASE calculator), :mod:`~nnpot.md.graphs` the CUDA-graph replay
 of whole steps and :mod:`~nnpot.md.replicas` the drivers on many replicas in one batch.
 """
 
-from nnpot.md.driver import NPT, Bussi, Langevin, MDError, MolecularDynamics, NoseHoover, VelocityVerlet
-from nnpot.md.forces import ASEForces, ModelForces
+from nnpot.md.driver import (NPT, ASEForces, Bussi, Langevin, MDError, ModelForces, MolecularDynamics, NoseHoover,
+                             VelocityVerlet)
 from nnpot.md.integrators import langevin_baoab_step, velocity_verlet_step
 from nnpot.md.replicas import Replicas
 from nnpot.md.state import MDState, snapshot, state_from_atoms, write_back

@@ -5,8 +5,9 @@ friction=...)`` take ASE's arguments and behave like ASE's classes (``run``, ``a
 ``get_time``, ``nsteps``, trajectory and log files), but positions, momenta and forces stay in
 torch tensors between steps. ``atoms`` is updated only when an observer, the logger or the
 trajectory writer needs it, and at the end of ``run``. With an :class:`NNPotCalculator` the
-model runs directly on its device with a reused neighbor list; any other ASE calculator works
-through the host (slow, but the same integrator).
+model runs directly on its device with a reused neighbor list (:class:`ModelForces`, an
+:class:`~nnpot.potentials.evaluator.Evaluator` in the drivers' shapes); any other ASE calculator
+works through the host (:class:`ASEForces`: slow, but the same integrator).
 
 Every driver also takes a list of structures with ``model=`` (an
 :class:`~nnpot.potentials.EnergyModel`): they run as one batch-first state
@@ -20,13 +21,13 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from ase import Atoms, units
 
 from nnpot.errors import AtomsTooCloseError, ConfigError, NeighborOverflowError, NNPotError
-from nnpot.md.forces import ASEForces, ModelForces
 from nnpot.md.integrators import (
     NoseHooverChain,
     bussi_step,
@@ -36,8 +37,65 @@ from nnpot.md.integrators import (
     velocity_verlet_step,
 )
 from nnpot.md.state import snapshot, state_from_atoms, write_back
+from nnpot.potentials.evaluator import Evaluator
 
-__all__ = ["MolecularDynamics", "VelocityVerlet", "Langevin", "Bussi", "NoseHoover", "NPT", "MDError"]
+if TYPE_CHECKING:
+    from ase.calculators.calculator import Calculator
+
+__all__ = ["MolecularDynamics", "VelocityVerlet", "Langevin", "Bussi", "NoseHoover", "NPT", "MDError", "ModelForces",
+           "ASEForces"]
+
+#: energies [B] (eV), forces [N, 3] (eV/A), virials [B, 3, 3] (eV)
+Forces = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+class ModelForces:
+    """An :class:`~nnpot.potentials.evaluator.Evaluator` in the drivers' shapes: energies
+    ``[B]``, forces ``[N, 3]``, virials ``[B, 3, 3]`` for the ``B`` structures of ``images`` (one
+    ``Atoms`` or a list). The evaluator (its neighbor list, staleness and overflow flags) is
+    :attr:`evaluator`."""
+
+    def __init__(self, model: torch.nn.Module, images: Atoms | Sequence[Atoms], skin: float = 2.0, chunk_size: int | None = None,
+                 compile: bool = False, min_distance: float = 0.0):
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        self.evaluator = Evaluator(model, images, skin=skin, chunk_size=chunk_size, compile=compile,
+                                   min_distance=min_distance)
+        #: the last evaluation's full results (an ensemble's deviations among them)
+        self.last: dict[str, torch.Tensor] = {}
+
+    def evaluate_state(self, positions: torch.Tensor, cell: torch.Tensor) -> Forces:
+        """Unchecked (:meth:`Evaluator.evaluate`): what a CUDA graph captures."""
+        self.last = self.evaluator.evaluate(positions, cell)
+        return self.last["energy"], self.last["forces"], self.last["virial"]
+
+    def __call__(self, positions: torch.Tensor, cell: torch.Tensor) -> Forces:
+        """Checked (:meth:`Evaluator.__call__`): rebuilds the list when needed."""
+        self.last = self.evaluator(positions, cell)
+        return self.last["energy"], self.last["forces"], self.last["virial"]
+
+
+class ASEForces:
+    """Any ASE calculator behind the same interface, for one system (positions go through the
+    host)."""
+
+    def __init__(self, calc: Calculator, atoms: Atoms):
+        self.calc = calc
+        self.atoms = atoms.copy()
+        self.atoms.calc = calc
+
+    def __call__(self, positions: torch.Tensor, cell: torch.Tensor) -> Forces:
+        self.atoms.positions = positions.detach().cpu().double().numpy()
+        self.atoms.cell = cell[0].detach().cpu().double().numpy()
+        e = self.atoms.get_potential_energy()
+        f = self.atoms.get_forces()
+        try:
+            vol = self.atoms.get_volume()
+            from ase.stress import voigt_6_to_full_3x3_stress
+
+            virial = -voigt_6_to_full_3x3_stress(self.atoms.get_stress()) * vol
+        except Exception:  # non-periodic systems and calculators without stress
+            virial = np.zeros((3, 3))
+        to = lambda x: torch.as_tensor(np.asarray(x), dtype=positions.dtype, device=positions.device)  # noqa: E731
+        return to([e]), to(f), to(virial)[None]
 
 
 def check_settings(**settings: tuple[float, str]) -> None:
@@ -79,7 +137,7 @@ class MolecularDynamics:
                  cuda_graphs: bool | None = None, graph_block: int = 10, compile: bool = False,
                  min_distance: float = 0.5, model: torch.nn.Module | None = None, chunk_size: int | None = None):
         from nnpot.potentials.calculator import NNPotCalculator
-        from nnpot.potentials.structure import check_structure
+        from nnpot.potentials.evaluator import check_structure
 
         self.images = list(atoms) if isinstance(atoms, (list, tuple)) else [atoms]
         if not self.images:

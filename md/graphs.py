@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-from nnpot.md.forces import ModelForces
 from nnpot.md.state import DYNAMIC_FIELDS as _FIELDS
 from nnpot.md.state import MDState
+
+if TYPE_CHECKING:
+    from nnpot.md.driver import ModelForces
 
 __all__ = ["GraphedSteps"]
 
@@ -30,7 +33,7 @@ class GraphedSteps:
 
     Args:
         state: the MD state (its tensors are rebound to fixed buffers).
-        force_fn: the model's forces with a neighbor list; its :meth:`ModelForces.evaluate_state`
+        force_fn: the model's forces with a neighbor list; its :meth:`~nnpot.md.driver.ModelForces.evaluate_state`
             is what the graph calls.
         advance: ``advance(state, force_fn)`` performs one integrator step in place on a
             (shallow copy of the) state, without host synchronisation.

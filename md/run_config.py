@@ -111,7 +111,7 @@ def prepare_md(config: MDConfig, force: bool = False) -> MolecularDynamics:
     ``force``; a bad structure stops before any output is written."""
     from nnpot.md.state import thermalize
     from nnpot.potentials.calculator import NNPotCalculator
-    from nnpot.potentials.device import resolve_device
+    from nnpot.potentials.evaluator import resolve_device
     from nnpot.potentials.modelfile import load_model
 
     config.validate()

@@ -65,7 +65,7 @@ def _data_info(args) -> int:
     info["bad_frames"] = len(problems)
     info["problems"] = {str(i): p for i, p in list(problems.items())[:20]}
     if args.rcut is not None:
-        from nnpot.potentials.neighbor_stats import neighbor_counts
+        from nnpot.potentials.auto_config import neighbor_counts
 
         good = [i for i in info["sampled"] if i not in problems]
         info["neighbors"] = neighbor_counts((ds[i] for i in good), args.rcut)
@@ -123,7 +123,7 @@ def _data_export(args) -> int:
 
 
 def _train_ensemble(args) -> int:
-    from nnpot.potentials.train_config import load_train_config
+    from nnpot.potentials.config import load_train_config
     from nnpot.potentials.train_ensemble import train_ensemble
 
     out = Path(args.resume or args.out)
@@ -140,7 +140,7 @@ def _train_ensemble(args) -> int:
 
 def _train(args) -> int:
     from nnpot.potentials.train import Trainer
-    from nnpot.potentials.train_config import load_train_config
+    from nnpot.potentials.config import load_train_config
 
     out = Path(args.out)
     from nnpot.potentials.train_ensemble import is_ensemble_run
@@ -180,13 +180,14 @@ def _train(args) -> int:
 
 
 def _test(args) -> int:
-    from nnpot.data import H5Dataset
-    from nnpot.potentials.device import resolve_device
     import numpy as np
 
+    from nnpot.data import H5Dataset
     from nnpot.potentials.batch import types_from_numbers
-    from nnpot.potentials.evaluate import error_metrics, parity_plots, predict
+    from nnpot.potentials.evaluator import predict, resolve_device
     from nnpot.potentials.modelfile import load_model
+    from nnpot.potentials.parity import parity_plots
+    from nnpot.potentials.stats import error_metrics
 
     _check_new([args.json], args.force)
     model = load_model(args.model, device=resolve_device(args.device))

@@ -18,8 +18,7 @@ from nnpot.potentials.ensemble import EnsembleModel, load_ensemble
 from nnpot.potentials.descriptor import SeE2A, SeE2AConfig, environment, smooth_switch
 from nnpot.potentials.descriptor_base import (Descriptor, DescriptorConfig, build_descriptor, descriptor_names,
                                               register_descriptor)
-from nnpot.potentials.device import resolve_device
-from nnpot.potentials.evaluator import Evaluator, stress_from_virial
+from nnpot.potentials.evaluator import Evaluator, check_structure, predict, resolve_device, stress_from_virial
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import load_model, save_model
 from nnpot.potentials.neighbors import PaddedNeighbors, build_neighbors, neighbor_pairs, padded_neighbors
@@ -45,6 +44,8 @@ __all__ = [
     "Evaluator",
     "stress_from_virial",
     "resolve_device",
+    "check_structure",
+    "predict",
     "SeE2A",
     "environment",
     "smooth_switch",

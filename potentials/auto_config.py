@@ -5,8 +5,10 @@
 * ``descriptor.sel`` (when ``"auto"``): per neighbor element, the largest number found within
   ``rcut`` around any atom of (a random sample of at most ``sample`` frames of) the training
   and validation data (the model must evaluate both), plus 10 percent, rounded up to an even
-  number
-  (:func:`~nnpot.potentials.neighbor_stats.suggest_sel`), as DeePMD-kit's ``sel: "auto"`` does.
+  number (:func:`suggest_sel`: ``sel[t] = ceil(max_t * (1 + margin))``, ``margin = 0.1``, rounded up
+  to a multiple of 2, at least 1), as DeePMD-kit's ``sel: "auto"`` does, so a structure slightly
+  denser than any in the data still fits. :func:`neighbor_counts` gives the counts (also behind
+  ``nnpot data stats``).
 
 Elements of the validation data that the training data lacks are reported: the model has
 never seen them, so its errors there mean little.
@@ -16,18 +18,22 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
 from ase.data import atomic_numbers, chemical_symbols
 
 from nnpot.errors import UnknownElementError
 from nnpot.potentials.config import ModelConfig
-from nnpot.potentials.neighbor_stats import neighbor_counts
+from nnpot.potentials.neighbors import neighbor_pairs
 
-__all__ = ["resolve_model_config", "dataset_elements"]
+__all__ = ["resolve_model_config", "dataset_elements", "neighbor_counts", "suggest_sel", "SEL_MARGIN"]
 
 log = logging.getLogger(__name__)
+
+SEL_MARGIN = 0.1  #: the fraction added to the largest count (DeePMD-kit's "auto" adds about this)
 
 
 def dataset_elements(datasets: Sequence) -> list[str]:
@@ -79,3 +85,46 @@ def _sample_frames(datasets: Sequence, sample: int, seed: int) -> list:
         d = int(np.searchsorted(offsets, k, side="right") - 1)
         frames.append(datasets[d][int(k - offsets[d])])
     return frames
+
+
+def suggest_sel(max_counts: Sequence[int], margin: float = SEL_MARGIN) -> list[int]:
+    """``sel`` per neighbor element from the largest counts found (see the module docstring)."""
+    return [max(1, 2 * math.ceil(math.ceil(int(m) * (1 + margin)) / 2)) for m in max_counts]
+
+
+def neighbor_counts(frames: Iterable, rcut: float, elements: Sequence[int] | None = None,
+                    margin: float = SEL_MARGIN) -> dict:
+    """Per center element and neighbor element: mean and max count within ``rcut`` (Angstrom)
+    over ``frames`` (:class:`~nnpot.data.Frame` objects), the closest pair, and the suggested
+    ``sel`` (:func:`suggest_sel`) per element of ``elements`` (atomic numbers; default: those
+    found)."""
+    frames = list(frames)
+    if elements is None:
+        elements = sorted({int(z) for f in frames for z in f.numbers})
+    col = {int(z): k for k, z in enumerate(elements)}
+    n_el = len(elements)
+    maxima = np.zeros((n_el, n_el), dtype=np.int64)
+    sums = np.zeros((n_el, n_el))
+    n_centers = np.zeros(n_el)
+    min_dist = math.inf
+    for fr in frames:
+        pos, cell = torch.as_tensor(fr.positions), torch.as_tensor(fr.cell)
+        i, j, s = neighbor_pairs(pos, cell, torch.as_tensor(fr.pbc), rcut)
+        if len(i):
+            d = (pos[j] + s.double() @ cell - pos[i]).norm(dim=-1)
+            min_dist = min(min_dist, float(d.min()))
+        zc = np.array([col[int(z)] for z in fr.numbers])
+        per = np.zeros((len(zc), n_el), dtype=np.int64)
+        np.add.at(per, (i.numpy(), zc[j.numpy()]), 1)
+        for c in range(n_el):
+            rows = per[zc == c]
+            if len(rows):
+                maxima[c] = np.maximum(maxima[c], rows.max(0))
+                sums[c] += rows.sum(0)
+                n_centers[c] += len(rows)
+    sym = [chemical_symbols[z] for z in elements]
+    table = {sym[c]: {sym[t]: {"mean": float(sums[c, t] / max(n_centers[c], 1)), "max": int(maxima[c, t])}
+                      for t in range(n_el)} for c in range(n_el)}
+    sel = suggest_sel(maxima.max(axis=0) if n_el else [], margin)
+    return {"rcut": rcut, "per_center": table, "max_counts": dict(zip(sym, maxima.max(axis=0).tolist() if n_el else [])),
+            "suggested_sel": dict(zip(sym, sel)), "min_distance": min_dist, "frames": len(frames)}

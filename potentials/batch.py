@@ -23,15 +23,30 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from nnpot.errors import UnknownElementError
-from nnpot.potentials.cache import ByteBudgetCache
 from nnpot.potentials.neighbors import PaddedNeighbors, build_neighbors
 
-__all__ = ["AtomsBatch", "make_batch", "types_from_numbers", "NeighborCache"]
+__all__ = ["AtomsBatch", "make_batch", "types_from_numbers", "NeighborCache", "ByteBudgetCache"]
+
+
+class ByteBudgetCache:
+    """Values kept by key up to ``max_bytes`` in all; a value that does not fit is not kept (the
+    store of :class:`NeighborCache` and of se_e2_a's :class:`~nnpot.potentials.descriptor.PlanCache`)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = int(max_bytes), 0
+        self._store: dict[Hashable, Any] = {}
+
+    def _keep(self, key: Hashable, value: Any, size: int) -> None:
+        if key in self._store or self.bytes + size > self.max_bytes:
+            return
+        self._store[key] = value
+        self.bytes += size
 
 
 class NeighborCache(ByteBudgetCache):

@@ -13,10 +13,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from nnpot.errors import ConfigError
-from nnpot.potentials.device import resolve_device
-from nnpot.potentials.evaluator import Evaluator, stress_from_virial
+from nnpot.potentials.evaluator import Evaluator, check_structure, resolve_device, stress_from_virial
 from nnpot.potentials.model import EnergyModel
-from nnpot.potentials.structure import check_structure
 
 __all__ = ["NNPotCalculator", "EnsembleCalculator", "prepare_model", "UNCERTAINTY"]
 

@@ -27,10 +27,10 @@ from nnpot.atomic import atomic_path
 from nnpot.errors import ConfigError, ModelFileError
 from nnpot.potentials.batch import AtomsBatch
 from nnpot.potentials.derivatives import add_edge_gradients, derivatives
+from nnpot.potentials.modelfile import MANIFEST, is_ensemble, load_model
 
 __all__ = ["EnsembleModel", "deviations", "load_ensemble", "write_manifest", "MANIFEST", "is_ensemble"]
 
-MANIFEST = "ensemble.json"
 FORMAT = "nnpot-ensemble"
 
 
@@ -151,11 +151,6 @@ class EnsembleModel(nn.Module):
         return outs
 
 
-def is_ensemble(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is an ensemble folder (holds :data:`MANIFEST`)."""
-    return (Path(path) / MANIFEST).is_file()
-
-
 def write_manifest(folder: str | os.PathLike[str], members: Sequence[str | os.PathLike[str]]) -> Path:
     """Write ``folder/ensemble.json`` naming ``members`` (paths relative to ``folder``), atomically."""
     folder = Path(folder)
@@ -168,8 +163,6 @@ def write_manifest(folder: str | os.PathLike[str], members: Sequence[str | os.Pa
 def load_ensemble(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                   device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> EnsembleModel:
     """An ensemble from a folder with :data:`MANIFEST`, or from a list of model files."""
-    from nnpot.potentials.modelfile import load_model
-
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
         try:

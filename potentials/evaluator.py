@@ -12,6 +12,12 @@ deformation included), then evaluates, then rebuilds and evaluates again if the 
 overflowed. :meth:`Evaluator.evaluate` skips the checks (nothing waits on the device, so a
 CUDA graph can capture it); its caller checks :attr:`~Evaluator.max_displacement` and
 :attr:`~Evaluator.overflow` itself.
+
+Around it: :func:`check_structure`, which a calculator or driver calls on a structure first, so
+that a user gets an error that names the problem and the atoms instead of NaNs (non-finite
+positions or cell, a periodic cell whose periodic vectors span no volume, atoms closer than
+``min_distance``); :func:`resolve_device`, what a user's ``device`` setting means; and
+:func:`predict`, the evaluator over a labelled dataset (``nnpot test``, validation).
 """
 
 from __future__ import annotations
@@ -22,13 +28,66 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from nnpot.errors import AtomsTooCloseError
+from nnpot.data.frame import periodic_volume
+from nnpot.errors import AtomsTooCloseError, ConfigError, InvalidStructureError
 from nnpot.potentials.batch import AtomsBatch, types_from_numbers
 from nnpot.potentials.derivatives import chunk_slices, derivatives
 from nnpot.potentials.neighbors import (PaddedNeighbors, check_capacity, effective_cell, neighbor_pairs,
                                         padded_neighbors)
 
-__all__ = ["Evaluator", "stress_from_virial"]
+__all__ = ["Evaluator", "stress_from_virial", "check_structure", "resolve_device", "predict"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` means CUDA when available, else CPU; a device that does not exist here is a
+    :class:`~nnpot.errors.ConfigError` naming the ones that do."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index or 0) >= n:
+            raise ConfigError(f"device: {device!r} is not available here ({n} CUDA device(s)); use auto or cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device: {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, min_distance: float = 0.0) -> None:
+    """Raise :class:`~nnpot.errors.InvalidStructureError` or
+    :class:`~nnpot.errors.AtomsTooCloseError` for a structure no model can evaluate.
+
+    Args:
+        positions: ``[n, 3]`` Angstrom.
+        cell: ``[3, 3]`` Angstrom, rows are cell vectors.
+        pbc: ``[3]`` bool.
+        min_distance: Angstrom; two atoms (or an atom and a periodic image) closer than this
+            are an error. 0 skips the search.
+    """
+    positions, cell = np.asarray(positions, dtype=np.float64), np.asarray(cell, dtype=np.float64)
+    if positions.ndim != 2 or positions.shape[1:] != (3,) or len(positions) == 0:
+        raise InvalidStructureError(f"the structure holds no atoms (positions of shape {positions.shape})")
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+    if bad.size:
+        raise InvalidStructureError(f"atom {int(bad[0])} has a non-finite position {positions[bad[0]].tolist()}"
+                                    + (f" ({bad.size} atoms in all)" if bad.size > 1 else ""))
+    if not np.isfinite(cell).all():
+        raise InvalidStructureError(f"the cell is not finite: {cell.tolist()}")
+    if periodic_volume(cell, pbc) < 1e-6:
+        raise InvalidStructureError(f"the cell is singular: its periodic vectors (pbc {np.asarray(pbc).tolist()}) "
+                                    f"span no volume: {cell.tolist()}")
+    if min_distance <= 0 or (len(positions) < 2 and not np.any(pbc)):
+        return
+    i, j, s = neighbor_pairs(torch.from_numpy(positions), torch.from_numpy(cell), torch.as_tensor(np.asarray(pbc)),
+                             min_distance)
+    if len(i):
+        d = np.linalg.norm(positions[j] + s.numpy() @ cell - positions[i], axis=1)
+        k = int(np.argmin(d))
+        raise AtomsTooCloseError(f"atoms {int(i[k])} and {int(j[k])} are {d[k]:.3f} A apart, closer than "
+                                 f"min_distance {min_distance} A (overlapping atoms?)")
 
 
 def stress_from_virial(virial: np.ndarray, cell: np.ndarray) -> np.ndarray | None:
@@ -250,3 +309,36 @@ class Evaluator:
     def raise_too_close(self) -> None:
         raise AtomsTooCloseError(f"two atoms came {float(self.closest):.3f} A apart, closer than min_distance "
                                  f"{self.min_distance} A (the structure is collapsing, or the time step is too long)")
+
+
+def predict(model: torch.nn.Module, frames: Sequence, batch_size: int = 4, progress: bool = False,
+            chunk_size: int | None = 8192) -> dict[str, np.ndarray]:
+    """Reference and predicted labels for ``frames`` (:class:`~nnpot.data.Frame` objects).
+
+    Returns arrays ``energy``/``energy_ref`` ``[B]``, ``forces``/``forces_ref`` ``[N, 3]``,
+    ``numbers`` ``[N]``, ``n_atoms`` ``[B]``, and ``virial``/``virial_ref`` ``[B', 3, 3]`` for
+    the frames that carry a virial label.
+    """
+    from tqdm.auto import tqdm
+
+    out = {k: [] for k in ("energy", "energy_ref", "forces", "forces_ref", "numbers", "n_atoms", "virial", "virial_ref", "virial_n_atoms")}
+    frames = list(frames)
+    for a in tqdm(range(0, len(frames), batch_size), desc="evaluating", disable=not progress, unit=" batches"):
+        chunk = frames[a:a + batch_size]
+        tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=model.device)  # noqa: E731
+        res = Evaluator(model, chunk, skin=0.0, chunk_size=chunk_size)(
+            tensor(np.concatenate([f.positions for f in chunk])), tensor(np.stack([f.cell for f in chunk])))
+        out["energy"].append(res["energy"].detach().double().cpu().numpy())
+        out["forces"].append(res["forces"].detach().double().cpu().numpy())
+        vir = res["virial"].detach().double().cpu().numpy()
+        for b, f in enumerate(chunk):
+            out["energy_ref"].append(np.array([f.energy]))
+            out["forces_ref"].append(f.forces)
+            out["numbers"].append(f.numbers)
+            out["n_atoms"].append(np.array([f.n_atoms]))
+            if f.virial is not None:
+                out["virial"].append(vir[b][None])
+                out["virial_ref"].append(np.asarray(f.virial)[None])
+                out["virial_n_atoms"].append(np.array([f.n_atoms]))
+    return {k: (np.concatenate(v) if v else np.zeros((0, 3, 3) if k.startswith("virial_r") or k == "virial" else 0))
+            for k, v in out.items()}

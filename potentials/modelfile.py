@@ -3,15 +3,23 @@
 The file is a ``torch.save`` archive holding only tensors, strings and numbers, and it is
 read with ``torch.load(weights_only=True)``, which refuses to unpickle arbitrary objects: a
 crafted file cannot run code on load.
+
+Training checkpoints (``ckpt-*.pt``) are written atomically, verified on load, and the newest
+good one wins. A checkpoint holds the model and EMA weights, optimizer state, step, epoch and
+position in the epoch's frame order, elapsed wall time, the best validation score, and the torch
+RNG state: everything a resumed run needs to continue as if it had never stopped. It too holds
+only tensors and plain Python values and is read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import platform
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +30,14 @@ from nnpot.errors import ConfigError, ModelFileError
 from nnpot.potentials.config import ModelConfig, from_dict
 from nnpot.potentials.model import EnergyModel
 
-__all__ = ["save_model", "load_model", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "is_ensemble", "save_checkpoint", "latest_checkpoint", "list_checkpoints", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST"]
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "nnpot-model"
 FORMAT_VERSION = 1
+#: the file that makes a folder an ensemble model (:mod:`nnpot.potentials.ensemble`)
+MANIFEST = "ensemble.json"
 
 
 def save_model(model: EnergyModel, path: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> Path:
@@ -107,6 +119,11 @@ FOREIGN_READERS: dict[str, str] = {
 }
 
 
+def is_ensemble(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an ensemble folder (holds :data:`MANIFEST`)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> EnergyModel:
     """Load a model file (``.nnp``, or another code's, by :data:`FOREIGN_READERS`: DeePMD-kit's
@@ -114,9 +131,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
     it to ``device`` and cast it to ``dtype``."""
     import importlib
 
-    from nnpot.potentials.ensemble import is_ensemble, load_ensemble
-
     if is_ensemble(path):
+        from nnpot.potentials.ensemble import load_ensemble
+
         return load_ensemble(path, device=device, dtype=dtype)
     reader = FOREIGN_READERS.get(Path(path).suffix.lower())
     if reader is not None:
@@ -141,3 +158,36 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
     if dtype is not None:
         model = model.to(dtype=dtype)
     return model.eval()
+
+
+def _checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"ckpt-{step:09d}.pt"
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """Checkpoint files in ``folder``, oldest first."""
+    return sorted(Path(folder).glob("ckpt-*.pt"))
+
+
+def save_checkpoint(folder: str | Path, state: dict, keep: int = 3) -> Path:
+    """Write ``state`` (must hold ``"step"``) atomically; keep the newest ``keep`` files."""
+    folder = Path(folder)
+    path = _checkpoint_path(folder, int(state["step"]))
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    for old in list_checkpoints(folder)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(folder: str | Path) -> tuple[dict, Path] | None:
+    """The newest checkpoint that loads; corrupt or partial ones are reported and skipped."""
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or "step" not in state or "model" not in state:
+                raise ValueError("not a checkpoint dictionary")
+            return state, path
+        except (RuntimeError, ValueError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
+            log.warning("skipping unreadable checkpoint %s: %s", path, exc)
+    return None

@@ -1,5 +1,6 @@
-"""Statistics a model takes from its training data: environment-matrix normalisation and the
-per-element energy bias, both as DeePMD-kit computes them."""
+"""Statistics a model takes from its training data (environment-matrix normalisation and the
+per-element energy bias, both as DeePMD-kit computes them) and the error metrics of its
+predictions (:func:`error_metrics`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from nnpot.potentials.batch import make_batch, types_from_numbers
 from nnpot.potentials.descriptor import environment
 
-__all__ = ["compute_env_stats", "fit_energy_bias", "energy_bias_shift", "apply_stats"]
+__all__ = ["compute_env_stats", "fit_energy_bias", "energy_bias_shift", "apply_stats", "error_metrics"]
 
 _PROTECTION = 1e-2  # smallest std accepted (DeePMD-kit's protection)
 
@@ -67,7 +68,7 @@ def energy_bias_shift(model: torch.nn.Module, frames: Sequence, batch_size: int 
     """The per-element shift (eV) of ``model.energy_bias`` that fits the energy residuals of
     labelled ``frames`` in the least-squares sense (DeePMD-kit's ``dp change-bias``, in closed
     form). Adding it changes no force."""
-    from nnpot.potentials.evaluate import predict
+    from nnpot.potentials.evaluator import predict
 
     frames = list(frames)
     pred = predict(model, frames, batch_size=batch_size)
@@ -82,3 +83,36 @@ def apply_stats(model: torch.nn.Module, structures: Sequence, energies: np.ndarr
     if energies is not None:
         bias = fit_energy_bias(energies, [s.numbers for s in structures], model.type_map)
         model.energy_bias.copy_(torch.as_tensor(bias).to(model.energy_bias))
+
+
+def _rmse(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x ** 2))) if x.size else float("nan")
+
+
+def _mae(x: np.ndarray) -> float:
+    return float(np.mean(np.abs(x))) if x.size else float("nan")
+
+
+def error_metrics(pred: dict[str, np.ndarray]) -> dict:
+    """RMSE and MAE of energy per atom (eV/atom), forces (eV/A, per component, and per
+    element) and virial per atom (eV/atom) when labelled."""
+    from ase.data import chemical_symbols
+
+    de = (pred["energy"] - pred["energy_ref"]) / pred["n_atoms"]
+    df = pred["forces"] - pred["forces_ref"]
+    metrics = {
+        "frames": int(len(de)),
+        "atoms": int(len(df)),
+        "energy_rmse_per_atom": _rmse(de),
+        "energy_mae_per_atom": _mae(de),
+        "force_rmse": _rmse(df),
+        "force_mae": _mae(df),
+        "force_rmse_per_element": {
+            chemical_symbols[int(z)]: _rmse(df[pred["numbers"] == z]) for z in np.unique(pred["numbers"])
+        },
+    }
+    if len(pred["virial"]):
+        dv = (pred["virial"] - pred["virial_ref"]) / pred["virial_n_atoms"][:, None, None]
+        metrics["virial_rmse_per_atom"] = _rmse(dv)
+        metrics["virial_mae_per_atom"] = _mae(dv)
+    return metrics

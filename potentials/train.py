@@ -1,7 +1,7 @@
 """The training loop behind ``nnpot train``.
 
 Adam on ``loss = p_e dE^2 / N^k + p_f mean(dF^2) + p_v mean(dW^2) / N^k`` (``k`` 1 by default,
-as in DeePMD-kit; :class:`~nnpot.potentials.train_config.LossConfig`) with DeePMD-kit's
+as in DeePMD-kit; :class:`~nnpot.potentials.config.LossConfig`) with DeePMD-kit's
 exponential learning-rate decay and prefactor schedule (Wang et al., Comput. Phys. Commun. 228,
 178 (2018)). The decay runs over ``num_steps`` or over the wall-clock budget ``max_time``,
 whichever is nearer, so a time-limited run still ends at ``stop_lr``.
@@ -31,15 +31,13 @@ from nnpot.data.h5format import open_datasets
 from nnpot.errors import NNPotError
 from nnpot.potentials.auto_config import resolve_model_config
 from nnpot.potentials.batch import NeighborCache, make_batch
-from nnpot.potentials.device import resolve_device
-from nnpot.potentials.checkpoint import latest_checkpoint, save_checkpoint
+from nnpot.potentials.config import TrainConfig
 from nnpot.potentials.derivatives import derivatives
 from nnpot.potentials.distributed import BucketedAllReduce, average_gradients, init_distributed
-from nnpot.potentials.evaluate import error_metrics, predict
+from nnpot.potentials.evaluator import predict, resolve_device
 from nnpot.potentials.model import EnergyModel
-from nnpot.potentials.modelfile import save_model
-from nnpot.potentials.stats import apply_stats, energy_bias_shift
-from nnpot.potentials.train_config import TrainConfig
+from nnpot.potentials.modelfile import latest_checkpoint, save_checkpoint, save_model
+from nnpot.potentials.stats import apply_stats, energy_bias_shift, error_metrics
 
 __all__ = ["Trainer", "TrainingError", "ema_decay", "learning_rate", "prefactor"]
 

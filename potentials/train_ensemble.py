@@ -17,7 +17,7 @@ from pathlib import Path
 from nnpot.atomic import atomic_path
 from nnpot.errors import ConfigError
 from nnpot.potentials.ensemble import MANIFEST, write_manifest
-from nnpot.potentials.train_config import TrainConfig
+from nnpot.potentials.config import TrainConfig
 
 __all__ = ["train_ensemble", "member_config", "is_ensemble_run", "PLAN"]
 

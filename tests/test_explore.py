@@ -160,6 +160,12 @@ def test_two_iterations_end_to_end_and_resume_without_relabelling(copper_data, t
     assert [r["iteration"] for r in rows] == [0, 1] and all("accurate_fraction" in r for r in rows)
     assert (out / "summary.png").stat().st_size > 1000
     assert (out / "iter_001" / "ensemble" / "ensemble.json").exists()
+    import yaml
+
+    first, tuned = (yaml.safe_load((out / f"iter_00{k}" / "ensemble" / "member_0" / "config.yaml").read_text())
+                    for k in (0, 1))
+    assert (first["start_lr"], first["loss"]["start_pref_f"]) == (1e-3, 1000.0)  # from scratch: the recipe's
+    assert (tuned["start_lr"], tuned["loss"]["start_pref_e"], tuned["loss"]["start_pref_f"]) == (1e-4, 0.1, 100.0)
 
 
 def test_tblite_labels_a_small_molecule():

@@ -11,7 +11,7 @@ import torch
 from nnpot.cli import main
 from nnpot.errors import ConfigError, DatasetError
 from nnpot.potentials.train import Trainer, ema_decay, learning_rate
-from nnpot.potentials.train_config import load_train_config, parse_duration
+from nnpot.potentials.config import load_train_config, parse_duration
 
 from .conftest import WATER
 

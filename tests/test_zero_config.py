@@ -15,7 +15,7 @@ from nnpot.data import H5Dataset, write_h5
 from nnpot.data.emt_alloys import emt_alloy_frames
 from nnpot.potentials import load_model
 from nnpot.potentials import testing as T
-from nnpot.potentials.neighbor_stats import neighbor_counts, suggest_sel
+from nnpot.potentials.auto_config import neighbor_counts, suggest_sel
 
 from .conftest import MOLECULE, WATER
 
@@ -89,7 +89,7 @@ def test_validation_elements_missing_from_training_are_named(tmp_path, capsys):
 
 def test_energy_bias_refit_pins_the_offset_and_changes_no_force(tmp_path):
     from nnpot.potentials.train import Trainer
-    from nnpot.potentials.train_config import load_train_config
+    from nnpot.potentials.config import load_train_config
 
     sets = [s for s in FAST if s not in ("--set", "-q")] + ["num_steps=30"]
     trainer = Trainer(load_train_config(None, sets, {"data": [str(MOLECULE)]}), tmp_path / "b", progress=False)
@@ -104,7 +104,7 @@ def test_energy_bias_refit_pins_the_offset_and_changes_no_force(tmp_path):
     np.testing.assert_allclose(after["forces"], before["forces"], rtol=0, atol=1e-12)
     assert math.isclose(after["energy"][0] - before["energy"][0], float(np.bincount(
         np.searchsorted([1, 6, 8], atoms.numbers), minlength=3) @ shift), rel_tol=1e-9, abs_tol=1e-9)
-    from nnpot.potentials.evaluate import predict
+    from nnpot.potentials.evaluator import predict
 
     pred = predict(trainer.model, frames)
     residual = (pred["energy_ref"] - pred["energy"]) / pred["n_atoms"]
@@ -122,7 +122,7 @@ def test_change_bias_pins_a_shifted_model_on_new_data_and_keeps_its_forces(small
     import torch
 
     from nnpot.potentials import save_model
-    from nnpot.potentials.evaluate import predict
+    from nnpot.potentials.evaluator import predict
 
     model = copy.deepcopy(small_model)
     with torch.no_grad():

@@ -47,9 +47,9 @@ class ShellError(NNPotError, RuntimeError):
 
 def pick_device(device: str | torch.device, comm=None) -> torch.device:
     """``"auto"``: one GPU per process (the node-local rank modulo the GPU count) when CUDA is
-    available, else the CPU; anything else as :func:`~nnpot.potentials.device.resolve_device`.
+    available, else the CPU; anything else as :func:`~nnpot.potentials.evaluator.resolve_device`.
     On the CPU, the processes of a node share its cores (unless OMP_NUM_THREADS says otherwise)."""
-    from nnpot.potentials.device import resolve_device
+    from nnpot.potentials.evaluator import resolve_device
 
     local_rank, local_size = 0, 1
     if comm is not None:
