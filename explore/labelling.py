@@ -117,7 +117,8 @@ class PySCFCalculator(Calculator):
         super().__init__(**kwargs)
         self.xc, self.basis, self.charge, self.spin = xc, basis, charge, spin
 
-    def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:
+    def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
+                  system_changes: Sequence[str] = all_changes) -> None:
         from ase.units import Bohr, Hartree
         from pyscf import dft, gto
 

@@ -449,7 +449,12 @@ def _add_other_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_test)
+    _add_model_file_commands(sub)
+    _add_study_commands(sub)
+    _add_run_commands(sub)
 
+
+def _add_study_commands(sub) -> None:
     p = sub.add_parser("approx", help="approximation-error and convergence-rate studies",
                        description="Measure an error against width, depth, samples or time step, fit the "
                        "log-log slope with a bootstrap 95%% interval, and compare it with theory.")
@@ -469,6 +474,8 @@ def _add_other_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace existing --json/--plot files")
     p.set_defaults(func=_approx)
 
+
+def _add_model_file_commands(sub) -> None:
     p = sub.add_parser("convert", help="convert models between nnpot (.nnp) and DeePMD-kit (.dp, .yaml)",
                        description="Convert an se_e2_a energy model between nnpot's .nnp and DeePMD-kit's "
                        "backend-independent .dp (HDF5) or .yaml. For DeePMD-kit's .pth/.pb files, run "
@@ -491,6 +498,8 @@ def _add_other_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_change_bias)
 
+
+def _add_run_commands(sub) -> None:
     p = sub.add_parser("explore", help="active learning: ensemble MD, select by deviation, label, retrain",
                        description="Build a training set by active learning (DP-GEN's loop in one command): "
                        "train an ensemble, explore with Langevin MD, select frames whose force deviation lies in "

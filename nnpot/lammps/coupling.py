@@ -45,7 +45,7 @@ class ShellError(NNPotError, RuntimeError):
     """LAMMPS's ghost atoms do not reach as far as the model's cutoff."""
 
 
-def pick_device(device: str | torch.device, comm=None) -> torch.device:
+def pick_device(device: str | torch.device, comm: Any = None) -> torch.device:
     """``"auto"``: one GPU per process (the node-local rank modulo the GPU count) when CUDA is
     available, else the CPU; anything else as :func:`~nnpot.potentials.evaluator.resolve_device`.
     On the CPU, the processes of a node share its cores (unless OMP_NUM_THREADS says otherwise)."""
@@ -272,7 +272,7 @@ def _numbers_of_types(elements: list[str], type_map: list[str]) -> np.ndarray:
     return np.concatenate([[0], numbers])
 
 
-def attach(lmp, model: Any, elements: list[str], **kwargs) -> LammpsCoupling:
+def attach(lmp: Any, model: Any, elements: list[str], **kwargs: Any) -> LammpsCoupling:
     """Make an nnpot model the force field of a LAMMPS instance driven from Python.
 
     Call it once the box exists (after ``read_data``/``create_box``) and before ``run``::

@@ -17,8 +17,12 @@ import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nnpot.errors import ConfigError, NNPotError
+
+if TYPE_CHECKING:
+    from nnpot.lammps.coupling import LammpsCoupling
 
 __all__ = ["InputPlan", "plan_input", "run_input"]
 
@@ -126,7 +130,7 @@ def plan_input(path: str | Path, model: str | None = None, elements: list[str] |
 
 def run_input(path: str | Path, model: str | None = None, elements: list[str] | None = None,
               device: str | None = None, dtype: str | None = None, log: str | None = "log.lammps",
-              variables: dict[str, str] | None = None, screen: bool = True):
+              variables: dict[str, str] | None = None, screen: bool = True) -> LammpsCoupling:
     """Run the LAMMPS input at ``path`` with an nnpot model (see the module docstring), on
     every MPI process this program was started with. Returns the
     :class:`~nnpot.lammps.coupling.LammpsCoupling`. A LAMMPS error, or a model failure on any
