@@ -135,9 +135,9 @@ class Explorer:
         overrides = [f"{key}={json.dumps(v)}" for key, v in c.train.items()]
         steps = c.finetune_steps if k else c.train_steps
         budget = {"num_steps": steps} if steps > 0 else {"max_time": c.finetune_time if k else c.train_time}
-        gentle = {"start_lr": c.finetune_start_lr, "loss.start_pref_e": c.finetune_start_pref_e,
-                  "loss.start_pref_f": c.finetune_start_pref_f} if k else {}
-        overrides += [f"{key}={json.dumps(v)}" for key, v in gentle.items()]
+        start = {"start_lr": c.finetune_start_lr, "loss.start_pref_e": c.finetune_start_pref_e,
+                 "loss.start_pref_f": c.finetune_start_pref_f} if k else {}
+        overrides += [f"{key}={json.dumps(v)}" for key, v in start.items() if v is not None]
         config = load_train_config(None, overrides, {"data": [str(self.out / "dataset.h5")], **budget,
                                                      "device": c.device, "seed": c.seed + 100 * k})
         previous = None

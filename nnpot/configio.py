@@ -79,13 +79,17 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             chooser = getattr(type(default), "config_class_for", None)
             kwargs[key] = from_dict(chooser(value, default) if chooser else type(default), value, prefix=f"{name}.")
         else:
-            if default == [] and str(known[key].type) in _NUMBER_LISTS:  # an empty default: its items' type from the annotation
-                default = [_NUMBER_LISTS[str(known[key].type)]]
+            annotation = str(known[key].type)
+            if default == [] and annotation in _NUMBER_LISTS:  # an empty default: its items' type from the annotation
+                default = [_NUMBER_LISTS[annotation]]
+            if default is None and value is not None and annotation in _OPTIONAL_NUMBERS:  # unset by default
+                default = _OPTIONAL_NUMBERS[annotation]
             kwargs[key] = _coerce(value, default, name)
     return cls(**kwargs)
 
 
 _NUMBER_LISTS = {"list[float]": 0.0, "list[int]": 0}
+_OPTIONAL_NUMBERS = {"float | None": 0.0, "int | None": 0}
 
 
 def _coerce(value: Any, default: Any, name: str) -> Any:

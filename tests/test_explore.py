@@ -165,7 +165,31 @@ def test_two_iterations_end_to_end_and_resume_without_relabelling(copper_data, t
     first, tuned = (yaml.safe_load((out / f"iter_00{k}" / "ensemble" / "member_0" / "config.yaml").read_text())
                     for k in (0, 1))
     assert (first["start_lr"], first["loss"]["start_pref_f"]) == (1e-3, 1000.0)  # from scratch: the recipe's
+    assert (tuned["start_lr"], tuned["loss"]["start_pref_f"]) == (1e-3, 1000.0)  # fine-tuning: the same by default
+
+
+def test_finetuning_takes_dp_gens_gentler_start_when_set(copper_data, tmp_path):
+    """finetune_start_lr/_pref_e/_pref_f reach iteration 1's training configs, not iteration 0's."""
+    import yaml
+
+    out = tmp_path / "al"
+    config = _config(copper_data, out, finetune_start_lr=1e-4, finetune_start_pref_e=0.1, finetune_start_pref_f=100.0,
+                     train_time="2s", finetune_time="1s")
+    Explorer(config, progress=False).run()
+    first, tuned = (yaml.safe_load((out / f"iter_00{k}" / "ensemble" / "member_0" / "config.yaml").read_text())
+                    for k in (0, 1))
+    assert (first["start_lr"], first["loss"]["start_pref_e"], first["loss"]["start_pref_f"]) == (1e-3, 0.02, 1000.0)
     assert (tuned["start_lr"], tuned["loss"]["start_pref_e"], tuned["loss"]["start_pref_f"]) == (1e-4, 0.1, 100.0)
+    with pytest.raises(Exception, match="finetune_start_lr"):
+        _config(copper_data, tmp_path / "bad", finetune_start_lr=0.0).validate()
+    from nnpot.configio import load_config
+    from nnpot.errors import ConfigError
+
+    # YAML reads 1e-4 as a string; an unset-by-default number still comes out a float, or an error
+    assert load_config(ExploreConfig, None, ["finetune_start_lr=1e-4"]).finetune_start_lr == 1e-4
+    assert load_config(ExploreConfig, None, ["finetune_start_lr=null"]).finetune_start_lr is None
+    with pytest.raises(ConfigError, match="finetune_start_lr: expected a float"):
+        load_config(ExploreConfig, None, ["finetune_start_lr=abc"])
 
 
 def test_tblite_labels_a_small_molecule():
