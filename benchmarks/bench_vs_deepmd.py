@@ -181,6 +181,8 @@ def main() -> None:
     p.add_argument("--skip-train", action="store_true", help="time energy+forces only")
     p.add_argument("--json", help="default benchmarks/results/vs_deepmd_<precision>[_cuda].json")
     args = p.parse_args()
+    if "/" in args.dp_python:  # a path: absolute, since DeePMD-kit runs in its own work folder
+        args.dp_python = os.path.abspath(args.dp_python)
     args.json = args.json or str(ROOT / "benchmarks" / "results" / f"vs_deepmd_{args.precision}{'_cuda' if args.device != 'cpu' else ''}.json")
     torch.set_num_threads(args.threads)
     from nnpot.data import H5Dataset, write_deepmd
