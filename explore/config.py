@@ -94,10 +94,11 @@ class ExploreConfig:
             raise ConfigError("NPT exploration needs taut_fs, taup_fs and compressibility_per_bar > 0")
         if self.selection not in ("deviation", "random") or (self.selection == "random" and not self.random_pool):
             raise ConfigError(f"selection must be 'deviation' or 'random' (with random_pool), got {self.selection!r}")
-        for name in ("finetune_start_lr", "finetune_start_pref_e", "finetune_start_pref_f"):
+        for name, positive in (("finetune_start_lr", True), ("finetune_start_pref_e", False),
+                               ("finetune_start_pref_f", False)):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0 and (value > 0 or name != "finetune_start_lr")):
-                raise ConfigError(f"{name} must be {'> 0' if name == 'finetune_start_lr' else '>= 0'} (or unset), got {value}")
+            if value is not None and not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+                raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'} (or unset), got {value}")
         if not 0 < self.accurate_threshold <= 1:
             raise ConfigError(f"accurate_threshold must lie in (0, 1], got {self.accurate_threshold}")
         return self
