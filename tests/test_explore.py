@@ -61,9 +61,10 @@ def copper_data(tmp_path_factory):
     return root
 
 
-def _config(root, out, labeller="emt", **kw) -> ExploreConfig:
+def _config(root, out, labeller: str | Labeller = "emt", **kw) -> ExploreConfig:
     c = ExploreConfig(data=str(root / "cu.h5"), structures=[str(root / "seed.xyz")], out=str(out),
-                      labeller=Labeller(labeller), ensemble=2, train_time="4s", finetune_time="2s",
+                      labeller=Labeller(labeller) if isinstance(labeller, str) else labeller,
+                      ensemble=2, train_time="4s", finetune_time="2s",
                       temperatures_K=[800.0], replicas=1, steps=12, sample_every=3, trust_lo=0.0, trust_hi=1e6,
                       max_select=3, max_iterations=2, accurate_threshold=1.0, device="cpu",
                       train={"model.descriptor.rcut": 4.0, "model.descriptor.rcut_smth": 1.0,
@@ -202,6 +203,38 @@ def test_tblite_labels_a_small_molecule():
     assert result.frame is not None, result.error
     assert result.frame.energy < -100  # eV: about -13.5 Hartree for methanol in GFN2-xTB
     assert np.abs(result.frame.forces.sum(axis=0)).max() < 1e-6  # no net force on a free molecule
+
+
+def test_a_molecule_loop_labels_with_gfn2_xtb_and_records_it(tmp_path):
+    """One iteration on methanol in vacuum with tblite: the frames appended are non-periodic,
+    carry GFN2-xTB's own energies and forces, and the dataset names the labeller and its settings."""
+    pytest.importorskip("tblite.ase")
+    from ase.build import molecule
+
+    from nnpot.data import write_h5
+
+    labeller = Labeller("tblite", {"method": "GFN2-xTB", "verbosity": 0})
+    frames = []
+    for k in range(6):
+        mol = molecule("CH3OH")
+        mol.rattle(0.03, seed=k)
+        frames.append(labeller.label(mol).frame)
+    write_h5(frames, tmp_path / "start.h5")
+    molecule("CH3OH").write(tmp_path / "seed.xyz")
+    config = _config(tmp_path, tmp_path / "al", data=str(tmp_path / "start.h5"),
+                     structures=[str(tmp_path / "seed.xyz")], labeller=labeller, max_iterations=2,
+                     temperatures_K=[600.0], timestep_fs=0.5, train_steps=20, finetune_steps=10)
+    state = Explorer(config, progress=False).run()
+    assert state["stage"] == "done"
+    data = H5Dataset(tmp_path / "al" / "dataset.h5")
+    assert len(data) == 6 + 3
+    source = next(s for s in data.sources if s.get("explore_iteration") == 0)
+    assert source["labeller"] == "tblite" and source["settings"] == {"method": "GFN2-xTB", "verbosity": 0}
+    new = list(data)[6:]
+    assert all(not f.pbc.any() for f in new)
+    check = labeller.label(new[0].to_atoms())  # the stored labels are the method's own
+    assert check.frame.energy == pytest.approx(new[0].energy, abs=1e-6)
+    np.testing.assert_allclose(check.frame.forces, new[0].forces, atol=1e-6)
 
 
 def test_npt_exploration_moves_the_cell_of_bulk_seeds_and_keeps_molecules_nvt(copper_data, tmp_path):
