@@ -131,7 +131,7 @@ def run_strategy(name: str, args, work: Path, start: Path, seed_file: Path, test
         temperatures_K=list(system.temperatures), replicas=2, steps=args.md_steps, timestep_fs=system.timestep_fs,
         sample_every=args.sample_every, trust_lo=args.trust_lo, trust_hi=args.trust_hi, max_select=args.per_iteration,
         accurate_threshold=1.0, max_iterations=args.iterations, device="cpu", seed=1,
-        select_pool=args.select_pool, fail_rest_of_run=not args.keep_failed_runs,
+        select_pool=args.select_pool, fail_rest_of_run=not args.keep_failed_runs, continue_runs=args.continue_runs,
         selection="random" if name == "random" else "deviation", random_pool=str(pool))
     state = Explorer(config, progress=True, force=True).run()
     return state["summary"]
@@ -146,17 +146,21 @@ def spearman_of_final(work: Path, frames: list) -> dict:
 
     folders = sorted((work / "active").glob("iter_*/ensemble"))
     calc = NNPotCalculator(str(folders[-1]), device="cpu")
-    devi, err, atom_devi, atom_err = [], [], [], []
+    devi, err, atom_devi, atom_err, mean_devi, rms_err = [], [], [], [], [], []
     for frame in frames:
         atoms = frame.to_atoms()
         atoms.calc = calc
         errors = np.linalg.norm(atoms.get_forces() - frame.forces, axis=1)
         devi.append(calc.results["max_devi_f"])
         err.append(float(errors.max()))
+        mean_devi.append(calc.results["avg_devi_f"])
+        rms_err.append(float(np.sqrt((errors ** 2).mean())))
         atom_devi += calc.results["devi_f"].tolist()
         atom_err += errors.tolist()
     return {"spearman": float(spearmanr(devi, err).statistic), "max_devi_f": devi, "max_force_error": err,
-            "spearman_per_atom": float(spearmanr(atom_devi, atom_err).statistic), "devi_f": atom_devi,
+            "spearman_per_atom": float(spearmanr(atom_devi, atom_err).statistic),
+            "spearman_mean": float(spearmanr(mean_devi, rms_err).statistic), "avg_devi_f": mean_devi,
+            "frame_force_rmse": rms_err, "devi_f": atom_devi,
             "force_error": atom_err, "ensemble": str(folders[-1])}
 
 
@@ -228,6 +232,8 @@ def main() -> None:
                    help="also train one model from scratch for this many steps at every label count of both strategies")
     p.add_argument("--keep-failed-runs", action="store_true",
                    help="keep sampling a replica's frames after its first failed one (fail_rest_of_run off)")
+    p.add_argument("--continue-runs", action="store_true",
+                   help="each iteration's replicas start where the previous iteration's stopped (continue_runs)")
     p.add_argument("--random-from", default="", help="take the random baseline's rows from this earlier result JSON "
                    "(same arguments) instead of rerunning it: for trying active-learning settings")
     p.add_argument("--json", default="", help="result file (default results/active_learning[_ethanol].json)")
@@ -282,6 +288,7 @@ def main() -> None:
                "random_final_labels": rows["random"][-1]["train_frames"], "active_labels_to_reach_it": reach,
                "spearman_max_devi_f_vs_max_force_error": corr["spearman"],
                "spearman_devi_f_vs_force_error_per_atom": corr["spearman_per_atom"],
+               "spearman_avg_devi_f_vs_frame_force_rmse": corr["spearman_mean"],
                "spearman_on_pool": corr_pool["spearman"], "spearman_on_pool_per_atom": corr_pool["spearman_per_atom"],
                "test_frames": len(test), "pool_frames": len(pool)}
     print(f"\n{'labels':>7} {'active F RMSE':>14} {'random F RMSE':>14} {'active E RMSE':>14} {'random E RMSE':>14}"
@@ -302,8 +309,8 @@ def main() -> None:
             (a["labels"] for a in retrained["active"] if a["force_rmse"] <= final), None)
         print(f"retrained: active learning reaches random's final {final * 1e3:.1f} meV/A at "
               f"{summary['retrained_active_labels_to_reach_random_final']} labels")
-    print(f"Spearman of the deviation with the true force error: per frame (max) {corr['spearman']:.2f}, per atom "
-          f"{corr['spearman_per_atom']:.2f} on the {top:g} K test set; {corr_pool['spearman']:.2f} and "
+    print(f"Spearman of the deviation with the true force error: per frame (max) {corr['spearman']:.2f}, per frame "
+          f"(mean) {corr['spearman_mean']:.2f}, per atom {corr['spearman_per_atom']:.2f} on the {top:g} K test set; {corr_pool['spearman']:.2f} and "
           f"{corr_pool['spearman_per_atom']:.2f} on the {min(system.temperatures):g}-{top:g} K pool")
     Path(args.json).write_text(json.dumps({**summary, "correlation": corr, "correlation_pool": corr_pool}, indent=1))
     plot(rows, retrained, corr, f"{system.title}, {top:g} K", Path(args.json).with_suffix(".png"))

@@ -51,6 +51,10 @@ class ExploreConfig:
     taup_fs: float = 1000.0  #: NPT barostat time
     compressibility_per_bar: float = 1e-6  #: NPT barostat compressibility (metals ~1e-6, water 4.5e-5)
     sample_every: int = 20  #: steps between examined frames
+    #: iteration k's replicas start where k-1's stopped: from each replica's last frame that was
+    #: neither failed nor after a failure (the seed when it has none), so that the exploration
+    #: reaches further each iteration instead of restarting from the seeds
+    continue_runs: bool = False
     trust_lo: float = 0.05  #: eV/A: below, a frame is accurate
     trust_hi: float = 0.35  #: eV/A: at or above, a frame is failed (not labelled)
     #: once a replica's frame has failed, count its later frames as failed too: the trajectory has

@@ -188,6 +188,7 @@ class Explorer:
         bulk = [s for s, a in enumerate(seeds) if all(a.pbc)]
         runs = [(None, range(len(seeds)))] if not c.pressures_bar else \
             [(None, [s for s in range(len(seeds)) if s not in bulk])] + [(p, bulk) for p in c.pressures_bar]
+        resume_from = self._run_ends() if c.continue_runs and k else {}
         kept = []
         for t_index, temperature in enumerate(c.temperatures_K):
             for p_index, (pressure, members) in enumerate(runs):
@@ -196,7 +197,8 @@ class Explorer:
                 images = []
                 for r in range(c.replicas):
                     for s in members:
-                        a = seeds[s].copy()
+                        a = resume_from.get((temperature, pressure, len(images)), seeds[s]).copy()
+                        a.info = {}
                         thermalize(a, temperature, np.random.default_rng([c.seed, k, t_index, r, s, p_index]))
                         images.append(a)
                 if pressure is None:  # Langevin NVT
@@ -220,6 +222,18 @@ class Explorer:
                     self._say(f"MD stopped early: {exc}")
         write(self.iteration_dir() / "explored.extxyz", kept, format="extxyz")
         return "select"
+
+    def _run_ends(self) -> dict:
+        """The last frame of each replica of the previous iteration that was not failed, keyed by
+        (temperature, pressure or None, replica): where ``continue_runs`` picks the runs up."""
+        ends = {}
+        for a in read(self.iteration_dir(self.state["iteration"] - 1) / "explored.extxyz", ":"):
+            if a.info.get("after_failure") or float(a.info["max_devi_f"]) >= self.config.trust_hi:
+                continue
+            key = (float(a.info["temperature_K"]), a.info.get("pressure_bar"), int(a.info["replica"]))
+            if key not in ends or a.info["step"] > ends[key].info["step"]:
+                ends[key] = a
+        return ends
 
     def select(self) -> str:
         c = self.config
@@ -316,7 +330,7 @@ def _sample(dyn, temperature: float, pressure: float | None, left: np.ndarray, h
         a = image.copy()
         a.calc = None
         a.info = {"max_devi_f": float(devi[b]), "temperature_K": temperature, "step": dyn.nsteps,
-                  "after_failure": bool(left[b])}
+                  "after_failure": bool(left[b]), "replica": b}
         left[b] |= devi[b] >= hi
         if pressure is not None:
             a.info["pressure_bar"] = pressure

@@ -169,6 +169,26 @@ def test_two_iterations_end_to_end_and_resume_without_relabelling(copper_data, t
     assert (tuned["start_lr"], tuned["loss"]["start_pref_f"]) == (1e-3, 1000.0)  # fine-tuning: the same by default
 
 
+def test_continue_runs_picks_each_replica_up_where_it_stopped(copper_data, tmp_path):
+    """With continue_runs, iteration 1's replicas start from iteration 0's last frames (one per
+    replica and temperature), not from the seed."""
+    config = _config(copper_data, tmp_path / "al", continue_runs=True, temperatures_K=[600.0, 900.0], replicas=2,
+                     steps=24, sample_every=3, max_select=2)
+    Explorer(config, progress=False).run()
+    ends, starts = {}, {}
+    for k, store in ((0, ends), (1, starts)):
+        for a in read(tmp_path / "al" / f"iter_00{k}" / "explored.extxyz", ":"):
+            key = (a.info["temperature_K"], a.info["replica"])
+            if (k == 0 and a.info["step"] == 24) or (k == 1 and a.info["step"] == 3):
+                store[key] = a.positions
+    assert set(ends) == set(starts) and len(ends) == 4
+    seed = read(copper_data / "seed.xyz").positions
+    for key, start in starts.items():
+        moved_from_end = np.sqrt(((start - ends[key]) ** 2).sum(axis=1).mean())
+        moved_from_seed = np.sqrt(((start - seed) ** 2).sum(axis=1).mean())
+        assert moved_from_end < 0.5 * moved_from_seed, (key, moved_from_end, moved_from_seed)
+
+
 def test_finetuning_takes_dp_gens_gentler_start_when_set(copper_data, tmp_path):
     """finetune_start_lr/_pref_e/_pref_f reach iteration 1's training configs, not iteration 0's."""
     import yaml
