@@ -44,27 +44,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
-
-
-def copper_seed():
-    from make_copper_seed import slab_with_vacancy
-
-    return slab_with_vacancy()
-
-
-def ethanol_seed():
-    from ase.build import molecule
-
-    return molecule("CH3CH2OH")
+import make_seed  # noqa: E402  (examples/make_seed.py: the seed structures, labellers and start frames)
 
 
 @dataclass(frozen=True)
 class System:
-    """What one benchmark system needs: its seed structure, labeller and exploration."""
+    """A benchmark system: its seed structure (labeller: examples/make_seed.py), exploration and training."""
 
     seed: Callable
-    labeller: str
-    settings: dict
     temperatures: tuple[float, ...]
     timestep_fs: float
     reference_steps: int  #: reference MD steps at the test temperature (half per pool temperature)
@@ -78,24 +65,14 @@ MODEL = {"model.descriptor.rcut": 5.0, "model.descriptor.neuron": [16, 32], "mod
          "model.fitting.neuron": [64, 64]}
 
 SYSTEMS = {
-    "copper": System(copper_seed, "emt", {}, (300.0, 900.0, 1500.0), 2.0, 3000, "EMT Cu slab + vacancy", {}),
-    "ethanol": System(ethanol_seed, "tblite", {"method": "GFN2-xTB", "verbosity": 0}, (300.0, 600.0, 1000.0), 0.5,
+    "copper": System(make_seed.slab_with_vacancy, (300.0, 900.0, 1500.0), 2.0, 3000, "EMT Cu slab + vacancy", {}),
+    "ethanol": System(make_seed.ethanol, (300.0, 600.0, 1000.0), 0.5,
                       10000, "ethanol, GFN2-xTB",
                       # nine atoms a frame: batches of 8 frames; with step budgets of a few thousand,
                       # DeePMD's default decay to 3.5e-8 stops learning half-way (measured: 4,000 steps
                       # on 120 frames gave 548 meV/A with it, 343 with 3e-3 -> 1e-4)
                       {"batch_size": 8, "start_lr": 3e-3, "stop_lr": 1e-4}),
 }
-
-
-def start_frames(system: System, n: int, labeller) -> list:
-    """``n`` rattled copies of the seed (0.02-0.035 A), labelled: the data both strategies start from."""
-    frames = []
-    for k in range(n):
-        a = system.seed()
-        a.rattle(0.02 + 0.005 * (k % 4), seed=k)
-        frames.append(labeller.label(a).frame)
-    return frames
 
 
 def reference_md(system: System, labeller, temperature: float, steps: int, every: int, rng_seed: int) -> list:
@@ -120,11 +97,11 @@ def reference_md(system: System, labeller, temperature: float, steps: int, every
 
 
 def run_strategy(name: str, args, work: Path, start: Path, seed_file: Path, test: Path, pool: Path) -> list[dict]:
-    from nnpot.explore import ExploreConfig, Explorer, Labeller
+    from nnpot.explore import ExploreConfig, Explorer
 
     system = SYSTEMS[args.system]
     config = ExploreConfig(
-        data=str(start), structures=[str(seed_file)], labeller=Labeller(system.labeller, system.settings),
+        data=str(start), structures=[str(seed_file)], labeller=make_seed.SYSTEMS[args.system][1],
         out=str(work / name),
         test_data=str(test), ensemble=args.ensemble, train_steps=args.train_steps, finetune_steps=args.finetune_steps,
         train={**MODEL, **system.train, "valid_freq": 200, "valid_frames": 8, "threads": args.threads},
@@ -242,7 +219,6 @@ def main() -> None:
     args.json = args.json or str(ROOT / "benchmarks" / "results" / f"active_learning{suffix}.json")
     args.work = args.work or str(ROOT / "runs" / f"bench_al{suffix}")
     from nnpot.data import write_h5
-    from nnpot.explore import Labeller
 
     system = SYSTEMS[args.system]
     steps = args.reference_steps or system.reference_steps
@@ -250,9 +226,9 @@ def main() -> None:
     work = Path(args.work)
     (work / "seed").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    label = Labeller(system.labeller, system.settings)
+    label = make_seed.SYSTEMS[args.system][1]
     system.seed().write(work / "seed" / "seed.xyz")
-    write_h5(start_frames(system, args.start_frames, label), work / "seed" / "start.h5")
+    write_h5(make_seed.rattled_frames(system.seed(), label, args.start_frames), work / "seed" / "start.h5")
     test = reference_md(system, label, top, steps, steps // 100, 11)
     write_h5([label.label(a).frame for a in test], work / "test.h5")
     pool = [a for k, t in enumerate(system.temperatures)

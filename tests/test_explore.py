@@ -300,3 +300,29 @@ def test_bad_explore_inputs_fail_before_anything_is_written(copper_data, tmp_pat
         with pytest.raises(NNPotError, match=message):
             Explorer(_config(copper_data, out, **changes), progress=False)
         assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["active_learning.yaml", "active_learning_ethanol.yaml"])
+def test_example_configs_are_valid(name):
+    from pathlib import Path
+
+    from nnpot.configio import load_config
+
+    path = Path(__file__).resolve().parents[1] / "examples" / name
+    config = load_config(ExploreConfig, str(path)).validate()
+    assert config.max_iterations > 1 and config.trust_lo < config.trust_hi
+
+
+def test_example_seed_script_writes_labelled_start_data(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    try:
+        import make_seed
+    finally:
+        sys.path.pop(0)
+    make_seed.main("copper", str(tmp_path))
+    frames = list(H5Dataset(tmp_path / "start.h5"))
+    assert len(frames) == 20 and len(read(tmp_path / "seed.xyz")) == 35
+    assert all(np.isfinite(f.forces).all() and f.virial is not None for f in frames)
