@@ -105,7 +105,7 @@ def run_strategy(name: str, args, work: Path, start: Path, seed_file: Path, test
         out=str(work / name),
         test_data=str(test), ensemble=args.ensemble, train_steps=args.train_steps, finetune_steps=args.finetune_steps,
         train={**MODEL, **system.train, "valid_freq": 200, "valid_frames": 8, "threads": args.threads},
-        temperatures_K=list(system.temperatures), replicas=2, steps=args.md_steps, timestep_fs=system.timestep_fs,
+        temperatures_K=list(system.temperatures), replicas=args.replicas, steps=args.md_steps, timestep_fs=system.timestep_fs,
         sample_every=args.sample_every, trust_lo=args.trust_lo, trust_hi=args.trust_hi, max_select=args.per_iteration,
         accurate_threshold=1.0, max_iterations=args.iterations, device="cpu", seed=1,
         select_pool=args.select_pool, fail_rest_of_run=not args.keep_failed_runs, continue_runs=args.continue_runs,
@@ -190,7 +190,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--system", choices=sorted(SYSTEMS), default="copper")
     p.add_argument("--work", default="", help="work folder (default runs/bench_al, runs/bench_al_ethanol)")
-    p.add_argument("--start-frames", type=int, default=20, help="rattled labelled frames both strategies start from")
+    p.add_argument("--start-frames", type=int, default=20, help="labelled frames both strategies start from")
+    p.add_argument("--start", choices=("rattled", "md"), default="rattled",
+                   help="start frames: rattled copies of the seed (explored from the seed), or frames 200 steps "
+                   "apart of reference MD at the lowest temperature (each explored from: DP-GEN's init)")
+    p.add_argument("--replicas", type=int, default=2, help="exploration replicas per seed and temperature")
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--ensemble", type=int, default=3)
     p.add_argument("--per-iteration", type=int, default=20, help="labels added per iteration")
@@ -218,6 +222,8 @@ def main() -> None:
     suffix = "" if args.system == "copper" else f"_{args.system}"
     args.json = args.json or str(ROOT / "benchmarks" / "results" / f"active_learning{suffix}.json")
     args.work = args.work or str(ROOT / "runs" / f"bench_al{suffix}")
+    from ase.io import write
+
     from nnpot.data import write_h5
 
     system = SYSTEMS[args.system]
@@ -227,14 +233,17 @@ def main() -> None:
     (work / "seed").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     label = make_seed.SYSTEMS[args.system][1]
-    system.seed().write(work / "seed" / "seed.xyz")
-    write_h5(make_seed.rattled_frames(system.seed(), label, args.start_frames), work / "seed" / "start.h5")
+    if args.start == "rattled":  # rattled copies of the seed, explored from the seed
+        system.seed().write(work / "seed" / "seed.xyz")
+        write_h5(make_seed.rattled_frames(system.seed(), label, args.start_frames), work / "seed" / "start.h5")
+    else:  # DP-GEN's init: frames of a short reference MD at the lowest temperature, each a seed
+        start = reference_md(system, label, min(system.temperatures), 200 * args.start_frames, 200, 5)
+        write_h5([label.label(a).frame for a in start], work / "seed" / "start.h5")
+        write(work / "seed" / "seed.xyz", start, format="extxyz")
     test = reference_md(system, label, top, steps, steps // 100, 11)
     write_h5([label.label(a).frame for a in test], work / "test.h5")
     pool = [a for k, t in enumerate(system.temperatures)
             for a in reference_md(system, label, t, steps // 2, steps // 200, 20 + k)]
-    from ase.io import write
-
     write(work / "pool.extxyz", pool, format="extxyz")
     rows = {}
     if args.random_from:
