@@ -44,6 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import make_seed  # noqa: E402  (examples/make_seed.py: the seed structures, labellers and start frames)
 
 
@@ -115,30 +116,11 @@ def run_strategy(name: str, args, work: Path, start: Path, seed_file: Path, test
 
 
 def spearman_of_final(work: Path, frames: list) -> dict:
-    """max_devi_f of the final AL ensemble against the true largest per-atom force error on
-    labelled ``frames`` (nnpot ``Frame`` objects the ensemble never trained on)."""
-    from scipy.stats import spearmanr
+    """The final active-learning ensemble's deviation against its true force error on labelled
+    ``frames`` it never trained on (``bench_deviation.deviation_vs_error``)."""
+    from bench_deviation import deviation_vs_error
 
-    from nnpot import NNPotCalculator
-
-    folders = sorted((work / "active").glob("iter_*/ensemble"))
-    calc = NNPotCalculator(str(folders[-1]), device="cpu")
-    devi, err, atom_devi, atom_err, mean_devi, rms_err = [], [], [], [], [], []
-    for frame in frames:
-        atoms = frame.to_atoms()
-        atoms.calc = calc
-        errors = np.linalg.norm(atoms.get_forces() - frame.forces, axis=1)
-        devi.append(calc.results["max_devi_f"])
-        err.append(float(errors.max()))
-        mean_devi.append(calc.results["avg_devi_f"])
-        rms_err.append(float(np.sqrt((errors ** 2).mean())))
-        atom_devi += calc.results["devi_f"].tolist()
-        atom_err += errors.tolist()
-    return {"spearman": float(spearmanr(devi, err).statistic), "max_devi_f": devi, "max_force_error": err,
-            "spearman_per_atom": float(spearmanr(atom_devi, atom_err).statistic),
-            "spearman_mean": float(spearmanr(mean_devi, rms_err).statistic), "avg_devi_f": mean_devi,
-            "frame_force_rmse": rms_err, "devi_f": atom_devi,
-            "force_error": atom_err, "ensemble": str(folders[-1])}
+    return deviation_vs_error(str(sorted((work / "active").glob("iter_*/ensemble"))[-1]), frames)
 
 
 def retrain(args, dataset: Path, n: int, test: Path, out: Path) -> dict:
