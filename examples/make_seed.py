@@ -45,6 +45,8 @@ def rattled_frames(seed: Atoms, labeller: Labeller, n: int = 20) -> list[Frame]:
 
 
 def main(system: str = "copper", out: str = "runs/cu_seed") -> None:
+    if system not in SYSTEMS:
+        sys.exit(f"usage: python examples/make_seed.py {{{','.join(SYSTEMS)}}} OUT_FOLDER (got {system!r})")
     make, labeller = SYSTEMS[system]
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
