@@ -6,14 +6,15 @@ Two systems the project did not pick data for by hand (``--system``):
 * ``copper``: EMT copper, a slab with a (111) surface and a vacancy (35 atoms), 300/900/1500 K.
   EMT labels cost milliseconds, so the run measures the selection, not the labeller.
 * ``ethanol``: one ethanol molecule in vacuum labelled with GFN2-xTB (tblite, ~5 ms a frame),
-  300/600/1000 K. Nine atoms give 27 force components a frame, so the models are limited by
-  their data far longer than on the 35-atom slab.
+  300/600/1000 K. Nine atoms give 27 force components a frame against the slab's 105, and
+  the O-H and methyl torsions give the exploration somewhere to go.
 
 The protocol:
 
 * Reference MD with the labeller itself (ASE Langevin): at the highest explored temperature for
   the 100-frame test set; at each explored temperature for the random baseline's pool.
-* Both strategies start from the same rattled frames, train the same ensemble with the same
+* Both strategies start from the same frames (``--start``: rattled copies of the seed, or frames
+  of a short reference MD at the lowest temperature), train the same ensemble with the same
   step budgets, fine-tune it after each iteration and add ``max_select`` labels per iteration
   (``nnpot explore`` with ``selection: deviation`` and ``selection: random``).
 * Reported: test force and energy RMSE of the loop's ensemble mean against the number of labels;
@@ -44,7 +45,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import make_seed  # noqa: E402  (examples/make_seed.py: the seed structures, labellers and start frames)
 
 
