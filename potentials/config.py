@@ -125,6 +125,9 @@ class TrainConfig:
     #: add up to at most this (at least one frame), like DeePMD-kit's "auto" batch size
     batch_atoms: int = 0
     seed: int = 1
+    #: train on a resample with replacement of the training frames (as many as there are, drawn
+    #: with ``seed``): an ensemble's members then differ in their data too (bagging)
+    bootstrap: bool = False
     stat_frames: int = 64  #: frames sampled for davg/dstd and the energy bias
     #: at each validation, re-fit the per-element energy bias on this many training frames (a
     #: seeded sample; least squares on the energy residuals; changes no force), and before the

@@ -143,6 +143,8 @@ class Trainer:
             raise TrainingError(f"{where}: no validation frames; give --valid-data or raise valid_fraction")
         if len(self.train_idx) == 0:
             raise TrainingError(f"{self.train_ds.path}: no training frames left after the validation split")
+        if c.bootstrap:  # bagging: a seeded resample, duplicates and all
+            self.train_idx = np.sort(np.random.default_rng([c.seed, 7]).choice(self.train_idx, len(self.train_idx)))
         rng = np.random.default_rng(c.seed)
         self.valid_subset = np.sort(rng.permutation(self.valid_idx)[: c.valid_frames])
         self._order: tuple[int, np.ndarray] | None = None  #: (epoch, its permutation of train_idx)

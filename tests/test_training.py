@@ -165,6 +165,23 @@ def test_atom_budget_batches(tmp_path):
     assert np.isfinite(trainer.step()["loss"])
 
 
+def test_bootstrap_trains_on_a_seeded_resample_of_the_training_frames(tmp_path):
+    """bootstrap: as many frames as the split leaves, drawn with replacement from them only (never
+    a validation frame), the same for the same seed and different for another; steps run."""
+    plain = Trainer(_config(2), tmp_path / "p", progress=False)
+    runs = [Trainer(_config(2, ["bootstrap=true", f"seed={s}"]), tmp_path / f"b{k}", progress=False)
+            for k, s in enumerate((1, 1, 2))]
+    n = len(plain.train_idx)
+    for run in runs:
+        assert len(run.train_idx) == n and set(run.train_idx.tolist()) <= set(plain.train_idx.tolist())
+        assert np.array_equal(run.valid_idx, plain.valid_idx)
+        # with n >= 20 draws, a resample without repeats has probability n!/n^n < 1e-7
+        assert len(set(run.train_idx.tolist())) < n
+    assert np.array_equal(runs[0].train_idx, runs[1].train_idx)
+    assert not np.array_equal(runs[0].train_idx, runs[2].train_idx)
+    assert np.isfinite(runs[2].step()["loss"])
+
+
 @pytest.mark.parametrize("norm_exp", [2, 1])
 def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
     """The loss equals p_e dE^2 / N^k + p_f mean(dF^2) recomputed by hand, for k = 2 ((dE/N)^2)
