@@ -4,7 +4,8 @@ Member ``k`` is an ordinary training run in ``OUT/member_k`` with ``seed + k`` (
 statistics sample) and ``model.seed + k`` (initial weights); the validation split
 (``split_seed``) is the same for all, so their errors compare. ``OUT/ensemble.json`` names the
 members once all have finished (:mod:`nnpot.potentials.ensemble`). A resumed ensemble skips
-finished members and resumes the one that was interrupted.
+finished members and resumes the one that was interrupted. With ``bootstrap`` each member also
+trains on its own seeded resample of the training frames (bagging).
 """
 
 from __future__ import annotations
