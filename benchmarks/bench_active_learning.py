@@ -73,7 +73,7 @@ SYSTEMS = {
                       # learning rate must stay high: the loss prefactors follow it, and a deep decay hands
                       # the loss to the energies before the forces are learnt. Measured, 4,000 steps on
                       # 70 frames, test force RMSE: 3e-3 -> 1e-4 265 meV/A, 1e-2 -> 1e-3 173-180,
-                      # 2e-2 -> 5e-3 144-146 (two seeds). A tenth of the frames is held out, not a fifth.
+                      # 2e-2 -> 5e-3 144-146 (benchmarks/README.md). A tenth of the frames is held out, not a fifth.
                       {"batch_size": 8, "start_lr": 2e-2, "stop_lr": 5e-3, "valid_fraction": 0.1}),
 }
 
