@@ -103,16 +103,18 @@ def run_strategy(name: str, args, work: Path, start: Path, seed_file: Path, test
     from nnpot.explore import ExploreConfig, Explorer
 
     system = SYSTEMS[args.system]
+    active = name != "random"
     config = ExploreConfig(
         data=str(start), structures=[str(seed_file)], labeller=make_seed.SYSTEMS[args.system][1],
         out=str(work / name),
         test_data=str(test), ensemble=args.ensemble, train_steps=args.train_steps, finetune_steps=args.finetune_steps,
-        train={**MODEL, **system.train, "valid_freq": 200, "valid_frames": 8, "threads": args.threads},
+        train={**MODEL, **system.train, "valid_freq": 200, "valid_frames": 8, "threads": args.threads,
+               "bootstrap": args.bootstrap and active},
         temperatures_K=list(system.temperatures), replicas=args.replicas, steps=args.md_steps, timestep_fs=system.timestep_fs,
         sample_every=args.sample_every, trust_lo=args.trust_lo, trust_hi=args.trust_hi, max_select=args.per_iteration,
         accurate_threshold=1.0, max_iterations=args.iterations, device="cpu", seed=1,
         select_pool=args.select_pool, fail_rest_of_run=not args.keep_failed_runs, continue_runs=args.continue_runs,
-        selection="random" if name == "random" else "deviation", random_pool=str(pool))
+        selection="deviation" if active else "random", random_pool=str(pool), rank_by=args.rank_by)
     state = Explorer(config, progress=True, force=True).run()
     return state["summary"]
 
@@ -199,8 +201,13 @@ def main() -> None:
                    help="keep sampling a replica's frames after its first failed one (fail_rest_of_run off)")
     p.add_argument("--continue-runs", action="store_true",
                    help="each iteration's replicas start where the previous iteration's stopped (continue_runs)")
-    p.add_argument("--random-from", default="", help="take the random baseline's rows from this earlier result JSON "
-                   "(same arguments) instead of rerunning it: for trying active-learning settings")
+    p.add_argument("--rank-by", choices=("max_devi_f", "avg_devi_f"), default="max_devi_f",
+                   help="the deviation that ranks active learning's candidates (explore's rank_by)")
+    p.add_argument("--bootstrap", action="store_true",
+                   help="active learning's members train on bootstrap resamples (bagging); random's selection "
+                   "does not use the ensemble, so its members stay plain, its best predictor")
+    p.add_argument("--random-from", default="", help="take the random baseline's rows (and retrained points) from this "
+                   "earlier result JSON (same arguments) instead of rerunning it: for trying active-learning settings")
     p.add_argument("--json", default="", help="result file (default results/active_learning[_ethanol].json)")
     args = p.parse_args()
     suffix = "" if args.system == "copper" else f"_{args.system}"
@@ -229,15 +236,17 @@ def main() -> None:
     pool = [a for k, t in enumerate(system.temperatures)
             for a in reference_md(system, label, t, steps // 2, steps // 200, 20 + k)]
     write(work / "pool.extxyz", pool, format="extxyz")
-    rows = {}
+    rows, retrained = {}, {}
     if args.random_from:
-        rows["random"] = json.loads(Path(args.random_from).read_text())["rows"]["random"]
+        earlier = json.loads(Path(args.random_from).read_text())
+        rows["random"] = earlier["rows"]["random"]
+        if args.retrain_steps and earlier["args"]["retrain_steps"] == args.retrain_steps:
+            retrained["random"] = earlier["retrained"]["random"]
     names = ("active",) if args.random_from else ("active", "random")
     inputs = (work / "seed" / "start.h5", work / "seed" / "seed.xyz", work / "test.h5", work / "pool.extxyz")
     with ProcessPoolExecutor(len(names)) as pool_exec:  # one core each
         for name, result in zip(names, pool_exec.map(run_strategy, names, *zip(*[(args, work, *inputs)] * len(names)))):
             rows[name] = result
-    retrained = {}
     if args.retrain_steps:
         jobs = [(name, r["train_frames"]) for name in names for r in rows[name] if "train_frames" in r]
         with ProcessPoolExecutor(2) as pool_exec:

@@ -63,6 +63,10 @@ class ExploreConfig:
     max_select: int = 20  #: frames labelled per iteration at most
     #: they are spread (farthest-point sampling) over the select_pool x max_select most uncertain candidates
     select_pool: float = 3.0
+    #: which deviation orders the candidates for that pool: "max_devi_f" (DP-GEN's, the frame's worst
+    #: atom) or "avg_devi_f" (the frame's mean over its atoms, which follows the frame's force RMSE
+    #: more closely). The trust window always classes frames by max_devi_f.
+    rank_by: str = "max_devi_f"
     accurate_threshold: float = 0.95  #: stop when this fraction of explored frames is accurate
     max_iterations: int = 5
     device: str = "auto"
@@ -96,6 +100,8 @@ class ExploreConfig:
             raise ConfigError(f"pressures_bar must be finite, got {self.pressures_bar}")
         if self.pressures_bar and not (self.taut_fs > 0 and self.taup_fs > 0 and self.compressibility_per_bar > 0):
             raise ConfigError("NPT exploration needs taut_fs, taup_fs and compressibility_per_bar > 0")
+        if self.rank_by not in ("max_devi_f", "avg_devi_f"):
+            raise ConfigError(f"rank_by must be 'max_devi_f' or 'avg_devi_f', got {self.rank_by!r}")
         if self.selection not in ("deviation", "random") or (self.selection == "random" and not self.random_pool):
             raise ConfigError(f"selection must be 'deviation' or 'random' (with random_pool), got {self.selection!r}")
         for name, positive in (("finetune_start_lr", True), ("finetune_start_pref_e", False),

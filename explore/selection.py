@@ -65,12 +65,14 @@ def farthest_point(features: np.ndarray, k: int, first: int = 0) -> list[int]:
 
 
 def select(images: Sequence[Atoms], max_devi_f: Sequence[float], lo: float, hi: float, max_select: int,
-           r_max: float = 6.0, pool: float = 3.0) -> tuple[np.ndarray, list[int]]:
+           r_max: float = 6.0, pool: float = 3.0,
+           rank: Sequence[float] | None = None) -> tuple[np.ndarray, list[int]]:
     """The trust-window classes of all frames and the indices of the frames to label: of the
     ``ceil(pool * max_select)`` most uncertain candidates, the most uncertain first, then
-    farthest-point sampling (``pool=inf``: over all candidates)."""
+    farthest-point sampling (``pool=inf``: over all candidates). Uncertainty is ``rank`` where
+    given (for example each frame's ``avg_devi_f``), else ``max_devi_f``."""
     classes = trust_window(max_devi_f, lo, hi)
-    devi = np.asarray(max_devi_f, dtype=np.float64)
+    devi = np.asarray(max_devi_f if rank is None else rank, dtype=np.float64)
     candidates = np.flatnonzero(classes == 1)
     if len(candidates) == 0 or max_select < 1:
         return classes, []

@@ -102,7 +102,7 @@ def test_frames_after_a_replicas_failed_frame_count_as_failed():
     dyn, left, frames = Sampled(), np.zeros(2, dtype=bool), []
     assert _sample(dyn, 300.0, None, left, 0.35) == []  # nothing at step 0
     for step, devi in ((10, [0.1, 0.1]), (20, [0.5, 0.2]), (30, [0.2, 0.2])):
-        dyn.nsteps, dyn.force_fn.last = step, {"max_devi_f": torch.tensor(devi)}
+        dyn.nsteps, dyn.force_fn.last = step, {"max_devi_f": torch.tensor(devi), "avg_devi_f": torch.tensor(devi) / 2}
         frames += _sample(dyn, 300.0, None, left, 0.35)
     assert [a.info["after_failure"] for a in frames] == [False, False, False, False, True, False]
     assert left.tolist() == [True, False]
@@ -121,6 +121,11 @@ def test_selection_spreads_over_the_most_uncertain_candidates():
     assert chosen[0] == 29 and set(chosen) <= set(range(24, 30)) and len(set(chosen)) == 3
     _, spread = select(frames, devi, 0.05, 0.35, max_select=3, pool=float("inf"))
     assert 0 in spread  # over all candidates, farthest-point sampling reaches for the outlier
+    # ranked by another measure (rank_by: avg_devi_f) the pool is that measure's top 6, while the
+    # trust window still classes by max_devi_f: frame 0 is ranked first but frame 1 is failed
+    rank = devi[::-1].copy()
+    classes, chosen = select(frames, np.r_[0.10, 0.40, devi[2:]], 0.05, 0.35, max_select=3, pool=2.0, rank=rank)
+    assert classes[1] == 2 and chosen[0] == 0 and set(chosen) <= {0, 2, 3, 4, 5, 6} and len(set(chosen)) == 3
 
 
 def test_farthest_point_spreads_the_choice():
@@ -293,6 +298,7 @@ def test_bad_explore_inputs_fail_before_anything_is_written(copper_data, tmp_pat
              ({"structures": [str(tmp_path / "empty.xyz")]}, "cannot read"),
              ({"structures": [str(tmp_path / "gold.xyz")]}, "Au do not occur"),
              ({"labeller": "no_such_code"}, "built-in name"),
+             ({"rank_by": "min_devi_f"}, "rank_by must be"),
              ({"structures": [str(tmp_path / "cu_molecule.xyz")], "pressures_bar": [1.0]}, "periodic in all three")]
     Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.3]]).write(tmp_path / "cu_molecule.xyz")
     for changes, message in cases:
