@@ -172,6 +172,15 @@ def plot(rows: dict, retrained: dict, corr: dict, title: str, png: Path) -> None
     fig.savefig(png, dpi=120)
 
 
+def print_side_by_side(rows: dict, labels: str, keys: tuple[str, str]) -> None:
+    """One line per label count of either strategy (they may add labels at different rates):
+    active's and random's ``keys`` in milli-units, ``-`` where a strategy has no such count."""
+    by_labels = {name: {r[labels]: r for r in rows[name] if keys[0] in r} for name in ("active", "random")}
+    for n in sorted(set(by_labels["active"]) | set(by_labels["random"])):
+        cells = [by_labels[name].get(n, {}).get(key) for key in keys for name in ("active", "random")]
+        print(f"{n:>7}" + "".join(f" {'-' if v is None else f'{v * 1e3:.2f}':>14}" for v in cells))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--system", choices=sorted(SYSTEMS), default="copper")
@@ -271,17 +280,13 @@ def main() -> None:
                "test_frames": len(test), "pool_frames": len(pool)}
     print(f"\n{'labels':>7} {'active F RMSE':>14} {'random F RMSE':>14} {'active E RMSE':>14} {'random E RMSE':>14}"
           "  (meV/A, meV/atom; the loop's ensembles)")
-    for a, r in zip(rows["active"], rows["random"]):
-        print(f"{a['train_frames']:>7} {a['test_force_rmse'] * 1e3:>14.1f} {r['test_force_rmse'] * 1e3:>14.1f} "
-              f"{a['test_energy_rmse_per_atom'] * 1e3:>14.2f} {r['test_energy_rmse_per_atom'] * 1e3:>14.2f}")
+    print_side_by_side(rows, "train_frames", ("test_force_rmse", "test_energy_rmse_per_atom"))
     print(f"active learning reaches random's final {final_random * 1e3:.1f} meV/A at {reach} labels "
           f"(random: {summary['random_final_labels']})")
     if len(retrained) == 2:
         print(f"\n{'labels':>7} {'active F RMSE':>14} {'random F RMSE':>14} {'active E RMSE':>14} {'random E RMSE':>14}"
               f"  (one model from scratch, {args.retrain_steps} steps)")
-        for a, r in zip(retrained["active"], retrained["random"]):
-            print(f"{a['labels']:>7} {a['force_rmse'] * 1e3:>14.1f} {r['force_rmse'] * 1e3:>14.1f} "
-                  f"{a['energy_rmse_per_atom'] * 1e3:>14.2f} {r['energy_rmse_per_atom'] * 1e3:>14.2f}")
+        print_side_by_side(retrained, "labels", ("force_rmse", "energy_rmse_per_atom"))
         final = retrained["random"][-1]["force_rmse"]
         summary["retrained_active_labels_to_reach_random_final"] = next(
             (a["labels"] for a in retrained["active"] if a["force_rmse"] <= final), None)
