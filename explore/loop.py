@@ -240,7 +240,8 @@ class Explorer:
         frames = read(self.iteration_dir() / "explored.extxyz", ":")
         # a frame after its replica's first failed one counts as failed (fail_rest_of_run)
         devi = [math.inf if a.info.get("after_failure") else float(a.info["max_devi_f"]) for a in frames]
-        rank = None if c.rank_by == "max_devi_f" else [float(a.info.get(c.rank_by, 0.0)) for a in frames]
+        # frames explored before rank_by existed carry max_devi_f only
+        rank = [float(a.info.get(c.rank_by, a.info["max_devi_f"])) for a in frames]
         classes, chosen = select(frames, devi, c.trust_lo, c.trust_hi, c.max_select, pool=c.select_pool, rank=rank)
         if c.selection == "random":  # the baseline: as many frames, drawn from the reference pool
             frames, chosen = self._random_draw(c.max_select)
@@ -319,20 +320,19 @@ def _read_structures(path: str) -> list:
 
 
 def _sample(dyn, temperature: float, pressure: float | None, left: np.ndarray, hi: float) -> list:
-    """The current frame of every replica, with its max_devi_f, avg_devi_f, temperature and (NPT) pressure
-    in ``info``; none at step 0, where the replicas still sit on their seed. A replica whose
+    """The current frame of every replica, with its max_devi_f, avg_devi_f, temperature and
+    (NPT) pressure in ``info``; none at step 0, where the replicas still sit on their seed. A replica whose
     sampled deviation has reached ``hi`` is marked in ``left``; its later frames carry
     ``after_failure`` (their trajectory has left the region the ensemble can be trusted in)."""
     if dyn.nsteps == 0:
         return []
-    last = {key: dyn.force_fn.last[key].detach().cpu().double().numpy() for key in ("max_devi_f", "avg_devi_f")}
-    devi = last["max_devi_f"]
+    devi, mean = (dyn.force_fn.last[key].detach().cpu().double().numpy() for key in ("max_devi_f", "avg_devi_f"))
     out = []
     for b, image in enumerate(dyn.images):
         a = image.copy()
         a.calc = None
-        a.info = {"max_devi_f": float(devi[b]), "avg_devi_f": float(last["avg_devi_f"][b]), "temperature_K": temperature, "step": dyn.nsteps,
-                  "after_failure": bool(left[b]), "replica": b}
+        a.info = {"max_devi_f": float(devi[b]), "avg_devi_f": float(mean[b]), "temperature_K": temperature,
+                  "step": dyn.nsteps, "after_failure": bool(left[b]), "replica": b}
         left[b] |= devi[b] >= hi
         if pressure is not None:
             a.info["pressure_bar"] = pressure
