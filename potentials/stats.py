@@ -26,7 +26,9 @@ def compute_env_stats(d: torch.nn.Module, structures: Sequence, type_map: Sequen
     """
     n_types = d.n_types
     sums = torch.zeros(n_types, n_types, 5, dtype=torch.float64)  # n, sum r, sum r^2, sum a, sum a^2
-    for s in structures:
+    from tqdm.auto import tqdm
+
+    for s in tqdm(structures, desc="statistics", unit=" frames", leave=False, disable=None):
         batch = make_batch([s], type_map, d.rcut, d.sel, dtype=torch.float64)
         env = environment(batch.edge_vectors(), batch.neighbors.mask, d.rcut_smth, d.rcut)  # [N, K, 4]
         start = 0
@@ -64,14 +66,14 @@ def fit_energy_bias(energies: np.ndarray, numbers: Sequence[np.ndarray], type_ma
     return bias
 
 
-def energy_bias_shift(model: torch.nn.Module, frames: Sequence, batch_size: int = 4) -> np.ndarray:
+def energy_bias_shift(model: torch.nn.Module, frames: Sequence, batch_size: int = 4, progress: bool = False) -> np.ndarray:
     """The per-element shift (eV) of ``model.energy_bias`` that fits the energy residuals of
     labelled ``frames`` in the least-squares sense (DeePMD-kit's ``dp change-bias``, in closed
-    form). Adding it changes no force."""
-    from nnpot.potentials.evaluator import predict
+    form). Adding it changes no force, so only energies are evaluated."""
+    from nnpot.potentials.evaluator import predict_energies
 
     frames = list(frames)
-    pred = predict(model, frames, batch_size=batch_size)
+    pred = predict_energies(model, frames, batch_size=batch_size, progress=progress, desc="energy re-fit")
     return fit_energy_bias(pred["energy_ref"] - pred["energy"], [f.numbers for f in frames], model.type_map)
 
 
@@ -106,6 +108,7 @@ def error_metrics(pred: dict[str, np.ndarray]) -> dict:
         "energy_rmse_per_atom": _rmse(de),
         "energy_mae_per_atom": _mae(de),
         "force_rmse": _rmse(df),
+        "force_label_std": float(np.std(pred["forces_ref"])) if df.size else float("nan"),  # the spread to beat
         "force_mae": _mae(df),
         "force_rmse_per_element": {
             chemical_symbols[int(z)]: _rmse(df[pred["numbers"] == z]) for z in np.unique(pred["numbers"])

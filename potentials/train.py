@@ -75,6 +75,11 @@ def prefactor(start: float, limit: float, lr: float, start_lr: float) -> float:
 RUN_OUTPUTS = ("config.yaml", "valid.jsonl", "model.nnp", "best.nnp", "final_metrics.json", "learning_curve.png",
                "checkpoints")
 FINAL_REFIT_FRAMES = 4096  #: training frames at most in the energy-bias re-fit before a model is saved
+TIME_CADENCE = 0.05  #: a time-budgeted run validates and checkpoints at least this often (share of the budget)
+FINAL_SHARE = 0.2  #: the final re-fit and validation take at most this share of a time budget
+UNDERTRAINED_RATIO = 0.5  #: a final force RMSE above this share of the labels' spread is named undertrained
+UNDERTRAINED_STEPS = 500  #: and so is a run that ends with fewer steps
+ESTIMATE_AFTER_S = 15.0  #: a time-budgeted run times its steps this long, then prints the steps to expect
 
 
 class Trainer:
@@ -112,7 +117,9 @@ class Trainer:
         self.bucketed = BucketedAllReduce(self.model.parameters(), self.dist) if config.grad_sync == "bucketed" else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.start_lr)
         self.ema = None
-        self.state = {"step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "best": math.inf, "stale": 0}
+        self.state = {"step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "best": math.inf, "stale": 0,
+                      "valid_t": 0.0, "save_t": 0.0, "valid_s_per_frame": 0.0}
+        self.final_metrics: dict | None = None
         found = latest_checkpoint(self.out / "checkpoints") if resume else None
         if resume and found is None:
             raise TrainingError(f"{self.out}: nothing to resume (no readable checkpoint in checkpoints/)")
@@ -214,7 +221,7 @@ class Trainer:
             raise TrainingError(f"{path}: the checkpoint does not match the run's config.yaml (edited since?): "
                                 f"{str(exc).splitlines()[0]}") from None
         self.ema = state.get("ema")
-        self.state = dict(state["loop"])
+        self.state = {**self.state, **state["loop"]}
         torch.set_rng_state(state["torch_rng"])
         self._forget_after(self.state["step"])
         log.info("resumed from %s at step %d", path, self.state["step"])
@@ -250,10 +257,45 @@ class Trainer:
     def _progress(self) -> float:
         c, s = self.config, self.state
         p = s["step"] / c.num_steps
-        budget = c.max_seconds()
+        budget = self._training_budget()
         if budget is not None:
             p = max(p, s["elapsed"] / budget)
         return p
+
+    def _final_frames(self) -> tuple[int, int]:
+        """How many training frames the final energy re-fit and how many validation frames the
+        final validation take: all (up to :data:`FINAL_REFIT_FRAMES`), unless a time budget
+        cannot hold them at the measured evaluation speed (then as many as fit in
+        :data:`FINAL_SHARE` of it; the re-fit runs energies only, about half a validation's cost)."""
+        c = self.config
+        refit = min(len(self.train_idx), FINAL_REFIT_FRAMES) if c.bias_refit_frames else 0
+        valid = len(self.valid_idx)
+        budget, per_frame = c.max_seconds(), self.state["valid_s_per_frame"]
+        if budget is None or per_frame <= 0:
+            return refit, valid
+        room = FINAL_SHARE * budget / per_frame  # validation frames' worth of time
+        if valid + refit / 2 > room:
+            valid = max(min(valid, c.valid_frames), min(valid, int(room * 2 / 3)))
+            refit = max(min(refit, c.bias_refit_frames), min(refit, int(2 * (room - valid))))
+        return refit, valid
+
+    def _reserve(self) -> float:
+        """Seconds the final phase is expected to take (re-fit, validation, save), measured."""
+        refit, valid = self._final_frames()
+        return self.state["valid_s_per_frame"] * (valid + refit / 2) + 1.0
+
+    def _training_budget(self) -> float | None:
+        """The seconds of a time budget left to training steps once the final phase is reserved."""
+        budget = self.config.max_seconds()
+        return None if budget is None else max(0.5 * budget, budget - self._reserve())
+
+    def _due(self, freq: int, last_key: str, cost: float = 0.0) -> bool:
+        """Every ``freq`` steps, and in a time-budgeted run also every :data:`TIME_CADENCE` of it
+        (but never so often that work costing ``cost`` seconds takes over a fifth of the time)."""
+        s, budget = self.state, self.config.max_seconds()
+        if s["step"] % freq == 0:
+            return True
+        return budget is not None and s["elapsed"] - s[last_key] >= max(TIME_CADENCE * budget, 4 * cost)
 
     def _next_frame(self) -> int:
         """The next training frame in this epoch's seeded order (moving to the next epoch)."""
@@ -354,16 +396,18 @@ class Trainer:
     def refit_energy_bias(self, final: bool = False) -> np.ndarray:
         """Shift the per-element energy bias by the least-squares fit of the energy residuals
         on ``bias_refit_frames`` training frames, or with ``final`` on every training frame up to
-        :data:`FINAL_REFIT_FRAMES` (DeePMD-kit's ``dp change-bias``, in closed form). Forces do
+        :data:`FINAL_REFIT_FRAMES` (fewer where a time budget cannot hold them:
+        :meth:`_final_frames`); DeePMD-kit's ``dp change-bias``, in closed form. Forces do
         not see a constant per-element shift, so under a force-dominated loss the offset drifts;
         this pins it again and changes no force. Returns the shift (eV per element)."""
         n = self.config.bias_refit_frames
         if n == 0:
             return np.zeros(len(self.model.type_map))
         rng = np.random.default_rng(self.config.seed)  # the same frames every time
-        sample = rng.permutation(self.train_idx)[: max(n, FINAL_REFIT_FRAMES) if final else n]
+        sample = rng.permutation(self.train_idx)[: max(n, self._final_frames()[0]) if final else n]
         frames = [self.train_ds[int(i)] for i in np.sort(sample)]
-        delta = energy_bias_shift(self._eval_model(), frames, batch_size=max(1, self.config.batch_size))
+        delta = energy_bias_shift(self._eval_model(), frames, batch_size=max(1, self.config.batch_size),
+                                  progress=final and self.progress)
         shift = torch.as_tensor(delta, dtype=self.model.dtype, device=self.device)
         self.model.energy_bias.add_(shift)
         if self.ema is not None:
@@ -377,11 +421,15 @@ class Trainer:
         shadow.load_state_dict(self.ema)
         return shadow
 
-    def validate(self, indices: Sequence[int] | None = None) -> dict:
+    def validate(self, indices: Sequence[int] | None = None, progress: bool = False) -> dict:
         """Validation metrics of the current (EMA) weights on ``indices`` (default: the subset)."""
         idx = self.valid_subset if indices is None else indices
         model = self._eval_model()
-        pred = predict(model, [self.valid_ds[int(i)] for i in idx], batch_size=max(1, self.config.batch_size))
+        t0 = time.perf_counter()
+        pred = predict(model, [self.valid_ds[int(i)] for i in idx], batch_size=max(1, self.config.batch_size),
+                       progress=progress and self.progress, desc="final validation")
+        if len(idx):
+            self.state["valid_s_per_frame"] = (time.perf_counter() - t0) / len(idx)
         metrics = error_metrics(pred)
         lc = self.config.loss
         metrics["score"] = lc.limit_pref_e * metrics["energy_rmse_per_atom"] ** 2 + lc.limit_pref_f * metrics["force_rmse"] ** 2
@@ -412,7 +460,7 @@ class Trainer:
 
     def _done(self) -> bool:
         c, s = self.config, self.state
-        budget = c.max_seconds()
+        budget = self._training_budget()
         if s["step"] >= c.num_steps or (budget is not None and s["elapsed"] >= budget):
             return True
         return bool(c.early_stop_patience and s["stale"] >= c.early_stop_patience)
@@ -426,32 +474,71 @@ class Trainer:
         total = round(budget) if budget is not None else c.num_steps
         fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if budget is not None else None
         bar = tqdm(total=total, initial=min(round(s["elapsed"]), total) if budget is not None else s["step"], unit=" steps",
-                   bar_format=fmt, disable=not self.progress, dynamic_ncols=True)
+                   bar_format=fmt, disable=not self.progress, dynamic_ncols=True, desc="training")
         last = {}
         t0 = time.perf_counter() - s["elapsed"]
+        start = (s["step"], s["elapsed"])
+        estimated = budget is None
         while not self._done():
             last = self.step()
             s["elapsed"] = time.perf_counter() - t0
+            if not estimated and s["elapsed"] - start[1] >= ESTIMATE_AFTER_S:
+                estimated = True
+                rate = (s["step"] - start[0]) / (s["elapsed"] - start[1])
+                expected = s["step"] + rate * (self._training_budget() - s["elapsed"])
+                if self.progress and self.dist.main:
+                    bar.write(f"timed: {rate:.2f} steps/s on {torch.get_num_threads()} thread(s) here, so the "
+                              f"{c.max_time} budget gives about {expected:,.0f} steps")
             bar.update(min(round(s["elapsed"]), bar.total) - bar.n if budget is not None else 1)
             bar.set_postfix(step=s["step"], loss=f"{last['loss']:.3g}", rmse_f=f"{last['rmse_f']:.3f}", lr=f"{last['lr']:.2e}", refresh=False)
-            if s["step"] % c.valid_freq == 0:
+            if self._due(c.valid_freq, "valid_t", cost=s["valid_s_per_frame"] * len(self.valid_subset)):
                 self.refit_energy_bias()
                 self._log_validation(self.validate(), last)
                 s["elapsed"] = time.perf_counter() - t0
-            if s["step"] % c.save_freq == 0:
+                s["valid_t"] = s["elapsed"]
+            if self._due(c.save_freq, "save_t"):
+                s["save_t"] = s["elapsed"]
                 self._checkpoint()
         bar.close()
-        self.refit_energy_bias(final=True)
-        final = self.validate(self.valid_idx)
-        self._log_validation(final, last)
-        self._checkpoint()
-        path = self.out / "model.nnp"
-        if self.dist.main:
-            save_model(self._eval_model(), path, provenance=self._provenance(final))
-            (self.out / "final_metrics.json").write_text(json.dumps(final, indent=2))
-            plot_learning_curve(self.out / "valid.jsonl", self.out / "learning_curve.png")
-        return path
+        if s.get("finished") and not last:  # a finished run resumed again adds no row
+            self.final_metrics = json.loads((self.out / "final_metrics.json").read_text())
+        else:
+            self._finish(last, t0)
+        return self.out / "model.nnp"
 
+    def _finish(self, last: dict, t0: float) -> None:
+        """The final phase: energy re-fit on the training frames, validation on every
+        validation frame, the saved model, metrics and learning curve."""
+        s = self.state
+        self.refit_energy_bias(final=True)
+        n_valid = self._final_frames()[1]
+        idx = self.valid_idx if n_valid >= len(self.valid_idx) else np.sort(
+            np.random.default_rng(self.config.seed).permutation(self.valid_idx)[:n_valid])
+        final = self.validate(idx, progress=True)
+        s["elapsed"] = time.perf_counter() - t0
+        self._log_validation(final, last)
+        s["finished"] = True
+        self._checkpoint()
+        self.final_metrics = final
+        if self.dist.main:
+            save_model(self._eval_model(), self.out / "model.nnp", provenance=self._provenance(final))
+            with atomic_path(self.out / "final_metrics.json") as tmp:
+                tmp.write_text(json.dumps(final, indent=2))
+            plot_learning_curve(self.out / "valid.jsonl", self.out / "learning_curve.png")
+
+    def undertrained(self) -> str | None:
+        """A ``warning:`` line when the run ended far short of a useful model (too few steps, or
+        a validation force error near the spread of the labels), else None."""
+        m, steps = self.final_metrics, self.state["step"]
+        if not m:
+            return None
+        rmse, spread = m["force_rmse"], m.get("force_label_std", math.nan)
+        if not (rmse > UNDERTRAINED_RATIO * spread or steps < UNDERTRAINED_STEPS):
+            return None
+        threads = torch.get_num_threads()
+        return (f"warning: the model is undertrained: {steps} steps, validation force RMSE {rmse * 1e3:.0f} meV/A "
+                f"against a label spread of {spread * 1e3:.0f} meV/A. Train longer (a larger --max-time or num_steps), "
+                f"on more cores (now {threads} thread(s): --set threads=N) or a GPU, before using it for MD")
 
 def _parts(ds) -> list:
     """The datasets a (possibly united) dataset is made of."""
@@ -459,7 +546,8 @@ def _parts(ds) -> list:
 
 
 def plot_learning_curve(log_path: Path, png: Path) -> Path | None:
-    """Validation energy and force RMSE against step, from ``valid.jsonl``."""
+    """Validation energy and force RMSE against step, from ``valid.jsonl``, with the learning
+    rate on a second axis and a dotted line where it crossed each power of ten."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -469,15 +557,26 @@ def plot_learning_curve(log_path: Path, png: Path) -> Path | None:
     if not rows:
         return None
     steps = [r["step"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120)
+    lrs = [r.get("lr") for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
     axes[0].semilogy(steps, [r["energy_rmse_per_atom"] * 1e3 for r in rows], "o-", ms=3)
     axes[0].set_ylabel("validation energy RMSE (meV/atom)")
     axes[1].semilogy(steps, [r["force_rmse"] * 1e3 for r in rows], "o-", ms=3, color="C1")
     axes[1].set_ylabel("validation force RMSE (meV/Å)")
+    decades = [(s, lr) for s, lr, prev in zip(steps[1:], lrs[1:], lrs[:-1])
+               if lr and prev and math.floor(math.log10(lr)) < math.floor(math.log10(prev))]
     for ax in axes:
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3, which="both")
+        for s, lr in decades:
+            ax.axvline(s, color="0.5", ls=":", lw=0.8)
+        if any(lrs):
+            twin = ax.twinx()
+            twin.semilogy(steps, [lr or math.nan for lr in lrs], color="0.6", lw=0.8, ls="--")
+            twin.set_ylabel("learning rate (dashed)", color="0.4", fontsize=8)
+            twin.tick_params(labelsize=7, colors="0.4")
     fig.tight_layout()
-    fig.savefig(png)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     return png

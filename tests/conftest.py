@@ -68,3 +68,26 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+SMALL_TRAIN = ["model.descriptor.neuron=[8,16]", "model.descriptor.axis_neuron=4", "model.fitting.neuron=[16,16]",
+               "stat_frames=8", "valid_frames=8", "valid_fraction=0.1", "threads=2"]
+
+
+@pytest.fixture(scope="session")
+def budget_run(tmp_path_factory):
+    """``nnpot train --max-time 1m`` of a small se_e2_a on the bundled water, as a user runs it:
+    the run folder, its stdout and stderr, and its wall time in seconds."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path_factory.mktemp("budget") / "run"
+    cmd = [sys.executable, "-m", "nnpot.cli", "train", "--data", str(WATER), "--out", str(out), "--max-time", "1m"]
+    for kv in SMALL_TRAIN:
+        cmd += ["--set", kv]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout, proc.stderr, wall

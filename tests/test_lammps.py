@@ -6,6 +6,7 @@ error. Multi-rank cases run ``tests/lammps_case.py`` under the venv's ``mpirun``
 from __future__ import annotations
 
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -313,3 +314,55 @@ def test_tabulated_model_and_float32_in_lammps(small_water, dtype):
     assert abs(lmp.get_thermo("pe") - energy) < tol
     assert np.abs(f - ref.get_forces()).max() < (TOL if dtype == "float64" else 1e-4)
     lmp.close()
+
+
+EXAMPLE = HERE.parent / "examples" / "lammps"
+
+
+def _readme_commands() -> list[str]:
+    """The indented command lines of examples/lammps/README.md, as a user copies them."""
+    lines = (EXAMPLE / "README.md").read_text().splitlines()
+    return [line.strip() for line in lines if line.startswith("    ") and line.strip().startswith("../../.venv/bin/")]
+
+
+def test_example_readme_runs_as_written(budget_run, tmp_path):
+    """The example's README commands, from a copy of the folder in a clone's layout, with the
+    README's short step count: the run ends cleanly and does both stages."""
+    commands = _readme_commands()
+    assert any("mpirun" in c and "--var steps" in c for c in commands), commands
+    folder = tmp_path / "examples" / "lammps"
+    shutil.copytree(EXAMPLE, folder)
+    (tmp_path / "runs" / "water").mkdir(parents=True)  # a trained model: an untrained one falls apart in NPT
+    shutil.copy(budget_run[0] / "model.nnp", tmp_path / "runs" / "water" / "model.nnp")
+    venv_bin = Path(sys.executable).parent
+    for command in commands:
+        if "pip install" in command:
+            continue  # the extra is installed already (tests run with it)
+        words = [w.replace("../../.venv/bin/", f"{venv_bin}/") for w in shlex.split(command, comments=True)]
+        out = subprocess.run(words, capture_output=True, text=True, cwd=folder, timeout=900)
+        assert out.returncode == 0, command + "\n" + out.stdout[-1500:] + out.stderr[-2000:]
+    log = (folder / "log.lammps").read_text()
+    assert log.count("Loop time") == 2 and (folder / "water_final.data").is_file()
+
+
+def test_failed_start_leaves_no_log_and_force_spares_inputs(small_water, tmp_path):
+    tmp, atoms, model = small_water
+    data = write_data(atoms, tmp_path / "w.data")
+    script = tmp_path / "in.water"
+    script.write_text(f"units metal\natom_style atomic\nread_data {data}\npair_style nnpot missing.nnp\n"
+                      "pair_coeff * * O H\nrun 0\n")
+    cli = [sys.executable, "-m", "nnpot.cli", "lammps", str(script), "--device", "cpu"]
+    out = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "missing.nnp" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "log.lammps").exists()  # created by the failed run, so removed
+    script.write_text(script.read_text().replace("missing.nnp", str(model)))
+    ok = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path)  # no --force needed now
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (tmp_path / "log.lammps").read_bytes().startswith(b"LAMMPS (")
+    again = subprocess.run(cli + ["--force"], capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]  # its own log: replaced
+    before = {p: p.read_bytes() for p in (script, data)}
+    for victim in (script, data):
+        out = subprocess.run(cli + ["--log", str(victim), "--force"], capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 2 and "input" in out.stderr and "Traceback" not in out.stderr
+    assert {p: p.read_bytes() for p in before} == before

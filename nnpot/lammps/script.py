@@ -24,7 +24,7 @@ from nnpot.errors import ConfigError, NNPotError
 if TYPE_CHECKING:
     from nnpot.lammps.coupling import LammpsCoupling
 
-__all__ = ["InputPlan", "plan_input", "run_input"]
+__all__ = ["InputPlan", "plan_input", "run_input", "script_files", "is_lammps_log"]
 
 _FORCE_COMMANDS = ("run", "minimize", "rerun")
 
@@ -63,6 +63,33 @@ def _words(line: str) -> list[str]:
         return list(lexer)
     except ValueError:  # unbalanced quotes: LAMMPS will say so
         return line.split("#", 1)[0].split()
+
+
+def script_files(path: str | Path) -> list[Path]:
+    """The existing files a LAMMPS input names (data, include, restart, model files...): inputs
+    that no output of the run may replace. Relative names are taken from the current folder,
+    as LAMMPS does."""
+    path = Path(path)
+    try:
+        lines = _logical_lines(path.read_text(errors="replace"))
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        for word in _words(line)[1:]:
+            candidate = Path(word)
+            if "$" not in word and candidate.is_file():
+                found.append(candidate)
+    return found
+
+
+def is_lammps_log(path: Path) -> bool:
+    """A file LAMMPS wrote as its log (its first line names LAMMPS and its version)."""
+    try:
+        with open(path, "rb") as fh:
+            return path.is_file() and fh.read(8) == b"LAMMPS ("
+    except OSError:
+        return False
 
 
 def plan_input(path: str | Path, model: str | None = None, elements: list[str] | None = None) -> InputPlan:
@@ -145,6 +172,7 @@ def run_input(path: str | Path, model: str | None = None, elements: list[str] | 
     device = device or plan.options.get("device", "auto")
     dtype = dtype or plan.options.get("dtype")
     args = ["-log", log or "none"] + ([] if screen else ["-screen", "none"])
+    new_log = log is not None and not Path(log).exists()  # a log this run creates, removed if it fails at once
     for name, value in (variables or {}).items():
         args += ["-var", name, str(value)]
     lmp = lammps(cmdargs=args)
@@ -160,12 +188,23 @@ def run_input(path: str | Path, model: str | None = None, elements: list[str] | 
                               tabulate=plan.options.get("tabulate") == "yes")
             lmp.file(str(tail))
         coupling.check()
-    except NNPotError:
-        raise
     except Exception as exc:  # LAMMPS raises plain Exceptions with its ERROR line
+        lmp.close()
+        if new_log and (coupling is None or coupling.stats["calls"] <= 1):  # failed before a step was done
+            _remove_own_log(Path(log))
+        if isinstance(exc, NNPotError):
+            raise
         if coupling is not None and coupling.error is not None:
             raise NNPotError(coupling.error) from None
         raise NNPotError(f"LAMMPS: {str(exc).strip()}") from None
-    finally:
-        lmp.close()
+    lmp.close()
     return coupling
+
+
+def _remove_own_log(path: Path) -> None:
+    """Remove the log a failed run created (rank 0 only: LAMMPS writes it there alone, and has
+    closed it by now)."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        path.unlink(missing_ok=True)

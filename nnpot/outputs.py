@@ -1,0 +1,95 @@
+"""What a command may write over: its own earlier outputs, never its inputs or a user's files.
+
+Every command that writes a file or a folder checks the target here first:
+
+* a target that is one of the command's inputs (the same resolved path, or the same file
+  through another name: same inode) is refused, with or without ``--force``;
+* an existing target is refused without ``--force``;
+* with ``--force``, an existing target is replaced only when nnpot wrote it: each kind of
+  output says how it is recognised (``owned``: an HDF5 format attribute, a LAMMPS log's first
+  line, or the manifest of a folder, :func:`write_manifest`).
+
+A folder output is never removed wholesale: the command replaces the entries it names in its
+manifest and leaves everything else in the folder alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from nnpot.atomic import atomic_path
+from nnpot.errors import NNPotError
+
+__all__ = ["MANIFEST", "same_file", "check_output", "read_manifest", "write_manifest", "owned_by_manifest"]
+
+MANIFEST = ".nnpot-outputs.json"  #: in a folder nnpot wrote: the entries it wrote there
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name one file: equal resolved paths, or the same inode."""
+    pa, pb = Path(a), Path(b)
+    if pa.resolve() == pb.resolve():
+        return True
+    try:
+        return os.path.samefile(pa, pb)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_output(path: str | os.PathLike, force: bool, inputs: Iterable[str | os.PathLike] = (),
+                 owned: Callable[[Path], bool] | None = None, what: str = "output") -> None:
+    """Refuse to write ``path`` unless it is new, or ``force`` is given and ``owned(path)`` says
+    nnpot wrote it; never when it is (or, for a folder, holds) one of ``inputs``."""
+    path = Path(path)
+    for source in inputs:
+        if source is None:
+            continue
+        if (path.exists() or path.is_symlink()) and Path(source).exists() and same_file(path, source):
+            raise NNPotError(f"{path}: is an input of this command ({source}); choose another {what} name")
+        if path.is_dir() and _inside(Path(source), path):
+            raise NNPotError(f"{path}: holds {source}, an input of this command; choose another {what} folder")
+    if not (path.exists() or path.is_symlink()):
+        return
+    kind = "folder" if path.is_dir() else "file"
+    if not force:
+        raise NNPotError(f"{path}: the {kind} exists; choose another name, or give --force to replace it")
+    if owned is None or not owned(path):
+        raise NNPotError(f"{path}: the {kind} exists and nnpot did not write it; --force replaces only nnpot's own "
+                         f"outputs: choose another name, or move it away yourself")
+
+
+def read_manifest(folder: str | os.PathLike) -> list[str] | None:
+    """The entries nnpot wrote into ``folder`` (its manifest), or None when it has none."""
+    path = Path(folder) / MANIFEST
+    try:
+        names = json.loads(path.read_text()).get("outputs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) and "/" not in n and n not in ("", ".", "..")
+                                               for n in names):
+        return None
+    return names
+
+
+def write_manifest(folder: str | os.PathLike, names: Iterable[str], tool: str) -> None:
+    """Record that ``tool`` wrote the entries ``names`` into ``folder`` (merged with earlier ones)."""
+    folder = Path(folder)
+    known = set(read_manifest(folder) or ())
+    with atomic_path(folder / MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"writer": tool, "outputs": sorted(known | set(names))}, indent=1) + "\n")
+
+
+def owned_by_manifest(folder: Path) -> bool:
+    """A folder is nnpot's to refill when its manifest lists what nnpot wrote there."""
+    return folder.is_dir() and read_manifest(folder) is not None
