@@ -13,70 +13,67 @@ from ase.data import chemical_symbols
 
 from nnpot.data.frame import Frame
 from nnpot.errors import DatasetError
+from nnpot.outputs import check_output, owned_by_manifest, read_manifest, write_manifest
 
 __all__ = ["write_deepmd"]
 
 
-MARKER = ".nnpot-deepmd-export"  #: written into every folder nnpot exports, so a later --force may replace it
-
-
-def _is_deepmd_system(path: Path) -> bool:
-    """A folder with DeePMD-kit's files only: type.raw, type_map.raw, nopbc and set.* folders."""
-    if not path.is_dir() or not (path / "type.raw").is_file():
-        return False
-    return all(p.name in ("type.raw", "type_map.raw", "nopbc") or (p.is_dir() and p.name.startswith("set."))
-               for p in path.iterdir())
-
-
-def check_export_target(folder: Path, force: bool) -> None:
-    """Refuse a target that nnpot must not replace: a file; a non-empty folder unless ``force``;
-    even with ``force``, a folder holding anything but DeePMD-kit systems."""
+def check_export_target(folder: Path, force: bool, inputs: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
+    """Refuse a target that nnpot must not write into: a file; a non-empty folder unless
+    ``force``; with ``force``, a folder without nnpot's manifest of an earlier export; any folder
+    holding one of ``inputs``. Returns the earlier export's entries (to be replaced)."""
     if folder.exists() and not folder.is_dir():
         raise DatasetError(f"{folder}: exists and is not a folder; choose another output folder")
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return
-    if not force:
-        raise DatasetError(f"{folder}: the folder exists and is not empty; use a new folder, or --force to replace "
-                           "an earlier export (only folders that hold DeePMD-kit systems alone are replaced)")
-    foreign = [p.name for p in folder.iterdir() if p.name != MARKER and not _is_deepmd_system(p)]
-    if foreign:
-        raise DatasetError(f"{folder}: holds {', '.join(sorted(foreign)[:3])}{' ...' if len(foreign) > 3 else ''}, "
-                           "which is not a DeePMD-kit system; nnpot replaces only its own exports, even with --force")
+    if folder.is_dir() and not any(folder.iterdir()):
+        check_output(folder, True, inputs)  # an empty folder is free to fill; only the inputs matter
+        return []
+    check_output(folder, force, inputs, owned=owned_by_manifest, what="output")
+    return (read_manifest(folder) or []) if folder.is_dir() else []
 
 
 def write_deepmd(frames: Iterable[Frame], folder: str | os.PathLike[str], type_map: Sequence[str] | None = None,
-                 set_size: int = 5000, dtype: type = np.float64, force: bool = False) -> list[Path]:
+                 set_size: int = 5000, dtype: type = np.float64, force: bool = False,
+                 inputs: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
     """Write ``frames`` into DeePMD-kit systems under ``folder``, one system per distinct
     (atom order, periodicity); returns the system folders. Written into a temporary folder
     beside ``folder`` and moved into place at the end, so a failure leaves nothing behind.
 
-    ``folder`` must be new or empty; ``force`` replaces an earlier export (a folder that holds
-    DeePMD-kit systems and nothing else), never any other folder (:func:`check_export_target`).
+    ``folder`` must be new or empty; ``force`` replaces the systems of an earlier export there
+    (those its manifest lists) and leaves anything else in the folder alone
+    (:func:`check_export_target`); ``inputs`` (the source files) are never written over.
     """
     folder = Path(os.path.abspath(folder))
-    check_export_target(folder, force)
+    earlier = check_export_target(folder, force, inputs)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         systems = _write_systems(frames, folder, tmp, type_map, set_size, dtype)
-        (tmp / MARKER).write_text("written by nnpot data export\n")
-        _swap_in(tmp, folder)
+        clash = [p.name for p in systems if (folder / p.name).exists() and p.name not in earlier]
+        if clash:
+            raise DatasetError(f"{folder}: {', '.join(clash)} exists and is not from an earlier nnpot export; "
+                               "choose another output folder")
+        _swap_in(tmp, folder, earlier, [p.name for p in systems])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # nnpot made it in this call
     return systems
 
 
-def _swap_in(tmp: Path, folder: Path) -> None:
-    """Move ``tmp`` to ``folder``; an earlier export there (already checked) is moved aside first
-    and removed only once the new one is in place."""
-    old = None
-    if folder.is_dir() and any(folder.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-        os.replace(folder, old / "export")
-    elif folder.is_dir():
-        folder.rmdir()  # empty
-    os.replace(tmp, folder)
-    if old is not None:
+def _swap_in(tmp: Path, folder: Path, earlier: Sequence[str], names: Sequence[str]) -> None:
+    """Move the new systems from ``tmp`` into ``folder``. An earlier export's systems there are
+    moved aside first and removed once the new ones are in place; nothing else is touched."""
+    if not folder.exists():
+        write_manifest(tmp, names, "nnpot data export")
+        os.replace(tmp, folder)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    try:
+        for name in earlier:
+            if (folder / name).exists():
+                os.replace(folder / name, old / name)
+        for name in names:
+            os.replace(tmp / name, folder / name)
+        write_manifest(folder, names, "nnpot data export")
+    finally:
         shutil.rmtree(old, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -35,7 +36,21 @@ def _header(frame: Frame) -> str:
     if frame.weight != 1.0:
         parts.append(f"weight={_num(frame.weight)}")
     parts.append('pbc="' + " ".join("T" if p else "F" for p in frame.pbc) + '"')
+    parts.append(f"written_by={WRITER}")  # what lets a later --force replace this file, and nothing else
     return " ".join(parts)
+
+
+WRITER = "nnpot"
+
+
+def is_nnpot_extxyz(path: Path) -> bool:
+    """Whether ``path`` is an extxyz file :func:`write_extxyz` wrote (its first header says so)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096).split(b"\n")
+    except OSError:
+        return False
+    return len(head) > 1 and f"written_by={WRITER}".encode() in head[1]
 
 
 def write_extxyz(frames: Iterable[Frame], path: str | os.PathLike[str]) -> int:

@@ -32,7 +32,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from nnpot.atomic import atomic_path
+from nnpot.atomic import atomic_path, write_isolated
 from nnpot.data.frame import MAX_Z, Frame, periodic_volume, validate_frame
 from nnpot.errors import DatasetError, FrameIndexError
 
@@ -220,9 +220,16 @@ class H5Dataset(Sequence[Frame]):
             start = stop
         return dict(sorted(found.items()))
 
+    def check_not_empty(self) -> H5Dataset:
+        """Raise :class:`~nnpot.errors.DatasetError` when the file holds no frames."""
+        if len(self) == 0:
+            raise DatasetError(f"{self.path}: holds no frames")
+        return self
+
     def check(self) -> H5Dataset:
         """Raise :class:`~nnpot.errors.DatasetError` on the first of :meth:`problems` (and say
         how many frames are bad); return the dataset otherwise."""
+        self.check_not_empty()
         bad = self.problems()
         if bad:
             i, problem = next(iter(bad.items()))
@@ -360,13 +367,16 @@ def write_h5(
 
     Nothing is left at ``path`` if a frame fails validation or the source breaks.
     """
-    with atomic_path(path) as tmp:
+    def work() -> int:
         with h5py.File(tmp, "w") as fh:
             n = _write_frames(fh, frames, str(path), validate, progress)
             if n == 0:
                 raise DatasetError(f"{path}: no frames to write (the sources are empty)")
             _stamp(fh, sources or [])
-    return n
+        return n
+
+    with atomic_path(path) as tmp:
+        return write_isolated(work, path)
 
 
 def append_h5(
@@ -381,12 +391,15 @@ def append_h5(
 
     existing = H5Dataset(path)  # validates the header
     old_sources = existing.sources
-    with atomic_path(path) as tmp:
+    def work() -> int:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "r+") as fh:
             n = _write_frames(fh, frames, str(path), validate, progress)
             _stamp(fh, old_sources + (sources or []))
-    return n
+        return n
+
+    with atomic_path(path) as tmp:
+        return write_isolated(work, path)
 
 
 def _write_frames(fh: h5py.File, frames: Iterable[Frame], where: str, validate: bool, progress: bool) -> int:

@@ -20,7 +20,7 @@ def dataset_info(path: str | os.PathLike[str], max_frames: int = 200, seed: int 
     """
     from ase.data import chemical_symbols
 
-    ds = H5Dataset(path)
+    ds = H5Dataset(path).check_not_empty()
     numbers = ds.numbers()
     n_atoms = ds.n_atoms
     z, counts = np.unique(numbers, return_counts=True)

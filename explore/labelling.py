@@ -62,11 +62,18 @@ class Labeller:
             hint = f" (pip install {module.split('.')[0]})" if self.name in BUILTIN else ""
             raise ConfigError(f"labeller {self.name!r}: cannot import {path}{hint}: {exc}") from None
 
+        unknown = _unknown_settings(calc_class, self.settings) if self.name in BUILTIN else []
+        if unknown:  # a third-party calculator's accepted keywords cannot be known from outside
+            raise ConfigError(f"labeller {self.name!r}: unknown setting(s) {', '.join(unknown)} for {path}")
+
         def make() -> Calculator:
             try:
                 return calc_class(**self.settings)
             except TypeError as exc:  # unknown or missing settings
                 raise ConfigError(f"labeller {self.name!r}: bad settings {self.settings}: {exc}") from None
+            except (Exception, SystemExit) as exc:  # noqa: BLE001  (a third-party constructor)
+                raise ConfigError(f"labeller {self.name!r}: its calculator could not be made: "
+                                  f"{type(exc).__name__}: {_first_line(exc)}") from None
 
         return make
 
@@ -87,8 +94,10 @@ class Labeller:
                 from ase.stress import voigt_6_to_full_3x3_stress
 
                 virial = -voigt_6_to_full_3x3_stress(work.get_stress()) * work.get_volume()
-        except Exception as exc:  # any failure of the reference code: record it, keep going
-            return LabelResult(None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])
+        except (Exception, SystemExit) as exc:  # noqa: BLE001  (any failure of the reference code, sys.exit too)
+            return LabelResult(None, f"{type(exc).__name__}: {_first_line(exc)}"[:300])
+        if forces.shape != (len(atoms), 3) or (virial is not None and np.shape(virial) != (3, 3)):
+            return LabelResult(None, f"the calculator returned forces of shape {forces.shape} for {len(atoms)} atoms")
         if not (np.isfinite(energy) and np.isfinite(forces).all()):
             return LabelResult(None, "non-finite energy or forces")
         return LabelResult(Frame(numbers=atoms.numbers.copy(), positions=atoms.positions.copy(),
@@ -96,8 +105,35 @@ class Labeller:
                                  virial=virial))
 
     def label_all(self, images: Sequence[Atoms]) -> list[LabelResult]:
-        calc = self.factory()()
+        """Every image labelled, or each recorded as failed when the calculator cannot be made."""
+        try:
+            calc = self.factory()()
+        except ConfigError as exc:
+            return [LabelResult(None, str(exc)[:300]) for _ in images]
         return [self.label(a, calc) for a in images]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
+def _unknown_settings(calc_class: type, settings: dict[str, Any]) -> list[str]:
+    """Settings a calculator class would not use: not a named argument of its constructor and,
+    when it takes ``**kwargs`` as ASE's calculators do, not one of its ``default_parameters``
+    (ASE stores unknown keywords silently)."""
+    import inspect
+
+    try:
+        params = inspect.signature(calc_class.__init__).parameters
+    except (TypeError, ValueError):
+        return []
+    named = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    defaults = getattr(calc_class, "default_parameters", None)
+    if takes_kwargs and not defaults:
+        return []  # nothing to check against
+    known = named | set(defaults or ()) | {"label", "directory", "atoms", "command", "restart", "ignore_bad_restart_file"}
+    return sorted(k for k in settings if k not in known)
 
 
 class PySCFCalculator(Calculator):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -29,12 +30,26 @@ from ase import units
 from ase.io import read, write
 
 from nnpot.atomic import atomic_path
+from nnpot.outputs import read_manifest, same_file, write_manifest
 from nnpot.explore.config import ExploreConfig
 from nnpot.explore.selection import select
 
 __all__ = ["Explorer", "STAGES"]
 
 STAGES = ("train", "explore", "select", "label", "append", "done")
+
+
+#: what an exploration writes into its out folder (beside the iteration folders)
+OUTPUTS = ("state.json", "dataset.h5", "summary.json", "summary.png")
+ITERATION = re.compile(r"iter_\d{3,}")
+
+
+def _holds(folder: Path, path: Path) -> bool:
+    """Whether ``path`` lies inside ``folder``."""
+    try:
+        return folder.is_dir() and path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
 
 
 def _write_json(path: Path, value) -> None:
@@ -53,20 +68,47 @@ class Explorer:
         self.out = Path(config.out)
         self.progress = progress
         state = self.out / "state.json"
-        if state.exists() and not resume:
-            if not force:
-                raise NNPotError(f"{self.out}: holds an exploration already; continue it with --resume, or give "
-                                 "--force to start it again (its files are replaced)")
-            shutil.rmtree(self.out)  # ours: it holds our state.json
-        elif self.out.exists() and not state.exists() and any(self.out.iterdir()) and not force:
-            raise NNPotError(f"{self.out}: exists and is not an nnpot exploration; choose another out folder")
+        if not (resume and state.exists()):
+            self._clear_earlier_run(force)
         self.out.mkdir(parents=True, exist_ok=True)
         if resume and state.exists():
             self.state = json.loads(state.read_text())
         else:
+            write_manifest(self.out, OUTPUTS, "nnpot explore")
             shutil.copyfile(config.data, self.out / "dataset.h5")
             self.state = {"iteration": 0, "stage": "train", "summary": []}
             self._save_state()
+
+    def _clear_earlier_run(self, force: bool) -> None:
+        """Before a fresh start: the out folder may hold only an earlier exploration's own
+        outputs (listed in its manifest), replaced with ``force``; the user's other files there
+        stay, and no input of this run (``data``, structures, test data) may be among them."""
+        from nnpot.errors import NNPotError
+
+        if not self.out.is_dir():
+            return
+        ours = [p for p in self.out.iterdir() if p.name in OUTPUTS or ITERATION.fullmatch(p.name)]
+        if not ours:
+            return
+        if not force:
+            raise NNPotError(f"{self.out}: holds an exploration already ({', '.join(sorted(p.name for p in ours)[:4])}); "
+                             "continue it with --resume, or give --force to start it again (its own files are "
+                             "replaced, nothing else)")
+        listed = set(read_manifest(self.out) or ())
+        foreign = [p.name for p in ours if p.name not in listed]
+        if foreign:
+            raise NNPotError(f"{self.out}: {', '.join(sorted(foreign)[:4])} was not written by nnpot explore; --force "
+                             "replaces only an exploration's own files: choose another out folder")
+        c = self.config
+        for source in [c.data, *c.structures, c.test_data, c.random_pool]:
+            if source and any(same_file(p, source) or _holds(p, Path(source)) for p in ours):
+                raise NNPotError(f"{source}: an input of this exploration lies among the earlier run's files in "
+                                 f"{self.out}; copy it elsewhere first, or choose another out folder")
+        for p in ours:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
     def _check_inputs(self) -> None:
         """Every input readable and the labeller importable, before anything is written."""
@@ -131,6 +173,7 @@ class Explorer:
         from nnpot.potentials.train_ensemble import is_ensemble_run, train_ensemble
 
         c, k = self.config, self.state["iteration"]
+        write_manifest(self.out, [self.iteration_dir().name], "nnpot explore")  # before its folder exists
         folder = self.iteration_dir() / "ensemble"
         overrides = [f"{key}={json.dumps(v)}" for key, v in c.train.items()]
         steps = c.finetune_steps if k else c.train_steps

@@ -23,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from nnpot.atomic import atomic_path
-from nnpot.errors import ModelFileError
+from nnpot.configio import read_yaml
+from nnpot.errors import ConfigError, ModelFileError
 
 __all__ = ["DEEPMD_SUFFIXES", "is_deepmd_file", "read_deepmd_file", "write_deepmd_file"]
 
@@ -58,6 +59,8 @@ def read_deepmd_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         tree = _read_dp(path) if path.suffix.lower() == ".dp" else _read_yaml(path)
     except ModelFileError:
         raise
+    except ConfigError as exc:  # YAML the reader refuses (aliases)
+        raise ModelFileError(str(exc)) from None
     except Exception as exc:  # h5py, json and yaml errors all mean a damaged or foreign file
         raise ModelFileError(f"{path}: not a readable DeePMD-kit model file (truncated or corrupt?): "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
@@ -76,21 +79,34 @@ def _read_dp(path: Path) -> Any:
         def load(ref: Any) -> np.ndarray:
             if not isinstance(ref, str) or ref not in f or not isinstance(f[ref], h5py.Dataset):
                 raise ModelFileError(f"{path}: the tree names a variable {ref!r} the file does not hold")
+            _check_declared_size(path, f[ref])
             return np.asarray(f[ref][()])
 
         return _map_variables(json.loads(f.attrs["json"]), load)
 
 
-def _read_yaml(path: Path) -> Any:
-    import yaml
+MAX_VARIABLE_BYTES = 1 << 30  #: no weight array of a model file comes near this
+MAX_EXPANSION = 1000  #: declared bytes per stored byte that compression can explain
 
+
+def _check_declared_size(path: Path, dataset: Any) -> None:
+    """Refuse a dataset whose declared shape is huge, or far larger than the bytes the file
+    stores for it, before anything is allocated (a crafted file could ask for gigabytes)."""
+    declared = int(np.prod(dataset.shape, dtype=np.float64)) * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if declared > MAX_VARIABLE_BYTES or (declared > 4096 and declared > MAX_EXPANSION * max(stored, 1)):
+        raise ModelFileError(f"{path}: variable {dataset.name} declares shape {dataset.shape} ({declared:,} bytes) "
+                             f"but the file stores {stored:,} bytes for it; the file is damaged or crafted")
+
+
+def _read_yaml(path: Path) -> Any:
     def load(leaf: Any) -> np.ndarray:
         if isinstance(leaf, dict) and leaf.get("@class") == "np.ndarray":
             return np.asarray(leaf["value"], dtype=np.dtype(leaf["dtype"]))
         return np.asarray(leaf)
 
     with open(path, encoding="utf-8") as f:
-        return _map_variables(yaml.safe_load(f), load)
+        return _map_variables(read_yaml(f, str(path)), load)
 
 
 def write_deepmd_file(path: str | os.PathLike[str], tree: dict[str, Any]) -> Path:

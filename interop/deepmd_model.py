@@ -102,9 +102,13 @@ def _check_absent(node: dict, keys: dict[str, str], where: str) -> None:
 
 def model_from_deepmd(tree: dict[str, Any], source: str = "model") -> EnergyModel:
     """The :class:`EnergyModel` of a DeePMD-kit tree (a file's top level, or its ``model``)."""
-    m = _check_node(tree.get("model", tree), "Model", f"{source}: model")
-    if m.get("type", "standard") != "standard":
-        raise _unsupported(f"{source}: a {m.get('type')!r} model (models other than plain energy models)")
+    raw = tree.get("model", tree)
+    # what nnpot cannot represent is said before any version: a dpa2 file is unsupported, not "newer"
+    if isinstance(raw, dict) and raw.get("type", "standard") != "standard":
+        raise _unsupported(f"{source}: a {raw.get('type')!r} model (models other than plain energy models)")
+    if isinstance(raw, dict) and isinstance(raw.get("descriptor"), dict) and raw["descriptor"].get("type") != "se_e2_a":
+        raise _unsupported(f"{source}: descriptor type {raw['descriptor'].get('type')!r}")
+    m = _check_node(raw, "Model", f"{source}: model")
     _check_absent(m, {"atom_exclude_types": "excluded atom types", "pair_exclude_types": "excluded type pairs",
                       "spin": "spin"}, f"{source}: model")
     desc = _check_node(m.get("descriptor"), "Descriptor", f"{source}: descriptor")

@@ -77,23 +77,34 @@ class ASEForces:
     """Any ASE calculator behind the same interface, for one system (positions go through the
     host)."""
 
-    def __init__(self, calc: Calculator, atoms: Atoms):
+    def __init__(self, calc: Calculator, atoms: Atoms, needs_virial: bool = False):
         self.calc = calc
         self.atoms = atoms.copy()
         self.atoms.calc = calc
+        self.needs_virial = needs_virial  # a barostat: a missing stress is an error, never a zero
+        self._warned = False
 
     def __call__(self, positions: torch.Tensor, cell: torch.Tensor) -> Forces:
         self.atoms.positions = positions.detach().cpu().double().numpy()
         self.atoms.cell = cell[0].detach().cpu().double().numpy()
         e = self.atoms.get_potential_energy()
         f = self.atoms.get_forces()
-        try:
-            vol = self.atoms.get_volume()
-            from ase.stress import voigt_6_to_full_3x3_stress
+        virial = np.zeros((3, 3))
+        if all(self.atoms.pbc):
+            try:
+                from ase.stress import voigt_6_to_full_3x3_stress
 
-            virial = -voigt_6_to_full_3x3_stress(self.atoms.get_stress()) * vol
-        except Exception:  # non-periodic systems and calculators without stress
-            virial = np.zeros((3, 3))
+                virial = -voigt_6_to_full_3x3_stress(self.atoms.get_stress()) * self.atoms.get_volume()
+            except Exception as exc:  # noqa: BLE001  (calculators raise anything here)
+                if self.needs_virial:
+                    raise MDError(f"the calculator {type(self.calc).__name__} gave no stress ({type(exc).__name__}: "
+                                  f"{exc}); NPT needs it (the pressure would be the kinetic part alone)") from None
+                if not self._warned:
+                    import logging
+
+                    logging.getLogger(__name__).warning("the calculator gives no stress; the logged pressure is the "
+                                                        "kinetic part alone")
+                    self._warned = True
         to = lambda x: torch.as_tensor(np.asarray(x), dtype=positions.dtype, device=positions.device)  # noqa: E731
         return to([e]), to(f), to(virial)[None]
 
@@ -131,6 +142,8 @@ class MolecularDynamics:
 
     #: whether :meth:`_advance` is free of host synchronisation (can be captured in a CUDA graph)
     graph_safe = False
+    #: whether the integrator uses the virial (a barostat): a calculator without stress is refused
+    needs_virial = False
 
     def __init__(self, atoms: Atoms | Sequence[Atoms], timestep: float, trajectory: str | os.PathLike[str] | None = None,
                  logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 2.0,
@@ -163,10 +176,12 @@ class MolecularDynamics:
                                         min_distance=min_distance)
             device, dtype = model.device, model.dtype
         else:
-            self.force_fn = ASEForces(calc, self.atoms)
+            self.force_fn = ASEForces(calc, self.atoms, needs_virial=self.needs_virial)
             device, dtype = torch.device("cpu"), torch.float64
         self.state = state_from_atoms(self.images, device, dtype)
         self.state.energy, self.state.forces, self.state.virial = self.force_fn(self.state.positions, self.state.cell)
+        if self.state.free is not None:
+            self.state.forces = self.state.forces * self.state.free
         self._cuda_graphs = cuda_graphs
         self._graph_block = int(graph_block)
         self._graphs = None
@@ -366,8 +381,14 @@ class Langevin(MolecularDynamics):
 
 def _n_dof(images) -> list[int]:
     """Degrees of freedom per structure: 3N, less 3 when the total momentum is conserved (no
-    external forces)."""
-    return [3 * len(a) - 3 if len(a) > 1 else 3 for a in images]
+    external forces); with fixed atoms, 3 per free atom."""
+    from nnpot.md.state import fixed_atoms
+
+    counts = []
+    for a in images:
+        fixed = int(fixed_atoms(a).sum())
+        counts.append(3 * (len(a) - fixed) if fixed else (3 * len(a) - 3 if len(a) > 1 else 3))
+    return counts
 
 
 class Bussi(MolecularDynamics):
@@ -425,6 +446,9 @@ class NPT(MolecularDynamics):
         images = list(atoms) if isinstance(atoms, (list, tuple)) else [atoms]
         if not all(all(a.pbc) for a in images):
             raise NNPotError("NPT needs a cell periodic in all three directions")
+        if any(a.constraints for a in images):
+            raise ConfigError("NPT does not take constraints: the cell rescaling moves every atom (fixed ones too); "
+                              "remove the FixAtoms constraint, or run NVT")
         check_settings(temperature_K=(temperature_K, ">=0"), taut=(taut, ">0"), taup=(taup, ">0"),
                        compressibility_au=(compressibility_au, ">0"))
         super().__init__(atoms, timestep, **kwargs)
@@ -434,6 +458,7 @@ class NPT(MolecularDynamics):
         self.n_dof = _n_dof(self.images)
 
     graph_safe = True
+    needs_virial = True
 
     def _advance(self, state, force_fn) -> None:
         npt_step(state, force_fn, self.dt, units.kB * self.temperature_K, self.pressure_au, self.taut, self.taup,

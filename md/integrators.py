@@ -25,7 +25,11 @@ ForceFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 
 
 def _update_forces(state: MDState, force_fn: ForceFn) -> None:
+    """New forces; none on fixed atoms (:attr:`MDState.free`), so their momenta stay 0 and
+    every drift leaves them where they are."""
     state.energy, state.forces, state.virial = force_fn(state.positions, state.cell)
+    if state.free is not None:
+        state.forces = state.forces * state.free
 
 
 def velocity_verlet_step(state: MDState, force_fn: ForceFn, dt: float,
@@ -54,7 +58,8 @@ def langevin_baoab_step(state: MDState, force_fn: ForceFn, dt: float, kT: float,
     c1 = math.exp(-friction * dt)
     if c1 < 1.0:
         noise = torch.randn(state.momenta.shape, dtype=state.momenta.dtype, device=state.momenta.device, generator=generator)
-        state.momenta = c1 * state.momenta + math.sqrt((1 - c1 * c1) * kT) * torch.sqrt(m) * noise
+        if state.free is not None:
+            noise = noise * state.free  # no kicks for fixed atoms        state.momenta = c1 * state.momenta + math.sqrt((1 - c1 * c1) * kT) * torch.sqrt(m) * noise
     state.positions = state.positions + 0.5 * dt * state.momenta / m
     _update_forces(state, force_fn)
     state.momenta = state.momenta + 0.5 * dt * state.forces

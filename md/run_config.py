@@ -70,8 +70,14 @@ class MDConfig:
             raise ConfigError(f"dtype: {self.dtype!r}; allowed: 'float32', 'float64'")
         if not self.structure or not self.model:
             raise ConfigError("'structure' and 'model' are required")
+        if not self.trajectory.endswith(TRAJECTORY_SUFFIXES) or "/" in self.trajectory:
+            raise ConfigError(f"trajectory: {self.trajectory!r}; give a file name (no folder) ending in "
+                              f"{', '.join(TRAJECTORY_SUFFIXES)}")
         return self
 
+
+#: the trajectory formats the drivers write (ASE's, extended XYZ, H5MD)
+TRAJECTORY_SUFFIXES = (".traj", ".extxyz", ".xyz", ".h5md")
 
 #: what ``run_md`` writes into its output folder besides the trajectory
 MD_OUTPUTS = ("md.log", "thermo.json", "md.png")

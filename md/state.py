@@ -14,6 +14,8 @@ virial      [B, 3, 3] eV
 cell        [B, 3, 3] Angstrom, rows are cell vectors
 thermostat  dict      thermostat and barostat variables, [B, ...] each (e.g. the
                       Nose-Hoover chain's ``chain_v`` and ``chain_xi``, [B, M])
+free        [N, 1]    1 for atoms that move, 0 for atoms held by ASE's ``FixAtoms``
+                      (None: every atom moves); their forces and momenta stay 0
 ==========  ========  ========================================================
 
 Every tensor a step changes is a field here, so saving and restoring the state (a CUDA-graph
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
-__all__ = ["MDState", "state_from_atoms", "write_back", "snapshot", "thermalize", "DYNAMIC_FIELDS"]
+__all__ = ["MDState", "state_from_atoms", "fixed_atoms", "write_back", "snapshot", "thermalize", "DYNAMIC_FIELDS"]
 
 #: the fields an integrator step replaces (the thermostat dict is updated in place)
 DYNAMIC_FIELDS = ("positions", "momenta", "forces", "energy", "virial", "cell")
@@ -46,6 +48,7 @@ class MDState:
     cell: torch.Tensor
     system: torch.Tensor
     thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
+    free: torch.Tensor | None = None
 
     @property
     def n_systems(self) -> int:
@@ -72,14 +75,34 @@ class MDState:
         return torch.linalg.det(self.cell).abs()
 
 
+def fixed_atoms(atoms: Atoms) -> np.ndarray:
+    """``[n]`` bool: the atoms ASE's ``FixAtoms`` holds. Any other constraint is refused by
+    name: MD must not silently ignore what the user set."""
+    from ase.constraints import FixAtoms
+
+    from nnpot.errors import ConfigError
+
+    fixed = np.zeros(len(atoms), dtype=bool)
+    for c in atoms.constraints:
+        if not isinstance(c, FixAtoms):
+            raise ConfigError(f"the constraint {type(c).__name__} is not supported by nnpot's MD (FixAtoms is); "
+                              "remove it, or run ASE's own integrators with the nnpot calculator")
+        fixed[c.get_indices()] = True
+    return fixed
+
+
 def state_from_atoms(atoms: Atoms | Sequence[Atoms], device: torch.device, dtype: torch.dtype) -> MDState:
-    """A state of one ASE ``Atoms`` or of a list of them (one system each)."""
+    """A state of one ASE ``Atoms`` or of a list of them (one system each); atoms held by
+    ``FixAtoms`` start at rest and stay there (:attr:`MDState.free`)."""
     images = list(atoms) if isinstance(atoms, (list, tuple)) else [atoms]
     t = lambda x: torch.as_tensor(np.asarray(x), dtype=dtype, device=device)  # noqa: E731
     n, b = sum(len(a) for a in images), len(images)
     sizes = torch.as_tensor([len(a) for a in images], device=device)
+    fixed = np.concatenate([fixed_atoms(a) for a in images])
+    free = t(~fixed)[:, None] if fixed.any() else None
+    momenta = t(np.concatenate([a.get_momenta() for a in images]))
     return MDState(positions=t(np.concatenate([a.positions for a in images])),
-                   momenta=t(np.concatenate([a.get_momenta() for a in images])),
+                   momenta=momenta if free is None else momenta * free, free=free,
                    masses=t(np.concatenate([a.get_masses() for a in images])),
                    forces=torch.zeros(n, 3, dtype=dtype, device=device), energy=torch.zeros(b, dtype=dtype, device=device),
                    virial=torch.zeros(b, 3, 3, dtype=dtype, device=device),

@@ -113,12 +113,14 @@ def _data_split(args) -> int:
 
 def _data_export(args) -> int:
     from nnpot.data import H5Dataset, write_deepmd, write_extxyz
+    from nnpot.data.extxyz import is_nnpot_extxyz
 
     if args.format == "deepmd":
-        systems = write_deepmd(H5Dataset(args.file), args.output, type_map=args.type_map, force=args.force)
+        systems = write_deepmd(H5Dataset(args.file), args.output, type_map=args.type_map, force=args.force,
+                               inputs=[args.file])
         print(f"wrote {len(systems)} DeePMD-kit system(s) under {args.output}")
         return 0
-    _check_new([args.output], args.force)
+    check_output(args.output, args.force, inputs=[args.file], owned=is_nnpot_extxyz)
     n = write_extxyz(H5Dataset(args.file), args.output)
     print(f"wrote {n} frames to {args.output}")
     return 0
@@ -141,21 +143,50 @@ def _train_ensemble(args) -> int:
 
 
 def _train(args) -> int:
-    from nnpot.potentials.train import Trainer
-    from nnpot.potentials.config import load_train_config
+    """``nnpot train``: one process at a time in a run folder (rank 0 of torchrun holds the lock)."""
+    import os
 
-    out = Path(args.out)
+    from nnpot.outputs import locked_folder
+
+    folder = Path(args.resume or args.out)
+    if int(os.environ.get("RANK", "0")) != 0 or (args.resume and not folder.is_dir()):
+        return _train_locked(args)
+    with locked_folder(folder, "training run"):
+        return _train_locked(args)
+
+
+def _check_run_kind(args) -> None:
+    """A resumed run takes no new settings, and single runs and ensembles do not replace each
+    other's folders, even with --force."""
     from nnpot.potentials.train_ensemble import is_ensemble_run
+    from nnpot.potentials.train import RUN_OUTPUTS
 
-    if args.ensemble or (args.resume and is_ensemble_run(args.resume)):
-        return _train_ensemble(args)
     if args.resume:
         ignored = [flag for flag, value in (("a config file", args.config), ("--data", args.data),
                                             ("--valid-data", args.valid_data), ("--max-time", args.max_time),
-                                            ("--set", args.set), ("--force", args.force)) if value]
+                                            ("--set", args.set), ("--force", args.force),
+                                            ("--ensemble", args.ensemble)) if value]
         if ignored:
-            raise NNPotError(f"--resume continues with the run's own stored config ({args.resume}/config.yaml); "
+            raise NNPotError(f"--resume continues with the run's own stored config ({args.resume}); "
                              f"{', '.join(ignored)} would be ignored: leave them out, or start a new run")
+        return
+    out = Path(args.out)
+    if args.ensemble and any((out / name).exists() for name in RUN_OUTPUTS):
+        raise NNPotError(f"{out}: holds a single training run; an ensemble goes into another --out folder")
+    if not args.ensemble and is_ensemble_run(out):
+        raise NNPotError(f"{out}: holds an ensemble; a single run goes into another --out folder")
+
+
+def _train_locked(args) -> int:
+    from nnpot.potentials.train import Trainer
+    from nnpot.potentials.config import load_train_config
+    from nnpot.potentials.train_ensemble import is_ensemble_run
+
+    out = Path(args.out)
+    _check_run_kind(args)
+    if args.ensemble or (args.resume and is_ensemble_run(args.resume)):
+        return _train_ensemble(args)
+    if args.resume:
         out = Path(args.resume)
         if not (out / "config.yaml").is_file():
             raise NNPotError(f"{out}: nothing to resume (no config.yaml; the run stopped before its first step "
@@ -264,7 +295,7 @@ def _change_bias(args) -> int:
     from nnpot.data import H5Dataset
     from nnpot.potentials.batch import types_from_numbers
     from nnpot.potentials.modelfile import save_model
-    from nnpot.potentials.stats import energy_bias_shift
+    from nnpot.potentials.stats import bias_is_determined, energy_bias_shift
 
     src, out = Path(args.model), Path(args.output)
     if out.suffix != ".nnp":
@@ -287,16 +318,22 @@ def _change_bias(args) -> int:
         print(f"  {el:2s} {shift:+12.6f} eV")
     if np.abs(residual).max() > 1e-6:
         print(f"  (a second fit would move it by up to {np.abs(residual).max():.2e} eV more: rounding)")
+    if not bias_is_determined([f.numbers for f in frames], model.type_map):
+        print("warning: the element counts are in the same proportion in every frame, so the data fix only one "
+              "combination of the per-element offsets, not each one; the shift above is the smallest (minimum-norm) "
+              "split of it. Add frames of other compositions to pin each element", file=sys.stderr)
     return 0
 
 
 def _explore(args) -> int:
     from nnpot.configio import load_config
     from nnpot.explore import ExploreConfig, Explorer
+    from nnpot.outputs import locked_folder
 
     config = load_config(ExploreConfig, args.config, args.set)
-    explorer = Explorer(config, progress=not args.quiet, resume=args.resume, force=args.force)
-    state = explorer.run()
+    with locked_folder(config.out, "exploration"):
+        explorer = Explorer(config, progress=not args.quiet, resume=args.resume, force=args.force)
+        state = explorer.run()
     last = state["summary"][-1] if state["summary"] else {}
     print(f"exploration finished after iteration {state['iteration']}: accurate fraction "
           f"{last.get('accurate_fraction', float('nan')):.1%}; data {explorer.out / 'dataset.h5'}, "

@@ -16,7 +16,29 @@ from typing import Any
 
 from nnpot.errors import ConfigError
 
-__all__ = ["load_config", "from_dict", "parse_override", "set_dotted"]
+__all__ = ["load_config", "from_dict", "parse_override", "set_dotted", "read_yaml"]
+
+
+def read_yaml(stream: Any, where: str) -> Any:
+    """YAML (or JSON) from ``stream`` (text or an open file), without anchors and aliases: a
+    kilobyte of nested aliases expands to gigabytes (a "billion laughs" file), and no nnpot
+    file needs them. Errors are :class:`~nnpot.errors.ConfigError` naming ``where``."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # noqa: ANN001  (PyYAML's signature)
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ConfigError(f"{where}: YAML anchors and aliases (&name, *name) are not accepted; write the "
+                                  "values out")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(stream, Loader=NoAliasLoader)  # noqa: S506  (a SafeLoader without aliases)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to read") from None
 
 
 def load_config(cls: type, path: str | None = None, overrides: Iterable[str] = (), extra: dict[str, Any] | None = None,
@@ -24,16 +46,16 @@ def load_config(cls: type, path: str | None = None, overrides: Iterable[str] = (
     """``cls`` from ``base`` (a tree of values), the YAML/JSON file ``path``, the dotted keys of
     ``extra`` (command-line options; None values are skipped) and ``KEY=VALUE`` ``overrides``,
     in that order, each later one winning. Returns the dataclass, type-checked."""
-    import yaml
-
     tree: dict = dict(base or {})
     if path:
         try:
             with open(path) as fh:
-                tree.update(yaml.safe_load(fh) or {})
+                tree.update(read_yaml(fh, path) or {})
+        except ConfigError:
+            raise
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config: {exc}") from None
-        except (yaml.YAMLError, TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: not a YAML/JSON mapping: {exc}") from None
     for key, value in (extra or {}).items():
         if value is not None:
@@ -56,12 +78,10 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
 
 def parse_override(item: str) -> tuple[str, Any]:
     """``"key=value"`` from a ``--set`` option: the stripped key and the value read as YAML."""
-    import yaml
-
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {item!r}")
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), read_yaml(value, f"--set {key.strip()}")
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:

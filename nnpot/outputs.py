@@ -15,15 +15,16 @@ manifest and leaves everything else in the folder alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from nnpot.atomic import atomic_path
 from nnpot.errors import NNPotError
 
-__all__ = ["MANIFEST", "same_file", "check_output", "read_manifest", "write_manifest", "owned_by_manifest"]
+__all__ = ["MANIFEST", "FolderLock", "same_file", "check_output", "read_manifest", "write_manifest", "owned_by_manifest", "locked_folder"]
 
 MANIFEST = ".nnpot-outputs.json"  #: in a folder nnpot wrote: the entries it wrote there
 
@@ -93,3 +94,72 @@ def write_manifest(folder: str | os.PathLike, names: Iterable[str], tool: str) -
 def owned_by_manifest(folder: Path) -> bool:
     """A folder is nnpot's to refill when its manifest lists what nnpot wrote there."""
     return folder.is_dir() and read_manifest(folder) is not None
+
+
+class FolderLock:
+    """An exclusive lock on a run folder, held while a process writes there, so a second
+    training or exploration in the same folder stops at once with the holder's process id
+    instead of corrupting the first one's files. It is a ``flock`` on the folder itself (no
+    file is added to it), which the kernel releases when the holder dies, even by SIGKILL."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run"):
+        self.folder, self.what = Path(folder), what
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _flock_holder(os.fstat(fd).st_ino)
+            os.close(fd)
+            raise NNPotError(f"{self.folder}: another nnpot process (pid {holder}) is writing this {self.what}; "
+                             "wait for it to finish, or stop it first") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _flock_holder(inode: int) -> str:
+    """The process id holding a flock on ``inode`` (Linux's /proc/locks), or "unknown"."""
+    try:
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
+                return parts[4]
+    except OSError:
+        pass
+    return "unknown"
+
+
+@contextlib.contextmanager
+def locked_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
+    """Hold :class:`FolderLock` on ``folder`` (made if missing) for the ``with`` block. A folder
+    this call made is removed again when it is still empty (a run that failed before its first
+    output leaves nothing behind)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NNPotError(f"{folder}: exists and is not a folder; choose another output folder")
+    made = [p for p in [folder, *folder.parents] if not p.exists()]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(folder, what)
+    try:
+        lock.acquire()
+        yield folder
+    finally:
+        lock.release()
+        with contextlib.suppress(OSError):
+            for p in made:
+                p.rmdir()  # only while empty

@@ -13,6 +13,7 @@ only tensors and plain Python values and is read with ``torch.load(weights_only=
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from nnpot.atomic import atomic_path
+from nnpot.atomic import atomic_path, disk_full
 from nnpot.errors import ConfigError, ModelFileError
 from nnpot.potentials.config import ModelConfig, from_dict
 from nnpot.potentials.model import EnergyModel
@@ -38,6 +39,18 @@ FORMAT_NAME = "nnpot-model"
 FORMAT_VERSION = 1
 #: the file that makes a folder an ensemble model (:mod:`nnpot.potentials.ensemble`)
 MANIFEST = "ensemble.json"
+
+
+def _save(payload: dict, path: Path) -> None:
+    """``torch.save`` through :func:`~nnpot.atomic.atomic_path`; a full disk is an ``ENOSPC``
+    error naming the file (torch reports it as a RuntimeError of its archive writer)."""
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:
+            if disk_full(tmp.parent):
+                raise OSError(errno.ENOSPC, "no space left on device (the previous file is kept)", str(path)) from None
+            raise ModelFileError(f"{path}: could not be written ({str(exc).splitlines()[0]})") from None
 
 
 def save_model(model: EnergyModel, path: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> Path:
@@ -63,8 +76,7 @@ def save_model(model: EnergyModel, path: str | os.PathLike[str], provenance: dic
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    _save(payload, path)
     return path
 
 
@@ -173,8 +185,7 @@ def save_checkpoint(folder: str | Path, state: dict, keep: int = 3) -> Path:
     """Write ``state`` (must hold ``"step"``) atomically; keep the newest ``keep`` files."""
     folder = Path(folder)
     path = _checkpoint_path(folder, int(state["step"]))
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    _save(state, path)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -12,7 +12,7 @@ import torch
 from nnpot.potentials.batch import make_batch, types_from_numbers
 from nnpot.potentials.descriptor import environment
 
-__all__ = ["compute_env_stats", "fit_energy_bias", "energy_bias_shift", "apply_stats", "error_metrics"]
+__all__ = ["compute_env_stats", "fit_energy_bias", "bias_is_determined", "energy_bias_shift", "apply_stats", "error_metrics"]
 
 _PROTECTION = 1e-2  # smallest std accepted (DeePMD-kit's protection)
 
@@ -64,6 +64,15 @@ def fit_energy_bias(energies: np.ndarray, numbers: Sequence[np.ndarray], type_ma
     counts = np.stack([np.bincount(types_from_numbers(z, type_map), minlength=len(type_map)) for z in numbers])
     bias, *_ = np.linalg.lstsq(counts.astype(np.float64), np.asarray(energies, np.float64), rcond=None)
     return bias
+
+
+def bias_is_determined(numbers: Sequence[np.ndarray], type_map: Sequence[str]) -> bool:
+    """Whether the frames' element counts tell the per-element energies apart: False when the
+    counts are proportional in every frame (water is always 2 H : 1 O), so only one combination
+    of the offsets is fitted and :func:`fit_energy_bias` takes the minimum-norm split."""
+    counts = np.stack([np.bincount(types_from_numbers(z, type_map), minlength=len(type_map)) for z in numbers])
+    present = counts.any(axis=0)
+    return np.linalg.matrix_rank(counts[:, present].astype(np.float64)) == int(present.sum())
 
 
 def energy_bias_shift(model: torch.nn.Module, frames: Sequence, batch_size: int = 4, progress: bool = False) -> np.ndarray:

@@ -478,33 +478,45 @@ class Trainer:
         last = {}
         t0 = time.perf_counter() - s["elapsed"]
         start = (s["step"], s["elapsed"])
-        estimated = budget is None
-        while not self._done():
-            last = self.step()
-            s["elapsed"] = time.perf_counter() - t0
-            if not estimated and s["elapsed"] - start[1] >= ESTIMATE_AFTER_S:
-                estimated = True
-                rate = (s["step"] - start[0]) / (s["elapsed"] - start[1])
-                expected = s["step"] + rate * (self._training_budget() - s["elapsed"])
-                if self.progress and self.dist.main:
-                    bar.write(f"timed: {rate:.2f} steps/s on {torch.get_num_threads()} thread(s) here, so the "
-                              f"{c.max_time} budget gives about {expected:,.0f} steps")
-            bar.update(min(round(s["elapsed"]), bar.total) - bar.n if budget is not None else 1)
-            bar.set_postfix(step=s["step"], loss=f"{last['loss']:.3g}", rmse_f=f"{last['rmse_f']:.3f}", lr=f"{last['lr']:.2e}", refresh=False)
-            if self._due(c.valid_freq, "valid_t", cost=s["valid_s_per_frame"] * len(self.valid_subset)):
-                self.refit_energy_bias()
-                self._log_validation(self.validate(), last)
+        try:
+            while not self._done():
+                last = self.step()
                 s["elapsed"] = time.perf_counter() - t0
-                s["valid_t"] = s["elapsed"]
-            if self._due(c.save_freq, "save_t"):
-                s["save_t"] = s["elapsed"]
-                self._checkpoint()
-        bar.close()
+                if budget is not None and start is not None and s["elapsed"] - start[1] >= ESTIMATE_AFTER_S:
+                    self._say_expected_steps(bar, start)
+                    start = None
+                bar.update(min(round(s["elapsed"]), bar.total) - bar.n if budget is not None else 1)
+                bar.set_postfix(step=s["step"], loss=f"{last['loss']:.3g}", rmse_f=f"{last['rmse_f']:.3f}",
+                                lr=f"{last['lr']:.2e}", refresh=False)
+                self._validate_and_save_when_due(last, t0)
+        finally:
+            bar.close()  # the line ends before any error message
         if s.get("finished") and not last:  # a finished run resumed again adds no row
             self.final_metrics = json.loads((self.out / "final_metrics.json").read_text())
         else:
             self._finish(last, t0)
         return self.out / "model.nnp"
+
+    def _say_expected_steps(self, bar, start: tuple[int, float]) -> None:
+        """After :data:`ESTIMATE_AFTER_S` of a time budget: the step rate here and the steps the
+        budget will give (what a user compares with the result to expect)."""
+        s = self.state
+        rate = (s["step"] - start[0]) / (s["elapsed"] - start[1])
+        expected = s["step"] + rate * (self._training_budget() - s["elapsed"])
+        if self.progress and self.dist.main:
+            bar.write(f"timed: {rate:.2f} steps/s on {torch.get_num_threads()} thread(s) here, so the "
+                      f"{self.config.max_time} budget gives about {expected:,.0f} steps")
+
+    def _validate_and_save_when_due(self, last: dict, t0: float) -> None:
+        c, s = self.config, self.state
+        if self._due(c.valid_freq, "valid_t", cost=s["valid_s_per_frame"] * len(self.valid_subset)):
+            self.refit_energy_bias()
+            self._log_validation(self.validate(), last)
+            s["elapsed"] = time.perf_counter() - t0
+            s["valid_t"] = s["elapsed"]
+        if self._due(c.save_freq, "save_t"):
+            s["save_t"] = s["elapsed"]
+            self._checkpoint()
 
     def _finish(self, last: dict, t0: float) -> None:
         """The final phase: energy re-fit on the training frames, validation on every

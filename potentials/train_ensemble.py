@@ -30,6 +30,17 @@ def is_ensemble_run(folder: str | os.PathLike[str]) -> bool:
     return (Path(folder) / PLAN).is_file()
 
 
+def _planned_members(plan: Path) -> int:
+    try:
+        n = json.loads(plan.read_text())["members"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{plan}: unreadable ensemble plan ({type(exc).__name__}: {exc}); the run cannot be "
+                          "resumed") from None
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise ConfigError(f"{plan}: 'members' must be an integer, got {n!r}")
+    return n
+
+
 def member_config(config: TrainConfig, k: int) -> TrainConfig:
     """Member ``k``'s config: seeds shifted by ``k``."""
     c = copy.deepcopy(config)
@@ -50,7 +61,7 @@ def train_ensemble(config: TrainConfig, out: str | os.PathLike[str], n: int, res
     out = Path(out)
     plan = out / PLAN
     if resume:
-        n = json.loads(plan.read_text())["members"] if plan.is_file() else n
+        n = _planned_members(plan) if plan.is_file() else n
     elif (plan.is_file() or (out / MANIFEST).is_file()) and not force:
         raise TrainingError(f"{out}: already holds an ensemble; continue it with --resume {out}, or give --force "
                             "to replace it, or choose another --out")

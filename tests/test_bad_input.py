@@ -56,6 +56,30 @@ def ws(tmp_path, small_model, water, monkeypatch):
     Path("garbage.xyz").write_text("this is not\na structure\n")
     Path("empty.xyz").write_text("0\nProperties=species:S:1:pos:R:3\n")
     Path("bad.nnp").write_bytes(b"PK\x03\x04 not really a model")
+    system = Path("dpuser/water")  # the user's own DeePMD-kit system
+    (system / "set.000").mkdir(parents=True)
+    (system / "type.raw").write_text("0\n")
+    np.save(system / "set.000" / "energy.npy", np.zeros(1))
+    write_h5(frames[:2], "dpuser/in.h5")
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefg", "bcdefgh")]
+    Path("bomb.yaml").write_text("\n".join(levels) + "\nmodel: [" + ", ".join(["*h"] * 9) + "]\n")
+    import h5py
+
+    with h5py.File("huge.dp", "w") as fh:  # declares 8 TB and stores nothing
+        fh.create_dataset("variable_0000", shape=(10 ** 6, 10 ** 6), dtype="f8", chunks=(100, 100))
+        fh.attrs["json"] = json.dumps({"model": {"descriptor": {"@variables": {"w": "/variable_0000"}}}})
+    for name in ("ens", "ensbroken"):
+        Path(name).mkdir()
+        Path(name, "member_0").mkdir()
+        Path(name, "member_0", "config.yaml").write_text("data: small.h5\n")
+    Path("ens/ensemble_plan.json").write_text('{"members": 2}')
+    write_h5(frames[:2], "noframes.h5")
+    with h5py.File("noframes.h5", "r+") as fh:  # crafted: a valid header and no frames
+        for name in ("cell", "energy", "forces", "numbers", "pbc", "positions", "weight"):
+            fh[name].resize(0, axis=0)
+        fh["frame_offsets"].resize(1, axis=0)
+    Path("ensbroken/ensemble_plan.json").write_text('{"members": ')
     return tmp_path
 
 
@@ -63,11 +87,27 @@ TRAIN = ["train", "--data", "small.h5", "--out", "fresh", *SMALL]
 
 #: (case id, argv, words the one-line message must contain)
 CASES = [
-    ("export-into-user-folder", ["data", "export", "small.h5", "--format", "deepmd", "-o", "mine"], "not empty"),
+    ("export-into-user-folder", ["data", "export", "small.h5", "--format", "deepmd", "-o", "mine"], "--force"),
     ("export-force-user-folder", ["data", "export", "small.h5", "--format", "deepmd", "-o", "mine", "--force"],
-     "not a DeePMD-kit system"),
+     "nnpot did not write it"),
+    ("export-force-user-systems", ["data", "export", "small.h5", "--format", "deepmd", "-o", "dpuser", "--force"],
+     "nnpot did not write it"),
     ("export-parent-folder", ["data", "export", "small.h5", "--format", "deepmd", "-o", "..", "--force"],
-     "not a DeePMD-kit system"),
+     "an input of this command"),
+    ("export-onto-its-input", ["data", "export", "small.h5", "-o", "small.h5", "--force"], "is an input"),
+    ("export-xyz-force-user-file", ["data", "export", "small.h5", "-o", "out.xyz", "--force"],
+     "nnpot did not write it"),
+    ("export-into-folder-of-input", ["data", "export", "dpuser/in.h5", "--format", "deepmd", "-o", "dpuser", "--force"],
+     "an input of this command"),
+    ("config-yaml-alias-bomb", ["train", "bomb.yaml", "--data", "small.h5", "--out", "fresh"], "aliases"),
+    ("convert-yaml-alias-bomb-model", ["convert", "bomb.yaml", "-o", "bomb.nnp"], "aliases"),
+    ("convert-dp-huge-declared-shape", ["convert", "huge.dp", "-o", "huge.nnp"], "declares shape"),
+    ("train-set-bad-yaml", [*TRAIN, "--set", "num_steps=[1,"], "not valid YAML"),
+    ("resume-ensemble-with-set", ["train", "--resume", "ens", "--set", "num_steps=5"], "would be ignored"),
+    ("resume-ensemble-broken-plan", ["train", "--resume", "ensbroken"], "unreadable ensemble plan"),
+    ("single-run-into-ensemble", ["train", "--data", "small.h5", "--out", "ens", "--force"], "holds an ensemble"),
+    ("ensemble-into-single-run", ["train", "--data", "small.h5", "--out", "run", "--ensemble", "2", "--force"],
+     "holds a single training run"),
     ("export-onto-file", ["data", "export", "small.h5", "--format", "deepmd", "-o", "out.xyz"], "not a folder"),
     ("export-xyz-exists", ["data", "export", "small.h5", "-o", "out.xyz"], "--force"),
     ("convert-exists", ["data", "convert", "small.h5", "-o", "out.xyz"], "--force"),
@@ -118,6 +158,11 @@ CASES = [
     ("test-json-exists", ["test", "-m", "model.nnp", "-d", "small.h5", "--json", "out.xyz"], "--force"),
     ("test-nan-data", ["test", "-m", "model.nnp", "-d", "nan.h5"], "frame 2"),
     ("test-zero-frames", ["test", "-m", "model.nnp", "-d", "small.h5", "--max-frames", "0"], "must be >= 1"),
+    ("info-no-frames", ["data", "info", "noframes.h5"], "holds no frames"),
+    ("test-no-frames", ["test", "-m", "model.nnp", "-d", "noframes.h5"], "holds no frames"),
+    ("change-bias-no-frames", ["change-bias", "model.nnp", "-d", "noframes.h5", "-o", "nb.nnp"], "holds no frames"),
+    ("md-unknown-trajectory-suffix", ["md", "md.yaml", "--set", "trajectory=md.dcd", "--set", "output=new"],
+     "trajectory"),
     ("approx-zero-threads", ["approx", "depth", "--threads", "0"], "must be >= 1"),
 ]
 

@@ -260,6 +260,7 @@ def _unsupported_trees() -> dict[str, dict]:
     trees["dpa3"] = {**good, "descriptor": {**good["descriptor"], "type": "dpa3"}}
     trees["spin"] = {**good, "type": "spin_ener"}
     trees["newer version"] = {**good, "descriptor": {**good["descriptor"], "@version": 99}}
+    trees["dpa2 of a newer version"] = {**good, "descriptor": {**good["descriptor"], "type": "dpa2", "@version": 99}}
     return trees
 
 

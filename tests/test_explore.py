@@ -332,3 +332,63 @@ def test_example_seed_script_writes_labelled_start_data(tmp_path):
     frames = list(H5Dataset(tmp_path / "start.h5"))
     assert len(frames) == 20 and len(read(tmp_path / "seed.xyz")) == 35
     assert all(np.isfinite(f.forces).all() and f.virial is not None for f in frames)
+
+
+def test_force_replaces_only_the_explorations_own_files(copper_data, tmp_path):
+    """--force never removes the out folder wholesale: the user's files there stay, a user's own
+    dataset.h5 is not overwritten, and an input inside the earlier run's files is refused."""
+    import shutil
+
+    from nnpot.errors import NNPotError
+
+    out = tmp_path / "al"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    shutil.copy(copper_data / "cu.h5", out / "dataset.h5")  # the user's own file, by the name explore uses
+    user_bytes = (out / "dataset.h5").read_bytes()
+    with pytest.raises(NNPotError, match="not written by nnpot explore"):
+        Explorer(_config(copper_data, out), progress=False, force=True)
+    assert (out / "dataset.h5").read_bytes() == user_bytes
+    (out / "dataset.h5").unlink()
+    first = Explorer(_config(copper_data, out), progress=False)
+    first.run(stop_after="train")
+    assert (out / "iter_000").is_dir()
+    with pytest.raises(NNPotError, match="an input of this exploration"):  # data read from the earlier run's copy
+        Explorer(_config(copper_data, out, data=str(out / "dataset.h5")), progress=False, force=True)
+    assert (out / "iter_000").is_dir()
+    Explorer(_config(copper_data, out), progress=False, force=True)  # a fresh start in the same folder
+    assert (out / "notes.txt").read_text() == "mine\n" and not (out / "iter_000").exists()
+    assert json.loads((out / "state.json").read_text())["iteration"] == 0
+
+
+class BrokenInit(EMT):
+    def __init__(self, **kwargs):
+        raise RuntimeError("licence server unreachable")
+
+
+class WrongShape(EMT):
+    def calculate(self, *args, **kwargs):
+        super().calculate(*args, **kwargs)
+        self.results["forces"] = self.results["forces"][:-1]
+
+
+class Exits(EMT):
+    def calculate(self, *args, **kwargs):
+        import sys
+
+        sys.exit(3)
+
+
+@pytest.mark.parametrize("name, words", [("BrokenInit", "licence server"), ("WrongShape", "shape"),
+                                         ("Exits", "SystemExit")])
+def test_a_misbehaving_labeller_fails_its_frames_and_the_loop_goes_on(name, words):
+    atoms = [copper_with_vacancy(), copper_with_vacancy()]
+    results = Labeller(f"tests.test_explore:{name}").label_all(atoms)
+    assert len(results) == 2 and all(r.frame is None and words in r.error for r in results)
+
+
+def test_unknown_labeller_setting_is_refused():
+    from nnpot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown setting"):
+        Labeller("emt", {"encut": 400}).factory()
