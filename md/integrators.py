@@ -59,7 +59,8 @@ def langevin_baoab_step(state: MDState, force_fn: ForceFn, dt: float, kT: float,
     if c1 < 1.0:
         noise = torch.randn(state.momenta.shape, dtype=state.momenta.dtype, device=state.momenta.device, generator=generator)
         if state.free is not None:
-            noise = noise * state.free  # no kicks for fixed atoms        state.momenta = c1 * state.momenta + math.sqrt((1 - c1 * c1) * kT) * torch.sqrt(m) * noise
+            noise = noise * state.free  # no kicks for fixed atoms
+        state.momenta = c1 * state.momenta + math.sqrt((1 - c1 * c1) * kT) * torch.sqrt(m) * noise
     state.positions = state.positions + 0.5 * dt * state.momenta / m
     _update_forces(state, force_fn)
     state.momenta = state.momenta + 0.5 * dt * state.forces
