@@ -47,9 +47,9 @@ class LearningCurveConfig:
 
 def _train_and_score(c: LearningCurveConfig, train_path: Path, valid_path: Path, fitting: list[int], out: Path,
                      n_frames: int) -> dict:
-    from nnpot.potentials.descriptor_base import config_keys
-    from nnpot.potentials.train import Trainer
-    from nnpot.potentials.config import load_train_config
+    from nnpot.potentials.descriptors.base import config_keys
+    from nnpot.training.trainer import Trainer
+    from nnpot.training.config import load_train_config
 
     overrides = [f"num_steps={c.steps}", f"valid_freq={c.steps + 1}", f"save_freq={c.steps + 1}", "stat_frames=16",
                  f"model.fitting.neuron={fitting}", f"seed={c.seed}", "stop_lr=1e-5",

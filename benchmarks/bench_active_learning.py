@@ -134,7 +134,7 @@ def retrain(args, dataset: Path, n: int, test: Path, out: Path) -> dict:
     from nnpot.data import H5Dataset, write_h5
     from nnpot.potentials import load_model
     from nnpot.potentials.evaluator import predict
-    from nnpot.potentials.stats import error_metrics
+    from nnpot.training.metrics import error_metrics
 
     out.mkdir(parents=True, exist_ok=True)
     write_h5(list(H5Dataset(dataset))[:n], out / "data.h5")

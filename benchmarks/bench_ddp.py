@@ -26,8 +26,8 @@ def _worker(rank: int, world: int, port: int, grad_sync: str, steps: int, fittin
     import os
 
     from nnpot.bundled import bundled_dataset
-    from nnpot.potentials.train import Trainer
-    from nnpot.potentials.config import load_train_config
+    from nnpot.training.trainer import Trainer
+    from nnpot.training.config import load_train_config
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
     torch.set_num_threads(1)

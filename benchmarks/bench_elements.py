@@ -44,7 +44,7 @@ def one_run(args) -> dict:
     from nnpot.data.emt_alloys import emt_alloy_frames
     from nnpot.potentials import NNPotCalculator, load_model
     from nnpot.potentials.evaluator import predict
-    from nnpot.potentials.stats import error_metrics
+    from nnpot.training.metrics import error_metrics
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -56,8 +56,8 @@ def one_run(args) -> dict:
     valid = H5Dataset(work / f"alloy{args.n}.valid.h5")
     model = load_model(out / "model.nnp")
     metrics = error_metrics(predict(model, list(valid)))
-    from nnpot.potentials.train import Trainer
-    from nnpot.potentials.config import load_train_config
+    from nnpot.training.trainer import Trainer
+    from nnpot.training.config import load_train_config
 
     trainer = Trainer(load_train_config(str(out / "config.yaml")), Path(tempfile.mkdtemp()), progress=False)
     for _ in range(10):  # warm-up: neighbor lists and plans cached

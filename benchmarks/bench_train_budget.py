@@ -90,7 +90,7 @@ def data_settings(dataset: str) -> tuple[list[str], list[int]]:
     from ase.data import atomic_numbers
 
     from nnpot.data import H5Dataset
-    from nnpot.potentials.auto_config import dataset_elements, neighbor_counts
+    from nnpot.training.auto_config import dataset_elements, neighbor_counts
 
     ds = H5Dataset(bundled_dataset(dataset))
     type_map = dataset_elements([ds])
@@ -103,7 +103,7 @@ def main() -> None:
 
     from nnpot.cli import main as nnpot_main
     from nnpot.data import split
-    from nnpot.potentials.config import parse_duration
+    from nnpot.training.config import parse_duration
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="10m")

@@ -136,8 +136,8 @@ def nnpot_train_step_time(steps: int, threads: int, precision: str, device: str 
     """Seconds per nnpot training step at batch 1: ``first_epoch`` (each frame's neighbor list
     and embedding plan made in the step, as DeePMD-kit does in every step) and ``cached`` (a
     later epoch, where they are reused: the steady state of a run longer than one epoch)."""
-    from nnpot.potentials.train import Trainer
-    from nnpot.potentials.config import load_train_config
+    from nnpot.training.trainer import Trainer
+    from nnpot.training.config import load_train_config
 
     config = load_train_config(None, [f"num_steps={steps * 100}", "valid_freq=1000000", f"threads={threads}",
                                       f"model.dtype={precision}", f"device={device}",

@@ -16,7 +16,7 @@ def dataset_info(path: str | os.PathLike[str], max_frames: int = 200, seed: int 
     ``max_frames``) random frames that the force statistics used.
 
     Neighbor counts need a neighbor search, which lives above the data layer
-    (:func:`nnpot.potentials.auto_config.neighbor_counts`).
+    (:func:`nnpot.training.auto_config.neighbor_counts`).
     """
     from ase.data import chemical_symbols
 

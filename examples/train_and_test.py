@@ -2,9 +2,9 @@
 
 from nnpot.bundled import bundled_dataset
 from nnpot.potentials.evaluator import predict
-from nnpot.potentials.stats import error_metrics
-from nnpot.potentials.train import Trainer
-from nnpot.potentials.config import load_train_config
+from nnpot.training.metrics import error_metrics
+from nnpot.training.trainer import Trainer
+from nnpot.training.config import load_train_config
 
 config = load_train_config(None, ["max_time=2m", "valid_freq=200"], {"data": str(bundled_dataset("water"))})
 trainer = Trainer(config, "runs/water_py")

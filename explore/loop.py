@@ -61,8 +61,6 @@ class Explorer:
     """Runs :class:`~nnpot.explore.config.ExploreConfig` in ``config.out`` (resumable)."""
 
     def __init__(self, config: ExploreConfig, progress: bool = True, resume: bool = False, force: bool = False):
-        from nnpot.errors import NNPotError
-
         self.config = config.validate()
         self._check_inputs()
         self.out = Path(config.out)
@@ -169,8 +167,8 @@ class Explorer:
         return self.state
 
     def train(self) -> str:
-        from nnpot.potentials.config import load_train_config
-        from nnpot.potentials.train_ensemble import is_ensemble_run, train_ensemble
+        from nnpot.training.config import load_train_config
+        from nnpot.training.ensemble import is_ensemble_run, train_ensemble
 
         c, k = self.config, self.state["iteration"]
         write_manifest(self.out, [self.iteration_dir().name], "nnpot explore")  # before its folder exists
@@ -200,7 +198,7 @@ class Explorer:
         from nnpot.data import H5Dataset
         from nnpot.potentials import load_model
         from nnpot.potentials.evaluator import predict
-        from nnpot.potentials.stats import error_metrics
+        from nnpot.training.metrics import error_metrics
 
         model = load_model(folder)
         metrics = error_metrics(predict(model, list(H5Dataset(self.config.test_data))))

@@ -35,7 +35,7 @@ from nnpot.errors import ConfigError, ModelFileError
 from nnpot.nn import MLP, is_activation
 from nnpot.potentials.config import ModelConfig
 from nnpot.interop.deepmd_file import read_deepmd_file, write_deepmd_file
-from nnpot.potentials.descriptor import SeE2AConfig
+from nnpot.potentials.descriptors.se_e2_a import SeE2AConfig
 from nnpot.potentials.model import EnergyModel
 
 __all__ = ["SUPPORTED", "UnsupportedModelError", "model_from_deepmd", "deepmd_from_model", "load_deepmd_model",

@@ -67,7 +67,7 @@ def _data_info(args) -> int:
     info["bad_frames"] = len(problems)
     info["problems"] = {str(i): p for i, p in list(problems.items())[:20]}
     if args.rcut is not None:
-        from nnpot.potentials.auto_config import neighbor_counts
+        from nnpot.training.auto_config import neighbor_counts
 
         good = [i for i in info["sampled"] if i not in problems]
         info["neighbors"] = neighbor_counts((ds[i] for i in good), args.rcut)
@@ -127,8 +127,8 @@ def _data_export(args) -> int:
 
 
 def _train_ensemble(args) -> int:
-    from nnpot.potentials.config import load_train_config
-    from nnpot.potentials.train_ensemble import train_ensemble
+    from nnpot.training.config import load_train_config
+    from nnpot.training.ensemble import train_ensemble
 
     out = Path(args.resume or args.out)
     if args.resume:  # member 0's stored config carries the base seeds
@@ -158,8 +158,8 @@ def _train(args) -> int:
 def _check_run_kind(args) -> None:
     """A resumed run takes no new settings, and single runs and ensembles do not replace each
     other's folders, even with --force."""
-    from nnpot.potentials.train_ensemble import is_ensemble_run
-    from nnpot.potentials.train import RUN_OUTPUTS
+    from nnpot.training.ensemble import is_ensemble_run
+    from nnpot.training.trainer import RUN_OUTPUTS
 
     if args.resume:
         ignored = [flag for flag, value in (("a config file", args.config), ("--data", args.data),
@@ -178,9 +178,9 @@ def _check_run_kind(args) -> None:
 
 
 def _train_locked(args) -> int:
-    from nnpot.potentials.train import Trainer
-    from nnpot.potentials.config import load_train_config
-    from nnpot.potentials.train_ensemble import is_ensemble_run
+    from nnpot.training.trainer import Trainer
+    from nnpot.training.config import load_train_config
+    from nnpot.training.ensemble import is_ensemble_run
 
     out = Path(args.out)
     _check_run_kind(args)
@@ -222,8 +222,8 @@ def _test(args) -> int:
     from nnpot.potentials.batch import types_from_numbers
     from nnpot.potentials.evaluator import predict, resolve_device
     from nnpot.potentials.modelfile import load_model
-    from nnpot.potentials.parity import parity_plots
-    from nnpot.potentials.stats import error_metrics
+    from nnpot.training.plots import parity_plots
+    from nnpot.training.metrics import error_metrics
 
     _check_new([args.json], args.force)
     model = load_model(args.model, device=resolve_device(args.device))
@@ -290,12 +290,11 @@ def _convert(args) -> int:
 
 def _change_bias(args) -> int:
     import numpy as np
-    import torch
 
     from nnpot.data import H5Dataset
     from nnpot.potentials.batch import types_from_numbers
     from nnpot.potentials.modelfile import save_model
-    from nnpot.potentials.stats import bias_is_determined, energy_bias_shift
+    from nnpot.training.bias import change_bias
 
     src, out = Path(args.model), Path(args.output)
     if out.suffix != ".nnp":
@@ -306,19 +305,16 @@ def _change_bias(args) -> int:
         ds = H5Dataset(path).check()
         types_from_numbers(np.unique(ds.numbers()), model.type_map)  # elements the model does not know, by name
         frames += list(ds) if args.max_frames is None else [ds[i] for i in range(min(args.max_frames, len(ds)))]
-    before = energy_bias_shift(model, frames)
-    with torch.no_grad():
-        model.energy_bias.add_(torch.as_tensor(before).to(model.energy_bias))
-    residual = energy_bias_shift(model, frames)  # ~0: what is left to fit
+    shift, residual, determined = change_bias(model, frames, progress=True)
     save_model(model, out, provenance={**getattr(model, "meta", {}), "bias_changed_from": str(src),
                                        "bias_data": [str(d) for d in args.data],
-                                       "bias_shift_eV": dict(zip(model.type_map, before.tolist()))})
+                                       "bias_shift_eV": dict(zip(model.type_map, shift.tolist()))})
     print(f"{src} -> {out}: energy bias re-fit on {len(frames)} frames (forces unchanged)")
-    for el, shift in zip(model.type_map, before):
-        print(f"  {el:2s} {shift:+12.6f} eV")
+    for el, value in zip(model.type_map, shift):
+        print(f"  {el:2s} {value:+12.6f} eV")
     if np.abs(residual).max() > 1e-6:
         print(f"  (a second fit would move it by up to {np.abs(residual).max():.2e} eV more: rounding)")
-    if not bias_is_determined([f.numbers for f in frames], model.type_map):
+    if not determined:
         print("warning: the element counts are in the same proportion in every frame, so the data fix only one "
               "combination of the per-element offsets, not each one; the shift above is the smallest (minimum-norm) "
               "split of it. Add frames of other compositions to pin each element", file=sys.stderr)

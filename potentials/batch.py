@@ -36,7 +36,7 @@ __all__ = ["AtomsBatch", "make_batch", "types_from_numbers", "NeighborCache", "B
 
 class ByteBudgetCache:
     """Values kept by key up to ``max_bytes`` in all; a value that does not fit is not kept (the
-    store of :class:`NeighborCache` and of se_e2_a's :class:`~nnpot.potentials.descriptor.PlanCache`)."""
+    store of :class:`NeighborCache` and of se_e2_a's :class:`~nnpot.potentials.descriptors.se_e2_a.PlanCache`)."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes, self.bytes = int(max_bytes), 0

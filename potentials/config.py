@@ -1,22 +1,19 @@
-"""Typed configuration of a model and of its training; defaults are DeePMD-kit's water example
-(se_e2_a) and its training recipe.
+"""Typed configuration of a model; defaults are DeePMD-kit's water example (se_e2_a). The
+training recipe's settings are in :mod:`nnpot.training.config`.
 
 The descriptor's section is the config dataclass of the descriptor named by its ``type`` key
-(:mod:`nnpot.potentials.descriptor_base`): each descriptor owns its settings."""
+(:mod:`nnpot.potentials.descriptors.base`): each descriptor owns its settings."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
-from nnpot.configio import from_dict, load_config
+from nnpot.configio import from_dict
 from nnpot.errors import ConfigError
 from nnpot.nn import ACTIVATIONS, is_activation
-from nnpot.potentials.descriptor_base import DescriptorConfig, _check_widths, descriptor_config_class
+from nnpot.potentials.descriptors.base import DescriptorConfig, _check_widths, descriptor_config_class
 
-__all__ = ["DescriptorConfig", "FittingConfig", "ModelConfig", "from_dict", "LossConfig", "TrainConfig",
-           "parse_duration", "load_train_config"]
+__all__ = ["DescriptorConfig", "FittingConfig", "ModelConfig", "from_dict"]
 
 
 @dataclass
@@ -68,147 +65,3 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class LossConfig:
-    """``loss = p_e dE^2 / N^k + p_f mean(dF^2) + p_v mean(dW^2) / N^k``; each prefactor moves
-    from ``start_*`` to ``limit_*`` as ``limit + (start - limit) * lr / start_lr``.
-
-    ``k = energy_norm_exp``: 1, the default, is DeePMD-kit's ``dE^2/N`` (its
-    ``intensive_ener_virial: false``); 2 gives the size-independent ``(dE/N)^2``, which weights the
-    energy N times less. On the bundled molecule set (N = 10, 10 min on a core) k = 1 gave 17%
-    lower energy and 2.5% lower force errors than k = 2; on water the two were equal
-    (benchmarks/README.md)."""
-
-    start_pref_e: float = 0.02
-    limit_pref_e: float = 1.0
-    start_pref_f: float = 1000.0
-    limit_pref_f: float = 1.0
-    start_pref_v: float = 0.0
-    limit_pref_v: float = 0.0
-    energy_norm_exp: int = 1  #: k above: 1 (DeePMD-kit's dE^2/N) or 2 (per-atom errors squared)
-
-    def validate(self) -> None:
-        import math
-
-        for name, value in asdict(self).items():
-            if name != "energy_norm_exp" and not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"loss.{name} must be a number >= 0, got {value}")
-        if self.energy_norm_exp not in (1, 2):
-            raise ConfigError(f"loss.energy_norm_exp must be 1 or 2, got {self.energy_norm_exp}")
-
-
-#: what a zero means for the settings where it switches something off
-_ZERO_MEANS = {"batch_atoms": "batches of batch_size frames", "threads": "torch's default",
-               "seed": "a valid seed", "split_seed": "a valid seed", "early_stop_patience": "never stop early",
-               "grad_clip": "no clipping", "overlap_threshold": "no report", "bias_refit_frames": "no re-fit"}
-
-
-@dataclass
-class TrainConfig:
-    data: list[str] = field(default_factory=list)  #: training HDF5 file(s), read as one dataset
-    valid_data: list[str] = field(default_factory=list)  #: validation file(s); none: split valid_fraction off data
-    valid_fraction: float = 0.2
-    split_seed: int = 0
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    num_steps: int = 1_000_000  #: the learning rate reaches stop_lr here (or at max_time)
-    max_time: str = ""  #: wall-clock budget, e.g. "10m", "2h"; the lr decays over it
-    start_lr: float = 1e-3
-    stop_lr: float = 3.51e-8
-    #: over a max_time budget the lr decays to max(stop_lr, budget_stop_lr): a run of minutes
-    #: cannot use the floor of a million-step schedule without wasting most of its steps
-    budget_stop_lr: float = 1e-5
-    batch_size: int = 1  #: frames per step (per process)
-    #: if > 0, batches by atom budget instead: each step takes frames in order while their atoms
-    #: add up to at most this (at least one frame), like DeePMD-kit's "auto" batch size
-    batch_atoms: int = 0
-    seed: int = 1
-    #: train on a resample with replacement of the training frames (as many as there are, drawn
-    #: with ``seed``): an ensemble's members then differ in their data too (bagging)
-    bootstrap: bool = False
-    stat_frames: int = 64  #: frames sampled for davg/dstd and the energy bias
-    #: at each validation, re-fit the per-element energy bias on this many training frames (a
-    #: seeded sample; least squares on the energy residuals; changes no force), and before the
-    #: model is saved on every training frame (up to 4096 of them); 0: off
-    bias_refit_frames: int = 64
-    valid_freq: int = 500  #: steps between validations
-    valid_frames: int = 32  #: validation frames evaluated each time (all at the end)
-    save_freq: int = 1000  #: steps between checkpoints
-    keep_checkpoints: int = 3
-    #: decay d of the weight average that validation and the saved models use, warmed up as
-    #: ``min(d, (1 + t) / (10 + t))`` at update t; 0 disables it
-    ema_decay: float = 0.0
-    grad_clip: float = 0.0  #: 0 disables gradient-norm clipping
-    early_stop_patience: int = 0  #: validations without improvement before stopping; 0: never
-    overlap_threshold: float = 0.5  #: Angstrom; closer atoms in the training set are reported
-    threads: int = 0  #: torch CPU threads; 0 keeps torch's default
-    device: str = "auto"
-    #: data-parallel gradient averaging: "bucketed" (all-reduce of ~25 MB buckets overlapped with
-    #: the backward pass) or "per-parameter" (one all-reduce per parameter after it)
-    grad_sync: str = "bucketed"
-    #: start from this model's weights and statistics (fine-tuning); its architecture replaces `model`
-    init_model: str = ""
-
-    def max_seconds(self) -> float | None:
-        """The wall-clock budget in seconds, or None when there is none (``max_time`` empty)."""
-        return parse_duration(self.max_time) if self.max_time != "" else None
-
-    def validate(self) -> "TrainConfig":
-        import math
-
-        self.model.validate()
-        if not self.data:
-            raise ConfigError("data: a training HDF5 file is required (--data FILE.h5, repeated for several)")
-        if not 0 < self.valid_fraction < 1 and not self.valid_data:
-            raise ConfigError(f"valid_fraction must lie in (0, 1), got {self.valid_fraction}")
-        if not (math.isfinite(self.start_lr) and math.isfinite(self.stop_lr) and 0 < self.stop_lr <= self.start_lr):
-            raise ConfigError(f"need finite 0 < stop_lr <= start_lr, got {self.stop_lr} and {self.start_lr}")
-        if not (math.isfinite(self.budget_stop_lr) and self.budget_stop_lr > 0):
-            raise ConfigError(f"budget_stop_lr must be a positive number, got {self.budget_stop_lr}")
-        for name in ("batch_size", "num_steps", "valid_freq", "save_freq", "stat_frames", "valid_frames",
-                     "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("batch_atoms", "threads", "seed", "split_seed", "early_stop_patience", "bias_refit_frames"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (0: {_ZERO_MEANS[name]}), got {getattr(self, name)}")
-        for name in ("grad_clip", "overlap_threshold"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a number >= 0 (0: {_ZERO_MEANS[name]}), got {value}")
-        if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
-            raise ConfigError(f"ema_decay must lie in [0, 1) (0: no average), got {self.ema_decay}")
-        self.loss.validate()
-        if self.grad_sync not in ("bucketed", "per-parameter"):
-            raise ConfigError(f"grad_sync must be 'bucketed' or 'per-parameter', got {self.grad_sync!r}")
-        if self.max_time != "":
-            parse_duration(self.max_time)
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def parse_duration(text: str, name: str = "max_time") -> float:
-    """Seconds in ``"90"``, ``"90s"``, ``"10m"``, ``"1.5h"`` or ``"1h30m"``; zero, negative and
-    unreadable durations are a :class:`~nnpot.errors.ConfigError` naming ``name``."""
-    text = str(text).strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text)
-        if not parts or "".join(a + b for a, b in parts) != text.replace(" ", ""):
-            raise ConfigError(f"{name}: cannot read duration {text!r}; use e.g. 90s, 10m, 1.5h")
-        seconds = sum(float(v) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for v, u in parts)
-    if not seconds > 0:
-        raise ConfigError(f"{name}: the budget must be positive, got {text!r} (omit it for no time limit)")
-    return seconds
-
-
-def load_train_config(path: str | None = None, overrides: list[str] | None = None,
-                      extra: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML/JSON config, apply ``key=value`` overrides (dotted keys), validate types
-    (:func:`nnpot.configio.load_config`)."""
-    return load_config(TrainConfig, path, overrides or (), extra)

@@ -11,7 +11,7 @@ from nnpot.errors import ConfigError
 from nnpot.nn import MLP
 from nnpot.potentials.batch import AtomsBatch
 from nnpot.potentials.config import ModelConfig
-from nnpot.potentials.descriptor_base import build_descriptor
+from nnpot.potentials.descriptors.base import build_descriptor
 
 __all__ = ["EnergyModel"]
 
@@ -31,7 +31,7 @@ class EnergyModel(nn.Module):
         config = (config or ModelConfig.deepmd_water()).validate()
         if not config.is_resolved:
             raise ConfigError("the model's type_map and descriptor.sel are still to come from data: give them, or "
-                              "resolve them with nnpot.potentials.auto_config.resolve_model_config (nnpot train does)")
+                              "resolve them with nnpot.training.auto_config.resolve_model_config (nnpot train does)")
         self.config = config
         dtype = _DTYPES[config.dtype]
         torch.manual_seed(config.seed)  # reproducible initial weights
@@ -60,7 +60,7 @@ class EnergyModel(nn.Module):
     @property
     def is_local(self) -> bool:
         """Whether each atom's energy depends on its own neighbor slots only (the descriptor's
-        :attr:`~nnpot.potentials.descriptor_base.Descriptor.is_local`)."""
+        :attr:`~nnpot.potentials.descriptors.base.Descriptor.is_local`)."""
         return self.descriptor.is_local
 
     @property
@@ -100,7 +100,7 @@ class EnergyModel(nn.Module):
 
         ``groups``: the result of :meth:`type_groups` for ``types``, when known beforehand.
         ``inputs``: the descriptor's extra inputs (:meth:`Descriptor.inputs
-        <nnpot.potentials.descriptor_base.Descriptor.inputs>`).
+        <nnpot.potentials.descriptors.base.Descriptor.inputs>`).
         """
         D = self.descriptor(rij, mask, types, capacity, **inputs)
         energy = self.energy_bias[types].clone()

@@ -115,7 +115,7 @@ def read_meta(path: str | os.PathLike[str]) -> tuple[dict, dict]:
 def _current_config(config: dict) -> dict:
     """The stored config in today's layout: files written before descriptors had their own
     config classes hold every descriptor's fields in one section; keep those of its type."""
-    from nnpot.potentials.descriptor_base import config_keys
+    from nnpot.potentials.descriptors.base import config_keys
 
     desc = dict(config.get("descriptor") or {})
     keys = config_keys(str(desc.get("type", "se_e2_a")))

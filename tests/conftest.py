@@ -26,7 +26,7 @@ def small_config(dtype: str = "float64") -> ModelConfig:
 
 
 def e3nn_config(dtype: str = "float64", layers: int = 1, message_layers: int = 0) -> ModelConfig:
-    from nnpot.potentials.equivariant import E3nnConfig
+    from nnpot.potentials.descriptors.e3nn import E3nnConfig
 
     cfg = ModelConfig(type_map=["O", "H"], dtype=dtype)
     cfg.descriptor = E3nnConfig(sel=[46, 92], channels=4, radial_neuron=[8], layers=layers,

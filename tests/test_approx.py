@@ -161,7 +161,7 @@ def test_learning_curve_full_batch_trains_on_the_whole_set(monkeypatch):
     """With ``full_batch`` each point's trainer takes all of its frames in every step (and one
     frame per step without it); the curve's points stay finite and sane."""
     from nnpot.approx.learning import LearningCurveConfig, learning_curve
-    from nnpot.potentials import train
+    from nnpot.training import trainer as train
 
     batch_sizes = []
 

@@ -15,7 +15,7 @@ from nnpot.errors import ConfigError
 from nnpot.potentials import NNPotCalculator, apply_stats, descriptor_names, load_model, save_model
 from nnpot.potentials import testing as T
 from nnpot.potentials.config import ModelConfig, from_dict
-from nnpot.potentials.descriptor_base import Descriptor, DescriptorConfig, register_descriptor
+from nnpot.potentials.descriptors.base import Descriptor, DescriptorConfig, register_descriptor
 from nnpot.potentials.model import EnergyModel
 
 
@@ -102,7 +102,7 @@ def test_two_side_embeddings_by_gather_equal_the_sync_free_path(water):
     per type) and the CUDA-graph-safe path (every net on every center, kept by type) agree,
     values and gradients."""
     from nnpot.potentials import EnergyModel, make_batch
-    from nnpot.potentials import descriptor as se
+    from nnpot.potentials.descriptors import se_e2_a as se
 
     from .conftest import small_config
 

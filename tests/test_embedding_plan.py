@@ -8,7 +8,7 @@ import torch
 from ase import Atoms
 
 from nnpot.potentials import EnergyModel, derivatives, make_batch
-from nnpot.potentials.descriptor import plan_embeddings
+from nnpot.potentials.descriptors.se_e2_a import plan_embeddings
 
 from .conftest import small_config
 
@@ -104,7 +104,7 @@ def test_plan_evaluates_each_distinct_input_once(small_model, water, case):
 
 
 def test_plan_cache_reuses_a_batch_plan_and_respects_its_budget(small_model, water):
-    from nnpot.potentials.descriptor import PlanCache
+    from nnpot.potentials.descriptors.se_e2_a import PlanCache
 
     batch = make_batch([water[3].to_atoms()], small_model.type_map, 6.0, small_model.sel, tight=True)
     calls = []

@@ -11,7 +11,7 @@ from ase import units
 from nnpot import NNPotCalculator, load_model, save_model
 from nnpot.potentials import EnergyModel, ModelConfig
 from nnpot.potentials import testing as T
-from nnpot.potentials.equivariant import polynomial_envelope
+from nnpot.potentials.descriptors.e3nn import polynomial_envelope
 
 from tests.conftest import e3nn_config, fitted
 

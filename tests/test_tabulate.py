@@ -14,8 +14,8 @@ import torch
 from nnpot import NNPotCalculator, save_model
 from nnpot.potentials import EnergyModel
 from nnpot.potentials import testing as T
-from nnpot.potentials.tabulate import quintic_table
-from nnpot.potentials.tabulate_kernels import triton_available
+from nnpot.potentials.descriptors.se_e2_a_tables import quintic_table
+from nnpot.potentials.descriptors.se_e2_a_kernels import triton_available
 
 from .conftest import ROOT, small_config
 
@@ -64,7 +64,7 @@ def test_quintic_interpolation_error_falls_as_h_to_the_sixth(small_model):
 def test_tabulated_model_is_not_saved_and_e3nn_is_not_tabulated(tabulated, tmp_path):
     with pytest.raises(ValueError, match="exact model"):
         save_model(tabulated, tmp_path / "t.nnp")
-    from nnpot.potentials.equivariant import E3nnConfig
+    from nnpot.potentials.descriptors.e3nn import E3nnConfig
 
     cfg = small_config()
     cfg.descriptor = E3nnConfig(sel=[46, 92], channels=4, radial_neuron=[8])
@@ -88,7 +88,7 @@ _KERNEL_CHECK = textwrap.dedent(
     from conftest import WATER, small_config
     from nnpot.data import H5Dataset
     from nnpot.potentials import EnergyModel, apply_stats, make_batch
-    from nnpot.potentials import tabulate_kernels
+    from nnpot.potentials.descriptors import se_e2_a_kernels as tabulate_kernels
     water = H5Dataset(WATER)
     frames = [water[i] for i in (0, 9)]
     cases = (("float64", 1e-12, 2048, True), ("float32", 2e-5, 2048, True), ("float64", 1e-12, 1, True),

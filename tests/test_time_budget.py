@@ -15,8 +15,8 @@ import pytest
 
 from nnpot.data import Frame, H5Dataset, write_h5
 from nnpot.potentials.modelfile import latest_checkpoint
-from nnpot.potentials.train import Trainer
-from nnpot.potentials.config import load_train_config
+from nnpot.training.trainer import Trainer
+from nnpot.training.config import load_train_config
 from nnpot.potentials.evaluator import predict
 
 from .conftest import MOLECULE, SMALL_TRAIN, WATER

@@ -10,8 +10,8 @@ import torch
 
 from nnpot.cli import main
 from nnpot.errors import ConfigError, DatasetError
-from nnpot.potentials.train import Trainer, ema_decay, learning_rate
-from nnpot.potentials.config import load_train_config, parse_duration
+from nnpot.training.trainer import Trainer, ema_decay, learning_rate
+from nnpot.training.config import load_train_config, parse_duration
 
 from .conftest import WATER
 
@@ -187,7 +187,7 @@ def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
     """The loss equals p_e dE^2 / N^k + p_f mean(dF^2) recomputed by hand, for k = 2 ((dE/N)^2)
     and k = 1 (the default, DeePMD-kit's); the reported energy RMSE is per atom either way."""
     from nnpot.potentials import derivatives, make_batch
-    from nnpot.potentials.train import prefactor
+    from nnpot.training.trainer import prefactor
 
     trainer = Trainer(_config(2, ["batch_size=2", f"loss.energy_norm_exp={norm_exp}"]), tmp_path / "r",
                       progress=False)

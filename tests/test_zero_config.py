@@ -15,7 +15,7 @@ from nnpot.data import H5Dataset, write_h5
 from nnpot.data.emt_alloys import emt_alloy_frames
 from nnpot.potentials import load_model
 from nnpot.potentials import testing as T
-from nnpot.potentials.auto_config import neighbor_counts, suggest_sel
+from nnpot.training.auto_config import neighbor_counts, suggest_sel
 
 from .conftest import MOLECULE, WATER
 
@@ -88,8 +88,8 @@ def test_validation_elements_missing_from_training_are_named(tmp_path, capsys):
 
 
 def test_energy_bias_refit_pins_the_offset_and_changes_no_force(tmp_path):
-    from nnpot.potentials.train import Trainer
-    from nnpot.potentials.config import load_train_config
+    from nnpot.training.trainer import Trainer
+    from nnpot.training.config import load_train_config
 
     sets = [s for s in FAST if s not in ("--set", "-q")] + ["num_steps=30"]
     trainer = Trainer(load_train_config(None, sets, {"data": [str(MOLECULE)]}), tmp_path / "b", progress=False)

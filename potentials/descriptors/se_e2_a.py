@@ -33,7 +33,7 @@ from torch import nn
 
 from nnpot.errors import ConfigError
 from nnpot.nn import ACTIVATIONS, is_activation, MLP
-from nnpot.potentials.descriptor_base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
+from nnpot.potentials.descriptors.base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
 from nnpot.potentials.batch import ByteBudgetCache
 
 __all__ = ["SeE2A", "SeE2AConfig", "smooth_switch", "environment", "empty_slot_term", "by_center_type",
@@ -146,16 +146,14 @@ class SeE2A(Descriptor):
 
     def fit_statistics(self, structures: Sequence, type_map: Sequence[str]) -> None:
         """``davg``/``dstd`` of the environment rows, as DeePMD-kit computes them."""
-        from nnpot.potentials.stats import compute_env_stats
-
         davg, dstd = compute_env_stats(self, structures, type_map)
         self.davg.copy_(davg.to(self.davg))
         self.dstd.copy_(dstd.to(self.dstd))
 
     def tabulated(self, stride: float = 0.01, r_min: float = 0.5) -> Descriptor:
         """The same descriptor with quintic tables for the embedding nets
-        (:mod:`nnpot.potentials.tabulate`, DeePMD-kit's model compression)."""
-        from nnpot.potentials.tabulate import TabulatedSeE2A
+        (:mod:`nnpot.potentials.descriptors.se_e2_a_tables`, DeePMD-kit's model compression)."""
+        from nnpot.potentials.descriptors.se_e2_a_tables import TabulatedSeE2A
 
         return TabulatedSeE2A(self, stride=stride, r_min=r_min)
 
@@ -271,7 +269,7 @@ def descriptor_from_sum(desc: nn.Module, T: torch.Tensor) -> torch.Tensor:
 # * every empty slot around centers of one type: ``-davg/dstd``.
 #
 # :func:`plan_embeddings` finds these from the neighbor indices and cell shifts, and
-# :class:`~nnpot.potentials.descriptor.SeE2A` then evaluates each embedding net once per distinct
+# :class:`~nnpot.potentials.descriptors.se_e2_a.SeE2A` then evaluates each embedding net once per distinct
 # input and gathers the result into the slots. The energy is the same function of the positions
 # (a shared value is used where the slot would have computed an equal one), so forces, virials and
 # their parameter gradients are unchanged; what changes is the work, most of all in training,
@@ -363,3 +361,46 @@ class PlanCache(ByteBudgetCache):
             plan = make()
             self._keep(key, plan, sum(x.numel() * x.element_size() for x in (*plan.first, *plan.rows)))
         return plan
+
+
+_PROTECTION = 1e-2  # smallest std accepted (DeePMD-kit's protection)
+
+
+@torch.no_grad()
+def compute_env_stats(d: torch.nn.Module, structures: Sequence, type_map: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``davg, dstd`` ``[n_types, n_types, 4]`` of se_e2_a descriptor ``d`` over all ``sel`` slots (empty ones count as zero rows).
+
+    The radial component gets its mean and standard deviation; the three angular components
+    get mean 0 and the root mean square of all three, as in DeePMD-kit.
+    """
+    n_types = d.n_types
+    sums = torch.zeros(n_types, n_types, 5, dtype=torch.float64)  # n, sum r, sum r^2, sum a, sum a^2
+    from tqdm.auto import tqdm
+
+    from nnpot.potentials.batch import make_batch
+
+    for s in tqdm(structures, desc="statistics", unit=" frames", leave=False, disable=None):
+        batch = make_batch([s], type_map, d.rcut, d.sel, dtype=torch.float64)
+        env = environment(batch.edge_vectors(), batch.neighbors.mask, d.rcut_smth, d.rcut)  # [N, K, 4]
+        start = 0
+        for tj, cap in enumerate(d.sel):
+            block = env[:, start:start + cap]
+            start += cap
+            for ti in range(n_types):
+                b = block[batch.types == ti]
+                if b.numel() == 0:
+                    continue
+                sums[ti, tj] += torch.stack([
+                    torch.tensor(float(b.shape[0] * b.shape[1]), dtype=torch.float64),
+                    b[..., 0].sum(), (b[..., 0] ** 2).sum(), b[..., 1:].sum(), (b[..., 1:] ** 2).sum(),
+                ])
+    count = sums[..., 0].clamp(min=1)
+    avg_r = sums[..., 1] / count
+    std_r = (sums[..., 2] / count - avg_r ** 2).clamp(min=0).sqrt()
+    std_a = (sums[..., 4] / (3 * count)).sqrt()
+    std_r = torch.where(std_r < _PROTECTION, torch.full_like(std_r, _PROTECTION), std_r)
+    std_a = torch.where(std_a < _PROTECTION, torch.full_like(std_a, _PROTECTION), std_a)
+    davg = torch.zeros(n_types, n_types, 4, dtype=torch.float64)
+    davg[..., 0] = avg_r
+    dstd = torch.stack([std_r, std_a, std_a, std_a], dim=-1)
+    return davg, dstd

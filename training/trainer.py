@@ -29,15 +29,18 @@ from nnpot.atomic import atomic_path
 from nnpot.data.convert import split_indices
 from nnpot.data.h5format import open_datasets
 from nnpot.errors import NNPotError
-from nnpot.potentials.auto_config import resolve_model_config
 from nnpot.potentials.batch import NeighborCache, make_batch
-from nnpot.potentials.config import TrainConfig
 from nnpot.potentials.derivatives import derivatives
-from nnpot.potentials.distributed import BucketedAllReduce, average_gradients, init_distributed
 from nnpot.potentials.evaluator import predict, resolve_device
 from nnpot.potentials.model import EnergyModel
 from nnpot.potentials.modelfile import latest_checkpoint, save_checkpoint, save_model
-from nnpot.potentials.stats import apply_stats, energy_bias_shift, error_metrics
+from nnpot.potentials.stats import apply_stats
+from nnpot.training.auto_config import resolve_model_config
+from nnpot.training.bias import energy_bias_shift
+from nnpot.training.config import TrainConfig
+from nnpot.training.distributed import BucketedAllReduce, average_gradients, init_distributed
+from nnpot.training.metrics import error_metrics
+from nnpot.training.plots import plot_learning_curve
 
 __all__ = ["Trainer", "TrainingError", "ema_decay", "learning_rate", "prefactor"]
 
@@ -555,40 +558,3 @@ class Trainer:
 def _parts(ds) -> list:
     """The datasets a (possibly united) dataset is made of."""
     return list(getattr(ds, "datasets", [ds]))
-
-
-def plot_learning_curve(log_path: Path, png: Path) -> Path | None:
-    """Validation energy and force RMSE against step, from ``valid.jsonl``, with the learning
-    rate on a second axis and a dotted line where it crossed each power of ten."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
-    if not rows:
-        return None
-    steps = [r["step"] for r in rows]
-    lrs = [r.get("lr") for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
-    axes[0].semilogy(steps, [r["energy_rmse_per_atom"] * 1e3 for r in rows], "o-", ms=3)
-    axes[0].set_ylabel("validation energy RMSE (meV/atom)")
-    axes[1].semilogy(steps, [r["force_rmse"] * 1e3 for r in rows], "o-", ms=3, color="C1")
-    axes[1].set_ylabel("validation force RMSE (meV/Å)")
-    decades = [(s, lr) for s, lr, prev in zip(steps[1:], lrs[1:], lrs[:-1])
-               if lr and prev and math.floor(math.log10(lr)) < math.floor(math.log10(prev))]
-    for ax in axes:
-        ax.set_xlabel("training step")
-        ax.grid(alpha=0.3, which="both")
-        for s, lr in decades:
-            ax.axvline(s, color="0.5", ls=":", lw=0.8)
-        if any(lrs):
-            twin = ax.twinx()
-            twin.semilogy(steps, [lr or math.nan for lr in lrs], color="0.6", lw=0.8, ls="--")
-            twin.set_ylabel("learning rate (dashed)", color="0.4", fontsize=8)
-            twin.tick_params(labelsize=7, colors="0.4")
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return png

@@ -7,7 +7,7 @@ For center ``i`` of type ``c`` and slot ``j`` (neighbor type ``t_j``, vector ``r
     ``T_i[a, m] = sum_j row_ij[a] * g_{t_j, m}(row_ij[0])``  ``[n, 4, M]``
 
 with ``g_t`` the quintic table of the embedding net of type ``t`` (see
-:mod:`nnpot.potentials.tabulate`). On CUDA with Triton installed, one kernel computes ``T`` and
+:mod:`nnpot.potentials.descriptors.se_e2_a_tables`). On CUDA with Triton installed, one kernel computes ``T`` and
 one computes ``dL/dr_ij`` from ``dL/dT`` (recomputing the rows, storing nothing per
 neighbor); elsewhere :func:`contract_reference` evaluates the same polynomials with torch
 operations that autograd differentiates.

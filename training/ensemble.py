@@ -18,7 +18,7 @@ from pathlib import Path
 from nnpot.atomic import atomic_path
 from nnpot.errors import ConfigError
 from nnpot.potentials.ensemble import MANIFEST, write_manifest
-from nnpot.potentials.config import TrainConfig
+from nnpot.training.config import TrainConfig
 
 __all__ = ["train_ensemble", "member_config", "is_ensemble_run", "PLAN"]
 
@@ -56,7 +56,7 @@ def train_ensemble(config: TrainConfig, out: str | os.PathLike[str], n: int, res
     ensemble folder that :func:`~nnpot.potentials.modelfile.load_model` reads). ``resume``
     takes the member count from the run's plan. ``init_models``: member ``k`` fine-tunes
     ``init_models[k]`` (the previous ensemble's members)."""
-    from nnpot.potentials.train import Trainer, TrainingError
+    from nnpot.training.trainer import Trainer, TrainingError
 
     out = Path(out)
     plan = out / PLAN

@@ -47,7 +47,7 @@ from torch import nn
 
 from nnpot.errors import ConfigError
 from nnpot.nn import MLP
-from nnpot.potentials.descriptor_base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
+from nnpot.potentials.descriptors.base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
 
 __all__ = ["E3nnDescriptor", "E3nnConfig", "bessel_basis", "polynomial_envelope"]
 

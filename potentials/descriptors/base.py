@@ -26,12 +26,12 @@ from torch import nn
 from nnpot.errors import ConfigError
 
 __all__ = ["Descriptor", "DescriptorConfig", "register_descriptor", "descriptor_config_class",
-           "build_descriptor", "descriptor_names", "BUILTIN"]
+           "build_descriptor", "descriptor_names", "available_descriptors", "BUILTIN"]
 
 #: name -> module that registers it when imported
 BUILTIN: dict[str, str] = {
-    "se_e2_a": "nnpot.potentials.descriptor",
-    "e3nn": "nnpot.potentials.equivariant",
+    "se_e2_a": "nnpot.potentials.descriptors.se_e2_a",
+    "e3nn": "nnpot.potentials.descriptors.e3nn",
 }
 
 _REGISTRY: dict[str, tuple[type[DescriptorConfig], type[Descriptor]]] = {}
@@ -45,7 +45,7 @@ class DescriptorConfig:
     rcut: float = 6.0  #: cutoff radius, Angstrom
     rcut_smth: float = 0.5  #: the smooth switch starts here, Angstrom
     #: max neighbors per type within rcut, or "auto": from the training data's neighbor counts
-    #: (:mod:`nnpot.potentials.auto_config`)
+    #: (:mod:`nnpot.training.auto_config`)
     sel: list[int] | str = "auto"
 
     @classmethod
@@ -158,6 +158,11 @@ def _lookup(name: str) -> tuple[type[DescriptorConfig], type[Descriptor]]:
 def descriptor_names() -> list[str]:
     """Every registered or built-in descriptor name."""
     return sorted(set(BUILTIN) | set(_REGISTRY))
+
+
+def available_descriptors() -> list[str]:
+    """The names ``model.descriptor.type`` accepts (:func:`descriptor_names`)."""
+    return descriptor_names()
 
 
 def descriptor_config_class(name: str) -> type[DescriptorConfig]:

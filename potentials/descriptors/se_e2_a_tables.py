@@ -4,7 +4,7 @@ An embedding net ``g_t`` of se_e2_a maps one scalar, the normalised ``s(r)`` of 
 to ``M1`` channels. DeePMD-kit's model compression (``dp compress``; Lu et al., JCTC 2022)
 replaces it by a table: on bins of width ``h`` each channel is the quintic polynomial that
 matches ``g``, ``g'`` and ``g''`` at both bin ends (C2 across bins, error ~ h^6 g^(6)). With the
-fused kernels of :mod:`nnpot.potentials.tabulate_kernels` (environment, normalisation,
+fused kernels of :mod:`nnpot.potentials.descriptors.se_e2_a_kernels` (environment, normalisation,
 table and contraction in one pass; one kernel back), evaluation never stores anything per
 neighbor, whereas the exact model's ``[atoms, neighbors, M1]`` embedding bounds its speed and
 memory.
@@ -23,9 +23,9 @@ import math
 import torch
 from torch import nn
 
-from nnpot.potentials.descriptor import SeE2A, by_center_type, descriptor_from_sum, type_rows
-from nnpot.potentials.descriptor_base import Descriptor
-from nnpot.potentials.tabulate_kernels import contract_reference, fused_descriptor_sum, triton_available
+from nnpot.potentials.descriptors.se_e2_a import SeE2A, by_center_type, descriptor_from_sum, type_rows
+from nnpot.potentials.descriptors.base import Descriptor
+from nnpot.potentials.descriptors.se_e2_a_kernels import contract_reference, fused_descriptor_sum, triton_available
 
 __all__ = ["TabulatedSeE2A", "quintic_table"]
 
