@@ -13,7 +13,7 @@ import numpy as np
 from nnpot.atomic import atomic_path
 from nnpot.data.frame import Frame
 from nnpot.data.h5format import H5Dataset, append_h5, write_h5
-from nnpot.data.readers import read_source
+from nnpot.data.readers import read_source, reader_for
 from nnpot.errors import DatasetError
 
 __all__ = ["convert", "split", "read_frames"]
@@ -47,10 +47,7 @@ def convert(
 
 
 def _reader_name(source: str | os.PathLike[str]) -> str:
-    p = Path(source)
-    if p.is_dir():
-        return "deepmd-npy"
-    return {".h5": "nnpot-h5", ".hdf5": "nnpot-h5", ".npz": "npz", ".db": "ase-db"}.get(p.suffix.lower(), "ase")
+    return reader_for(source).name
 
 
 def split(

@@ -346,7 +346,7 @@ class _Writer:
 
 
 def _stamp(fh: h5py.File, sources: list[dict]) -> None:
-    from nnpot import __version__
+    from nnpot._version import __version__
 
     fh.attrs["format"] = FORMAT_NAME
     fh.attrs["format_version"] = FORMAT_VERSION

@@ -17,7 +17,8 @@ Every reader names the file and frame in its error messages.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 from nnpot.data.frame import Frame, validate_frame
 from nnpot.errors import DatasetError
 
-__all__ = ["read_source", "read_deepmd", "read_ase", "read_ase_db", "read_npz", "find_deepmd_systems", "ENERGY_UNITS"]
+__all__ = ["Reader", "READERS", "register_reader", "reader_for", "read_source", "read_deepmd", "read_ase", "read_ase_db", "read_npz", "find_deepmd_systems", "ENERGY_UNITS"]
 
 #: energy units a source may declare, in eV; forces follow as (unit)/Angstrom
 ENERGY_UNITS = {"eV": 1.0, "ev": 1.0}
@@ -36,23 +37,45 @@ _VIRIAL_KEYS = ("virial", "REF_virial")
 _UNIT_KEYS = ("energy_unit", "energy_units", "units", "unit")
 
 
+@dataclass(frozen=True)
+class Reader:
+    """A source format: its name (recorded in a converted file's provenance) and
+    ``read(path, energy_unit) -> frames``."""
+
+    name: str
+    read: Callable[[Path, str | None], Iterable[Frame]]
+
+
+#: readers by file suffix; a folder is a DeePMD-kit system tree, anything else goes to ASE.
+#: Adding a format is one reader function and one :func:`register_reader` line.
+READERS: dict[str, Reader] = {}
+FOLDER_READER = Reader("deepmd-npy", lambda path, unit: read_deepmd(path))
+FALLBACK_READER = Reader("ase", lambda path, unit: read_ase(path))
+
+
+def register_reader(suffixes: Sequence[str], reader: Reader) -> None:
+    for suffix in suffixes:
+        READERS[suffix.lower()] = reader
+
+
+def reader_for(path: str | os.PathLike[str]) -> Reader:
+    """The reader of ``path``: by what it is (a folder) and its suffix."""
+    path = Path(path)
+    return FOLDER_READER if path.is_dir() else READERS.get(path.suffix.lower(), FALLBACK_READER)
+
+
 def read_source(path: str | os.PathLike[str], energy_unit: str | None = None) -> Iterator[Frame]:
-    """Frames of one source, the reader chosen from what ``path`` is."""
+    """Frames of one source, the reader chosen from what ``path`` is (:data:`READERS`)."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
-    if path.is_dir():
-        return read_deepmd(path)
-    suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        from nnpot.data.h5format import H5Dataset
+    return iter(reader_for(path).read(path, energy_unit))
 
-        return (validate_frame(f, f"{path}: frame {i}") for i, f in enumerate(H5Dataset(path)))
-    if suffix == ".npz":
-        return read_npz(path, energy_unit=energy_unit)
-    if suffix == ".db":
-        return read_ase_db(path)
-    return read_ase(path)
+
+def _read_nnpot_h5(path: Path, energy_unit: str | None = None) -> Iterator[Frame]:
+    from nnpot.data.h5format import H5Dataset
+
+    return (validate_frame(f, f"{path}: frame {i}") for i, f in enumerate(H5Dataset(path)))
 
 
 # --- DeePMD-kit npy -----------------------------------------------------------------------
@@ -267,3 +290,8 @@ def read_npz(path: str | os.PathLike[str], energy_unit: str | None = None) -> It
             forces=F[i] * scale,
         )
         yield validate_frame(frame, f"{path}: frame {i}")
+
+
+register_reader((".h5", ".hdf5"), Reader("nnpot-h5", _read_nnpot_h5))
+register_reader((".npz",), Reader("npz", lambda path, unit: read_npz(path, energy_unit=unit)))
+register_reader((".db",), Reader("ase-db", lambda path, unit: read_ase_db(path)))

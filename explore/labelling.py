@@ -25,14 +25,21 @@ from ase.calculators.calculator import Calculator, all_changes
 from nnpot.data.frame import Frame
 from nnpot.errors import ConfigError
 
-__all__ = ["Labeller", "LabelResult", "BUILTIN", "PySCFCalculator"]
+__all__ = ["Labeller", "LabelResult", "BUILTIN", "register_labeller", "PySCFCalculator"]
 
-#: built-in labeller names -> import path of the ASE calculator class
-BUILTIN = {
+#: labeller names -> the ASE calculator class, or its import path "module:Class" (imported on
+#: first use). Adding a labeller is one calculator class and one :func:`register_labeller` line.
+BUILTIN: dict[str, str | type] = {
     "emt": "ase.calculators.emt:EMT",
     "tblite": "tblite.ase:TBLite",
     "pyscf": "nnpot.explore.labelling:PySCFCalculator",
 }
+
+
+def register_labeller(name: str, calculator: str | type) -> None:
+    """Make ``labeller: {name: ...}`` label with ``calculator`` (an ASE calculator class or its
+    import path)."""
+    BUILTIN[name] = calculator
 
 
 @dataclass
@@ -51,16 +58,9 @@ class Labeller:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def factory(self) -> Callable[[], Calculator]:
-        path = BUILTIN.get(self.name, self.name)
-        module, _, cls = path.partition(":")
-        if not cls:
-            raise ConfigError(f"labeller {self.name!r}: give a built-in name ({', '.join(BUILTIN)}) or an import "
-                              "path module:Class of an ASE calculator")
-        try:
-            calc_class = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError) as exc:
-            hint = f" (pip install {module.split('.')[0]})" if self.name in BUILTIN else ""
-            raise ConfigError(f"labeller {self.name!r}: cannot import {path}{hint}: {exc}") from None
+        target = BUILTIN.get(self.name, self.name)
+        path = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+        calc_class = target if isinstance(target, type) else self._import(path)
 
         unknown = _unknown_settings(calc_class, self.settings) if self.name in BUILTIN else []
         if unknown:  # a third-party calculator's accepted keywords cannot be known from outside
@@ -77,9 +77,22 @@ class Labeller:
 
         return make
 
+    def _import(self, path: str) -> type:
+        module, _, cls = path.partition(":")
+        if not cls:
+            raise ConfigError(f"labeller {self.name!r}: give a built-in name ({', '.join(BUILTIN)}) or an import "
+                              "path module:Class of an ASE calculator")
+        try:
+            return getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as exc:
+            hint = f" (pip install {module.split('.')[0]})" if self.name in BUILTIN else ""
+            raise ConfigError(f"labeller {self.name!r}: cannot import {path}{hint}: {exc}") from None
+
     def describe(self) -> dict[str, Any]:
         """Provenance: the labeller and its settings."""
-        return {"labeller": self.name, "calculator": BUILTIN.get(self.name, self.name), "settings": self.settings}
+        target = BUILTIN.get(self.name, self.name)
+        calculator = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+        return {"labeller": self.name, "calculator": calculator, "settings": self.settings}
 
     def label(self, atoms: Atoms, calc: Calculator | None = None) -> LabelResult:
         """Energy and forces (and the stress of periodic cells, when the calculator gives it)."""

@@ -187,10 +187,14 @@ class MolecularDynamics:
         self._graphs = None
         self.observers: list[tuple] = []
         self._files = []
-        self._output_dir = Path(trajectory).parent if trajectory is not None else Path(".")
+        # where a failure's last frame goes: beside the trajectory, else the log, else here
+        paths = [Path(f) for f in (trajectory, logfile) if isinstance(f, (str, os.PathLike)) and str(f) != "-"]
+        self._output_dir = paths[0].parent if paths else Path(".")
         if trajectory is not None:
             self._attach_trajectory(trajectory, loginterval)
-        if logfile is not None:
+        if hasattr(logfile, "write"):  # an open file: the caller owns and closes it
+            self.attach(self._log, loginterval, logfile)
+        elif logfile is not None:
             fh = open(logfile, "w") if str(logfile) != "-" else None
             self._files.append(fh)
             self.attach(self._log, loginterval, fh)
@@ -208,9 +212,18 @@ class MolecularDynamics:
     def run(self, steps: int = 50) -> bool:
         """Advance ``steps`` steps; returns True like ASE's ``run`` does when it completes, False
         when an observer stopped it early (:meth:`request_stop`)."""
+        for _ in self.irun(steps):
+            pass
+        return self.stop_reason is None
+
+    def irun(self, steps: int = 50):
+        """:meth:`run` as a generator, as ASE's ``Dynamics.irun``: it yields True after the first
+        observer call and after each block of steps up to the next observer (``atoms`` is in sync
+        whenever an observer ran), and False once when an observer stopped the run."""
         self.stop_reason = None
         if self.nsteps == 0:
             self._call_observers()
+        yield True
         left = int(steps)
         while left > 0:
             k = min(left, self._steps_to_observer())
@@ -218,9 +231,23 @@ class MolecularDynamics:
             left -= k
             self._call_observers()
             if self.stop_reason is not None:  # an observer asked to stop (e.g. DeviationMonitor)
-                break
+                self.write_back()
+                yield False
+                return
+            yield True
         self.write_back()
-        return self.stop_reason is None
+
+    def todict(self) -> dict:
+        """The driver's settings, as ASE's ``Dynamics.todict`` (what a trajectory's header keeps)."""
+        settings = {k: v for k, v in vars(self).items()
+                    if k in ("temperature_K", "friction", "taut", "taup", "pressure_au", "compressibility")}
+        return {"type": "molecular-dynamics", "md-type": type(self).__name__, "timestep": self.dt, **settings}
+
+    def __enter__(self) -> MolecularDynamics:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def request_stop(self, reason: str) -> None:
         """Stop :meth:`run` after the current observers (it then returns False);
@@ -314,7 +341,10 @@ class MolecularDynamics:
     def _attach_trajectory(self, trajectory, interval: int) -> None:
         from ase.io import Trajectory
 
-        if str(trajectory).endswith((".h5md", ".h5")):
+        if hasattr(trajectory, "write") and not isinstance(trajectory, (str, os.PathLike)):
+            # an open ase.io.Trajectory (or any writer with write(atoms)): the caller owns and closes it
+            self.attach(lambda: trajectory.write(snapshot(self.state, self.atoms)), interval)
+        elif str(trajectory).endswith((".h5md", ".h5")):
             from nnpot.md.h5md import H5MDWriter
 
             writer = H5MDWriter(trajectory, self.atoms)

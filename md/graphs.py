@@ -48,7 +48,7 @@ class GraphedSteps:
     def __init__(self, state: MDState, force_fn: ModelForces, advance: Callable, block: int = 10,
                  generator: torch.Generator | None = None, capture: bool = True):
         self.state, self.force_fn, self.advance = state, force_fn, advance
-        self.extra = state.thermostat
+        self.extra = state.thermostat.tensors()
         self.block = max(1, int(block))
         self.generator = generator
         self.capture = capture

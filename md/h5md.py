@@ -29,7 +29,7 @@ class H5MDWriter:
     """Appends frames of ``atoms`` (with momenta and a calculator holding energy and forces)."""
 
     def __init__(self, path: str | os.PathLike[str], atoms: Atoms, author: str = "nnpot user"):
-        from nnpot import __version__
+        from nnpot._version import __version__
 
         self.fh = h5py.File(path, "w")
         h5 = self.fh.create_group("h5md")

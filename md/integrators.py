@@ -117,7 +117,7 @@ def bussi_step(state: MDState, force_fn: ForceFn, dt: float, kT: float, tau: flo
 class NoseHooverChain:
     """A Nose-Hoover chain of length M per system (Martyna, Klein, Tuckerman, J. Chem. Phys. 97,
     2635 (1992)); masses ``Q_1 = Nf kT tau^2``, ``Q_j = kT tau^2``. Its variables live in the
-    state: ``state.thermostat["chain_v"]`` (velocities ``p_j / Q_j``) and ``["chain_xi"]``,
+    state: ``state.thermostat.chain_v`` (velocities ``p_j / Q_j``) and ``.chain_xi``,
     both ``[B, M]``.
 
     Conserved: ``H + sum_j p_j^2 / (2 Q_j) + Nf kT xi_1 + kT sum_{j>1} xi_j``.
@@ -129,8 +129,8 @@ class NoseHooverChain:
         self.n_dof = torch.as_tensor(list(n_dof), dtype=dtype, device=device)  # [B]
         self.Q = torch.full((len(n_dof), length), kT * tau * tau, dtype=dtype, device=device)
         self.Q[:, 0] = self.n_dof * kT * tau * tau
-        state.thermostat["chain_v"] = torch.zeros(len(n_dof), length, dtype=dtype, device=device)
-        state.thermostat["chain_xi"] = torch.zeros(len(n_dof), length, dtype=dtype, device=device)
+        state.thermostat.chain_v = torch.zeros(len(n_dof), length, dtype=dtype, device=device)
+        state.thermostat.chain_xi = torch.zeros(len(n_dof), length, dtype=dtype, device=device)
 
     def _force(self, j: int, v: list[torch.Tensor], k2: torch.Tensor) -> torch.Tensor:
         if j == 0:
@@ -147,7 +147,7 @@ class NoseHooverChain:
     def half_step(self, state: MDState, dt: float) -> None:
         """Propagate the chains and scale the momenta over ``dt / 2`` (the Trotter factor)."""
         h = 0.5 * dt
-        chain_v, chain_xi = state.thermostat["chain_v"], state.thermostat["chain_xi"]
+        chain_v, chain_xi = state.thermostat.chain_v, state.thermostat.chain_xi
         v = list(chain_v.clone().unbind(1))  # M tensors [B]
         k2 = 2.0 * state.kinetic_energy()
         for j in range(self.M - 1, -1, -1):  # from the chain's end down to the particles
@@ -162,7 +162,7 @@ class NoseHooverChain:
 
     def energy(self, state: MDState) -> torch.Tensor:
         """``[B]``: each chain's contribution to the conserved quantity (eV)."""
-        v, xi = state.thermostat["chain_v"], state.thermostat["chain_xi"]
+        v, xi = state.thermostat.chain_v, state.thermostat.chain_xi
         return (0.5 * self.Q * v ** 2).sum(1) + self.n_dof * self.kT * xi[:, 0] + self.kT * xi[:, 1:].sum(1)
 
 

@@ -22,7 +22,7 @@ class MDConfig:
     structure: str = ""  #: any ASE-readable file, or an nnpot .h5 (frame `frame`)
     frame: int = 0
     model: str = ""  #: .nnp model file, or a DeePMD-kit .dp/.yaml
-    ensemble: str = "nve"  #: nve (velocity Verlet), langevin, bussi, nose-hoover or npt
+    ensemble: str = "nve"  #: a name in :data:`nnpot.md.ensembles.ENSEMBLES`: nve, langevin, bussi, nose-hoover, npt
     timestep_fs: float = 0.5
     steps: int = 1000
     temperature_K: float = 300.0  #: initial Maxwell-Boltzmann temperature and thermostat target
@@ -45,7 +45,9 @@ class MDConfig:
         """Raise :class:`~nnpot.errors.ConfigError` naming the first bad setting."""
         import math
 
-        ensembles = ("nve", "langevin", "bussi", "nose-hoover", "npt")
+        from nnpot.md.ensembles import ensemble_names
+
+        ensembles = ensemble_names()
         if self.ensemble not in ensembles:
             raise ConfigError(f"ensemble: {self.ensemble!r}; allowed: {', '.join(map(repr, ensembles))}")
         positive = ("timestep_fs", "tau_fs", "taup_fs", "compressibility_per_bar")
@@ -141,22 +143,10 @@ def prepare_md(config: MDConfig, force: bool = False) -> MolecularDynamics:
 def _driver(config: MDConfig, atoms, common: dict):
     from ase import units
 
-    from nnpot.md.driver import NPT, Bussi, Langevin, NoseHoover, VelocityVerlet
+    from nnpot.md.ensembles import ENSEMBLES
 
-    dt = config.timestep_fs * units.fs
-    T, tau = config.temperature_K, config.tau_fs * units.fs
-    if config.ensemble == "nve":
-        return VelocityVerlet(atoms, dt, **common)
-    if config.ensemble == "langevin":
-        return Langevin(atoms, dt, temperature_K=T, friction=config.friction_per_fs / units.fs, seed=config.seed,
-                        **common)
-    if config.ensemble == "bussi":
-        return Bussi(atoms, dt, temperature_K=T, taut=tau, seed=config.seed, **common)
-    if config.ensemble == "npt":
-        return NPT(atoms, dt, temperature_K=T, pressure_au=config.pressure_bar * units.bar, taut=tau,
-                   taup=config.taup_fs * units.fs, compressibility_au=config.compressibility_per_bar / units.bar,
-                   seed=config.seed, **common)
-    return NoseHoover(atoms, dt, temperature_K=T, tdamp=tau, **common)
+    ensemble = ENSEMBLES[config.ensemble]
+    return ensemble.driver(atoms, config.timestep_fs * units.fs, **ensemble.settings(config), **common)
 
 
 def run_md(config: MDConfig, progress: bool = True, force: bool = False) -> dict:

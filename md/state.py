@@ -12,8 +12,9 @@ system      [N]       index of each atom's system (0..B-1)
 energy      [B]       eV, potential energy of each system
 virial      [B, 3, 3] eV
 cell        [B, 3, 3] Angstrom, rows are cell vectors
-thermostat  dict      thermostat and barostat variables, [B, ...] each (e.g. the
-                      Nose-Hoover chain's ``chain_v`` and ``chain_xi``, [B, M])
+thermostat  Thermo-   thermostat and barostat variables, [B, ...] each
+            statState (:class:`ThermostatState`: the Nose-Hoover chain's ``chain_v``
+                      and ``chain_xi``, [B, M]); updated in place
 free        [N, 1]    1 for atoms that move, 0 for atoms held by ASE's ``FixAtoms``
                       (None: every atom moves); their forces and momenta stay 0
 ==========  ========  ========================================================
@@ -25,16 +26,30 @@ rollback) restores the thermostat too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 from ase import Atoms, units
 
-__all__ = ["MDState", "state_from_atoms", "fixed_atoms", "write_back", "snapshot", "thermalize", "DYNAMIC_FIELDS"]
+__all__ = ["MDState", "ThermostatState", "state_from_atoms", "fixed_atoms", "write_back", "snapshot", "thermalize", "DYNAMIC_FIELDS"]
 
-#: the fields an integrator step replaces (the thermostat dict is updated in place)
+#: the fields an integrator step replaces (the thermostat's tensors are updated in place)
 DYNAMIC_FIELDS = ("positions", "momenta", "forces", "energy", "virial", "cell")
+
+
+@dataclass
+class ThermostatState:
+    """The variables a thermostat or barostat carries from step to step, ``[B, ...]`` each, on
+    the state's device; None where the integrator has none. A step updates them in place, so a
+    CUDA graph's buffers stay valid and a rollback restores them with the rest of the state."""
+
+    chain_v: torch.Tensor | None = None  #: Nose-Hoover chain velocities p_j / Q_j [B, M], 1/(ASE time)
+    chain_xi: torch.Tensor | None = None  #: Nose-Hoover chain positions [B, M], dimensionless
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The variables that are set, by name (what a CUDA-graph runner saves and restores)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass
@@ -47,9 +62,24 @@ class MDState:
     virial: torch.Tensor
     cell: torch.Tensor
     system: torch.Tensor
-    thermostat: dict[str, torch.Tensor] = field(default_factory=dict)
+    thermostat: ThermostatState = field(default_factory=ThermostatState)
     free: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        """Shapes and devices checked once, where the state is made (a mismatch later would be
+        a silent broadcast or a device error deep inside a step)."""
+        n, b = self.positions.shape[0], self.cell.shape[0]
+        expected = {"positions": (n, 3), "momenta": (n, 3), "masses": (n,), "forces": (n, 3), "energy": (b,),
+                    "virial": (b, 3, 3), "cell": (b, 3, 3), "system": (n,)}
+        if self.free is not None:
+            expected["free"] = (n, 1)
+        device = self.positions.device
+        for name, shape in expected.items():
+            value = getattr(self, name)
+            if tuple(value.shape) != shape:
+                raise ValueError(f"MDState.{name}: shape {tuple(value.shape)}, expected {shape}")
+            if value.device != device:
+                raise ValueError(f"MDState.{name} is on {value.device}, the positions on {device}")
     @property
     def n_systems(self) -> int:
         return int(self.cell.shape[0])

@@ -1,14 +1,15 @@
 """nnpot: DeePMD-style machine-learned interatomic potentials.
 
 Subpackages: :mod:`nnpot.data` (datasets), :mod:`nnpot.potentials` (models, neighbor lists,
-training, the ASE calculator), :mod:`nnpot.md` (GPU-resident molecular dynamics) and
-:mod:`nnpot.approx` (approximation-error studies). :mod:`nnpot.nn` is the network core they
+descriptors, the ASE calculator), :mod:`nnpot.training`, :mod:`nnpot.md` (GPU-resident molecular
+dynamics), :mod:`nnpot.interop` (other codes' model files), :mod:`nnpot.explore` (active
+learning) and :mod:`nnpot.approx` (approximation-error studies). :mod:`nnpot.nn` is the network core they
 share.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from nnpot._version import __version__
 
 __all__ = ["__version__", "NNPotCalculator", "EnsembleCalculator", "load_model", "save_model", "EnergyModel"]
 

@@ -265,9 +265,7 @@ def _one_model_to_rewrite(src: Path, out: Path, force: bool, verb: str):
 
 
 def _convert(args) -> int:
-    from nnpot.interop.deepmd_file import is_deepmd_file
-    from nnpot.interop.deepmd_model import save_deepmd_model
-    from nnpot.potentials.modelfile import save_model
+    from nnpot.potentials.modelfile import MODEL_FORMATS, model_format, save_model
 
     src, out = Path(args.model), Path(args.output)
     for path in (src, out):
@@ -275,11 +273,13 @@ def _convert(args) -> int:
             raise NNPotError(f"{path}: a backend-specific DeePMD-kit model; nnpot reads and writes the "
                              f"backend-independent .dp/.yaml: first run  dp convert-backend {path} "
                              f"{path.with_suffix('.dp')}  (or the reverse afterwards)")
-    if not (is_deepmd_file(out) or out.suffix == ".nnp"):
-        raise NNPotError(f"{out}: give the output a .nnp, .dp or .yaml name")
+    fmt = model_format(out)
+    if out.suffix != ".nnp" and (fmt is None or fmt.write is None):
+        writable = sorted(k for k, f in MODEL_FORMATS.items() if f.write is not None)
+        raise NNPotError(f"{out}: give the output a name ending in .nnp or {', '.join(writable)}")
     model = _one_model_to_rewrite(src, out, args.force, "convert")
-    if is_deepmd_file(out):
-        save_deepmd_model(model, out)
+    if fmt is not None:
+        fmt.write(model, out)
     else:
         save_model(model, out, provenance={"converted_from": str(src), **getattr(model, "meta", {})})
     c = model.config

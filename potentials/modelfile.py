@@ -21,6 +21,8 @@ import pickle
 import platform
 import time
 import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from nnpot.errors import ConfigError, ModelFileError
 from nnpot.potentials.config import ModelConfig, from_dict
 from nnpot.potentials.model import EnergyModel
 
-__all__ = ["save_model", "load_model", "is_ensemble", "save_checkpoint", "latest_checkpoint", "list_checkpoints", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST"]
+__all__ = ["save_model", "load_model", "ModelFormat", "MODEL_FORMATS", "register_model_format", "model_format", "is_ensemble", "save_checkpoint", "latest_checkpoint", "list_checkpoints", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def _save(payload: dict, path: Path) -> None:
 
 def save_model(model: EnergyModel, path: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` atomically."""
-    from nnpot import __version__
+    from nnpot._version import __version__
 
     if model.is_tabulated:
         raise ValueError("a tabulated model is derived at load time; save the exact model it was made from")
@@ -122,13 +124,44 @@ def _current_config(config: dict) -> dict:
     return {**config, "descriptor": {k: v for k, v in desc.items() if k in keys}}
 
 
-#: readers of other codes' model files by suffix: "module:function" (path -> EnergyModel),
-#: imported on first use (the adapters of :mod:`nnpot.interop` sit above this package)
-FOREIGN_READERS: dict[str, str] = {
-    ".dp": "nnpot.interop.deepmd_model:load_deepmd_model",
-    ".yaml": "nnpot.interop.deepmd_model:load_deepmd_model",
-    ".yml": "nnpot.interop.deepmd_model:load_deepmd_model",
-}
+@dataclass(frozen=True)
+class ModelFormat:
+    """Another code's model file: ``read(path) -> EnergyModel`` and, where nnpot can write it,
+    ``write(model, path)``. Registered by suffix with :func:`register_model_format`."""
+
+    name: str
+    read: Callable[[str | os.PathLike[str]], EnergyModel]
+    write: Callable[[EnergyModel, str | os.PathLike[str]], Any] | None = None
+
+
+#: other codes' model formats by suffix, filled by the packages that provide them (nnpot.interop
+#: registers DeePMD-kit's .dp/.yaml); found through the ``nnpot.model_formats`` entry points
+MODEL_FORMATS: dict[str, ModelFormat] = {}
+_ENTRY_POINTS = "nnpot.model_formats"
+_loaded_entry_points = False
+
+
+def register_model_format(suffixes: Sequence[str], fmt: ModelFormat) -> None:
+    """Make ``load_model`` (and ``nnpot convert``) read files ending in ``suffixes`` with ``fmt``."""
+    for suffix in suffixes:
+        MODEL_FORMATS[suffix.lower()] = fmt
+
+
+def model_format(path: str | os.PathLike[str]) -> ModelFormat | None:
+    """The registered format of ``path`` by its suffix (None: an nnpot file or unknown). The
+    ``nnpot.model_formats`` entry points are loaded on first use, so a lower layer needs no
+    import of the packages above it."""
+    global _loaded_entry_points
+    if not _loaded_entry_points:
+        from importlib.metadata import entry_points
+
+        _loaded_entry_points = True
+        for ep in entry_points(group=_ENTRY_POINTS):
+            try:
+                ep.load()()
+            except Exception as exc:  # noqa: BLE001  (a broken plug-in must not stop nnpot's own files)
+                log.warning("model format plug-in %s could not be loaded: %s", ep.name, exc)
+    return MODEL_FORMATS.get(Path(path).suffix.lower())
 
 
 def is_ensemble(path: str | os.PathLike[str]) -> bool:
@@ -138,19 +171,16 @@ def is_ensemble(path: str | os.PathLike[str]) -> bool:
 
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> EnergyModel:
-    """Load a model file (``.nnp``, or another code's, by :data:`FOREIGN_READERS`: DeePMD-kit's
-    ``.dp``/``.yaml``) or an ensemble folder (:mod:`nnpot.potentials.ensemble`); optionally move
-    it to ``device`` and cast it to ``dtype``."""
-    import importlib
-
+    """Load a model file (``.nnp``, or another code's registered in :data:`MODEL_FORMATS`:
+    DeePMD-kit's ``.dp``/``.yaml``) or an ensemble folder (:mod:`nnpot.potentials.ensemble`);
+    optionally move it to ``device`` and cast it to ``dtype``."""
     if is_ensemble(path):
         from nnpot.potentials.ensemble import load_ensemble
 
         return load_ensemble(path, device=device, dtype=dtype)
-    reader = FOREIGN_READERS.get(Path(path).suffix.lower())
-    if reader is not None:
-        module, name = reader.split(":")
-        model = getattr(importlib.import_module(module), name)(path).to(device=device)
+    fmt = model_format(path)
+    if fmt is not None:
+        model = fmt.read(path).to(device=device)
         return (model if dtype is None else model.to(dtype=dtype)).eval()
     meta, state = read_meta(path)
     try:

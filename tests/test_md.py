@@ -343,7 +343,7 @@ def test_thermostat_blocks_match_the_eager_loop(water, small_model, thermostat):
     slow.run(43)
     assert runner.n_rollbacks > 0
     if thermostat == "nose-hoover":
-        np.testing.assert_allclose(fast.state.thermostat["chain_xi"].numpy(), slow.state.thermostat["chain_xi"].numpy(),
+        np.testing.assert_allclose(fast.state.thermostat.chain_xi.numpy(), slow.state.thermostat.chain_xi.numpy(),
                                    rtol=0, atol=1e-10)
         assert fast.conserved_energy() == pytest.approx(slow.conserved_energy(), abs=1e-8)
     else:
@@ -422,13 +422,13 @@ def test_nose_hoover_chains_in_a_batch_equal_single_runs(water, small_model):
         starts.append(a)
     batch = [a.copy() for a in starts]
     dyn = NoseHoover(batch, 0.5 * units.fs, temperature_K=300, tdamp=20 * units.fs, model=small_model)
-    assert dyn.state.thermostat["chain_xi"].shape == (3, 3) and dyn.state.energy.shape == (3,)
+    assert dyn.state.thermostat.chain_xi.shape == (3, 3) and dyn.state.energy.shape == (3,)
     dyn.run(12)
     for k, a in enumerate(starts):
         a.calc = NNPotCalculator(small_model, device="cpu")
         alone = NoseHoover(a, 0.5 * units.fs, temperature_K=300, tdamp=20 * units.fs)
         alone.run(12)
         np.testing.assert_allclose(batch[k].positions, a.positions, rtol=0, atol=1e-10)
-        np.testing.assert_allclose(dyn.state.thermostat["chain_xi"][k].numpy(),
-                                   alone.state.thermostat["chain_xi"][0].numpy(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(dyn.state.thermostat.chain_xi[k].numpy(),
+                                   alone.state.thermostat.chain_xi[0].numpy(), rtol=0, atol=1e-12)
     assert dyn.potential_energies().shape == (3,) and np.all(np.isfinite(dyn.kinetic_energies()))
