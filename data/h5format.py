@@ -260,6 +260,10 @@ def _check_shapes(fh: h5py.File, where: str) -> None:
         if dset.shape != shape:
             raise DatasetError(f"{where}: /{key} has shape {dset.shape}, expected {shape}")
         _check_stored(dset, where)
+    for key in ("numbers", "frame_offsets"):  # indices: whole numbers only
+        if fh[key].dtype.kind not in "iu":
+            raise DatasetError(f"{where}: /{key} holds {fh[key].dtype} values; nnpot files store them as integers "
+                               "(a crafted or foreign file?)")
 
 
 def _check_stored(dset: h5py.Dataset, where: str) -> None:

@@ -102,6 +102,8 @@ def read_meta(path: str | os.PathLike[str]) -> tuple[dict, dict]:
         meta = json.loads(payload["meta_json"])
     except (TypeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: model metadata is not valid JSON: {exc}") from None
+    except RecursionError:  # absurdly nested metadata
+        raise ModelFileError(f"{path}: model metadata is nested too deeply to read (a crafted file?)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ModelFileError(f"{path}: format is {found!r}, expected {FORMAT_NAME!r}")
@@ -164,6 +166,16 @@ def model_format(path: str | os.PathLike[str]) -> ModelFormat | None:
     return MODEL_FORMATS.get(Path(path).suffix.lower())
 
 
+def _plain_weight(value: Any, expected: torch.Tensor | None) -> bool:
+    """A stored weight nnpot can load: a dense tensor on real memory (not meta, sparse or
+    complex), of the expected kind (floating or integer), with finite values."""
+    if not torch.is_tensor(value) or value.layout != torch.strided or value.is_meta or value.is_complex():
+        return False
+    if expected is not None and value.is_floating_point() != expected.is_floating_point():
+        return False
+    return not value.is_floating_point() or bool(value.isfinite().all())
+
+
 def is_ensemble(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is an ensemble folder (holds :data:`MANIFEST`)."""
     return (Path(path) / MANIFEST).is_file()
@@ -187,11 +199,12 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
         config = from_dict(ModelConfig, _current_config(meta["config"])).validate()
     except (ConfigError, KeyError, TypeError, AttributeError) as exc:
         raise ModelFileError(f"{path}: the stored model config is not usable: {exc}") from None
-    bad = [k for k, v in state.items() if not torch.is_tensor(v) or (v.is_floating_point() and not v.isfinite().all())]
-    if bad:
-        raise ModelFileError(f"{path}: weight {bad[0]!r} is not a finite tensor (a damaged file?)")
     model = EnergyModel(config)
     expected = model.state_dict()
+    bad = [k for k, v in state.items() if not _plain_weight(v, expected.get(k))]
+    if bad:
+        raise ModelFileError(f"{path}: weight {bad[0]!r} is not a finite, dense tensor of the expected kind "
+                             "(a damaged or crafted file?)")
     if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
         raise ModelFileError(f"{path}: the weights do not match the stored config (a damaged or edited file?)")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

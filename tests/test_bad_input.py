@@ -74,6 +74,12 @@ def ws(tmp_path, small_model, water, monkeypatch):
         Path(name, "member_0").mkdir()
         Path(name, "member_0", "config.yaml").write_text("data: small.h5\n")
     Path("ens/ensemble_plan.json").write_text('{"members": 2}')
+    write_h5(frames[:2], "floatz.h5")
+    with h5py.File("floatz.h5", "r+") as fh:  # crafted: atomic numbers as floats, one of them 6.5
+        z = fh["numbers"][:].astype(float)
+        z[3] = 6.5
+        del fh["numbers"]
+        fh.create_dataset("numbers", data=z, maxshape=(None,), chunks=True)
     write_h5(frames[:2], "noframes.h5")
     with h5py.File("noframes.h5", "r+") as fh:  # crafted: a valid header and no frames
         for name in ("cell", "energy", "forces", "numbers", "pbc", "positions", "weight"):
@@ -158,6 +164,7 @@ CASES = [
     ("test-json-exists", ["test", "-m", "model.nnp", "-d", "small.h5", "--json", "out.xyz"], "--force"),
     ("test-nan-data", ["test", "-m", "model.nnp", "-d", "nan.h5"], "frame 2"),
     ("test-zero-frames", ["test", "-m", "model.nnp", "-d", "small.h5", "--max-frames", "0"], "must be >= 1"),
+    ("info-non-integer-numbers", ["data", "info", "floatz.h5"], "integers"),
     ("info-no-frames", ["data", "info", "noframes.h5"], "holds no frames"),
     ("test-no-frames", ["test", "-m", "model.nnp", "-d", "noframes.h5"], "holds no frames"),
     ("change-bias-no-frames", ["change-bias", "model.nnp", "-d", "noframes.h5", "-o", "nb.nnp"], "holds no frames"),
@@ -280,3 +287,27 @@ def test_sigkill_mid_run_resumes_to_the_same_losses_and_optimizer_state(ws):
                                 sorted(last["part"]["optimizer"]["state"].items())):
         for key in sa:
             assert torch.equal(sa[key], sb[key]), key
+
+
+@pytest.mark.parametrize("kind", ["complex", "meta", "sparse", "integer", "nested"])
+def test_crafted_model_files_get_one_line(ws, capsys, kind):
+    """Weights of a kind nnpot never writes, or metadata nested a million deep: a clear error."""
+    import torch
+
+    payload = torch.load("model.nnp", weights_only=True)
+    state = payload["state_dict"]
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 2)
+    if kind == "complex":
+        state[name] = state[name].to(torch.complex128)
+    elif kind == "meta":
+        state[name] = torch.empty(state[name].shape, device="meta", dtype=state[name].dtype)
+    elif kind == "sparse":
+        state[name] = state[name].to_sparse()
+    elif kind == "integer":
+        state[name] = state[name].to(torch.int64)
+    else:
+        payload["meta_json"] = "[" * 1_000_000 + "]" * 1_000_000
+    torch.save(payload, "crafted.nnp")
+    code = main(["test", "-m", "crafted.nnp", "-d", "small.h5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "crafted.nnp" in err and "Traceback" not in err and "internal error" not in err, err

@@ -366,3 +366,13 @@ def test_failed_start_leaves_no_log_and_force_spares_inputs(small_water, tmp_pat
         out = subprocess.run(cli + ["--log", str(victim), "--force"], capture_output=True, text=True, cwd=tmp_path)
         assert out.returncode == 2 and "input" in out.stderr and "Traceback" not in out.stderr
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_box_without_atoms_is_a_clear_error(small_water, tmp_path):
+    model = small_water[2]
+    script = tmp_path / "in.empty"
+    script.write_text(f"units metal\natom_style atomic\nregion b block 0 10 0 10 0 10\ncreate_box 2 b\nmass * 1.0\n"
+                      f"pair_style nnpot {model}\npair_coeff * * O H\nrun 0\n")
+    out = subprocess.run([sys.executable, "-m", "nnpot.cli", "lammps", str(script), "--log", "none", "--device", "cpu"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "holds no atoms" in out.stderr and "internal error" not in out.stderr

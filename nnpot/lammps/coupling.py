@@ -188,9 +188,15 @@ class LammpsCoupling:
 
         t0 = time.perf_counter()
         lmp = self.lmp
+        if lmp.get_natoms() == 0:
+            raise NNPotError("the LAMMPS box holds no atoms (read_data or create_atoms first)")
         nall = nlocal + int(lmp.extract_setting("nghost"))
+        tags = (np.array(lmp.numpy.extract_atom("id", nelem=nall), dtype=np.int64).reshape(nall) if nall
+                else np.zeros(0, dtype=np.int64))
+        if nlocal == 0:  # a subdomain without atoms of its own: nothing to evaluate here
+            self.tags, self.evaluator = tags, None
+            return (0.0, np.zeros((3, 3)), np.zeros((nall, 3)), np.zeros(0), tags), True
         x = lmp.numpy.extract_atom("x", nelem=nall)
-        tags = np.array(lmp.numpy.extract_atom("id", nelem=nall), dtype=np.int64)
         rebuilt = self.evaluator is None or self.tags is None or not np.array_equal(tags, self.tags)
         if rebuilt:  # LAMMPS rebuilt its lists: new ghosts, new order
             types = np.asarray(lmp.numpy.extract_atom("type", nelem=nall))
