@@ -106,6 +106,21 @@ def _load_npy(path: Path, where: str) -> np.ndarray:
         raise DatasetError(f"{where}: cannot read {path.name}: {exc}") from None
 
 
+#: the DeePMD-kit label files nnpot reads; any other set.*/*.npy is named on stderr as not kept
+_DEEPMD_KEPT = {"coord.npy", "box.npy", "energy.npy", "force.npy", "virial.npy"}
+
+
+def _warn_dropped_labels(system: Path, sets: list[Path]) -> None:
+    """Say which label files of a system nnpot does not keep (spin.npy, fparam.npy, aparam.npy,
+    atomic_dipole.npy, ...): a conversion never drops labels silently."""
+    import sys
+
+    dropped = sorted({f.name for d in sets for f in d.glob("*.npy") if f.name not in _DEEPMD_KEPT})
+    if dropped:
+        print(f"warning: {system}: {', '.join(dropped)} not kept (nnpot stores coordinates, cells, energies, "
+              "forces and virials only)", file=sys.stderr)
+
+
 def _read_deepmd_system(system: Path) -> Iterator[Frame]:
     from ase.data import atomic_numbers
 
@@ -128,6 +143,7 @@ def _read_deepmd_system(system: Path) -> Iterator[Frame]:
     sets = sorted(p for p in system.glob("set.*") if p.is_dir())
     if not sets:
         raise DatasetError(f"{system}: no set.* folder")
+    _warn_dropped_labels(system, sets)
     for set_dir in sets:
         where = str(set_dir)
         arrays = {}

@@ -303,3 +303,29 @@ def test_extxyz_with_a_voigt_stress_reads_as_a_virial(tmp_path):
     atoms.write(tmp_path / "cu.extxyz")
     (frame,) = list(read_source(tmp_path / "cu.extxyz"))
     np.testing.assert_allclose(frame.virial, -voigt_6_to_full_3x3_stress(stress) * atoms.get_volume(), atol=1e-10)
+
+
+def test_deepmd_labels_nnpot_does_not_keep_are_named(tmp_path, capsys):
+    """fparam.npy, spin.npy and the like are not silently dropped: the conversion names them."""
+    from nnpot.data import convert
+
+    src = tmp_path / "sys"
+    _write_tiny_system(src)
+    n = 2
+    np.save(src / "set.000" / "fparam.npy", np.zeros((n, 2)))
+    np.save(src / "set.000" / "spin.npy", np.zeros((n, 3)))
+    convert([src], tmp_path / "x.h5")
+    err = capsys.readouterr().err
+    assert "fparam.npy, spin.npy not kept" in err
+
+
+def _write_tiny_system(root):
+    """A two-frame, three-atom DeePMD-kit system (when the shared data is not at hand)."""
+    (root / "set.000").mkdir(parents=True)
+    (root / "type.raw").write_text("0\n1\n1\n")
+    (root / "type_map.raw").write_text("O\nH\n")
+    (root / "nopbc").write_text("")
+    coord = np.array([[0, 0, 0, 0.96, 0, 0, -0.24, 0.93, 0]] * 2, dtype=float)
+    np.save(root / "set.000" / "coord.npy", coord)
+    np.save(root / "set.000" / "energy.npy", np.array([-14.2, -14.3]))
+    np.save(root / "set.000" / "force.npy", np.zeros((2, 9)))

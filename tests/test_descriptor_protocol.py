@@ -123,3 +123,18 @@ def test_two_side_embeddings_by_gather_equal_the_sync_free_path(water):
         outs.append((e.detach(), torch.autograd.grad(e, rij)[0]))
     assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-13, atol=0)
     assert torch.allclose(outs[0][1], outs[1][1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["se_e2_a", "e3nn"])
+def test_rcut_and_sel_have_one_owner(kind):
+    """The model, its descriptor and its config read rcut and sel from one place: changing the
+    config changes what every reader sees (no copy can go stale)."""
+    from nnpot.potentials import EnergyModel
+
+    from .conftest import e3nn_config, small_config
+
+    model = EnergyModel(small_config() if kind == "se_e2_a" else e3nn_config())
+    model.config.descriptor.sel = [10, 20]
+    model.config.descriptor.rcut = 5.0
+    assert model.sel == model.descriptor.sel == [10, 20]
+    assert model.cutoff == model.descriptor.rcut == 5.0

@@ -94,8 +94,17 @@ class Descriptor(nn.Module):
         super().__init__()
         self.config = config
         self.n_types = int(n_types)
-        self.rcut = float(config.rcut)
-        self.sel = [int(s) for s in config.sel]
+
+    # rcut and sel have one owner, the config (which the model's config holds too): read, never copied
+    @property
+    def rcut(self) -> float:
+        """Cutoff radius, Angstrom."""
+        return float(self.config.rcut)
+
+    @property
+    def sel(self) -> list[int]:
+        """Neighbors of each type within ``rcut`` that the model accounts for."""
+        return [int(s) for s in self.config.sel]
 
     #: features per atom
     dim_out: int

@@ -102,10 +102,17 @@ def environment(rij: torch.Tensor, mask: torch.Tensor, rcut_smth: float, rcut: f
 class SeE2A(Descriptor):
     """se_e2_a: maps neighbor vectors to per-atom descriptors ``[n, M1 * M2]``."""
 
+    @property
+    def rcut_smth(self) -> float:
+        """Where the smooth switch-off starts, Angstrom (owned by the config, as rcut and sel)."""
+        return float(self.config.rcut_smth)
+
+    @property
+    def nnei(self) -> int:
+        return sum(self.sel)
+
     def __init__(self, config: SeE2AConfig, n_types: int, dtype: torch.dtype = torch.float64):
         super().__init__(config, n_types, dtype)
-        self.rcut_smth = float(config.rcut_smth)
-        self.nnei = sum(self.sel)
         self.axis_neuron = int(config.axis_neuron)
         widths = [1, *config.neuron]
         self.type_one_side = bool(config.type_one_side)
