@@ -177,9 +177,9 @@ def main() -> None:
                     row[key] = rate(dyn.run, args.seconds, args.device, first=first)
                     row[f"{key}_us_per_atom_step"] = 1e6 / row[key] / n
                     row[f"{key}_peak_MiB"] = peak_mib(args.device)
-                    row[f"{key}_neighbor_builds"] = dyn.force_fn.evaluator.n_builds
+                    row[f"{key}_neighbor_builds"] = dyn.force_fn.evaluator.nlist.n_builds
                     row[f"{key}_rollbacks"] = dyn._graphs.n_rollbacks if dyn._graphs is not None else None
-                    row["slots"], row["inner_slots"] = list(dyn.force_fn.evaluator.capacity), list(dyn.force_fn.evaluator.inner)
+                    row["slots"], row["inner_slots"] = list(dyn.force_fn.evaluator.nlist.capacity), list(dyn.force_fn.evaluator.nlist.inner_capacity)
                 except Exception as exc:  # out of memory and the like are results too
                     row[f"{key}_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
 

@@ -32,7 +32,7 @@ atoms.calc = NNPotCalculator(model, device="auto", dtype="float32", tabulate=gpu
 dyn = VelocityVerlet(atoms, 0.5 * units.fs, trajectory="gpu_md.traj", logfile="-", loginterval=50)
 t0 = time.perf_counter()
 dyn.run(steps)
-print(f"{steps / (time.perf_counter() - t0):.1f} steps/s on {atoms.calc.device}, {dyn.force_fn.evaluator.n_builds} neighbor builds")
+print(f"{steps / (time.perf_counter() - t0):.1f} steps/s on {atoms.calc.device}, {dyn.force_fn.evaluator.nlist.n_builds} neighbor builds")
 
 images = []
 for k in range(64):

@@ -54,7 +54,7 @@ class GraphedSteps:
         self.capture = capture
         self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.layout = force_fn.evaluator.layout_version
+        self.layout = force_fn.evaluator.nlist.layout_version
         self.static = {name: getattr(state, name).clone() for name in _FIELDS}
         self.backup = {name: t.clone() for name, t in {**self.static, **self.extra}.items()}
         self.rng_backup: torch.Tensor | None = None
@@ -98,7 +98,7 @@ class GraphedSteps:
         if not self.capture:
             return _EagerBlock(self, k)
         self._save()
-        disp = self.force_fn.evaluator.max_displacement.clone()
+        disp = self.force_fn.evaluator.nlist.max_displacement.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the capture (autograd, cuBLAS handles)
@@ -111,16 +111,16 @@ class GraphedSteps:
         with torch.cuda.graph(graph, pool=self.pool):
             self._body(k)
         self._restore()
-        self.force_fn.evaluator.max_displacement.copy_(disp)
+        self.force_fn.evaluator.nlist.max_displacement.copy_(disp)
         return graph
 
     def _graph(self, k: int) -> torch.cuda.CUDAGraph:
-        if self.force_fn.evaluator.layout_version != self.layout:  # the neighbor buffers were replaced
+        if self.force_fn.evaluator.nlist.layout_version != self.layout:  # the neighbor buffers were replaced
             self.graphs.clear()
             if self.capture:
                 torch.cuda.synchronize()
                 self.pool = torch.cuda.graph_pool_handle()
-            self.layout = self.force_fn.evaluator.layout_version
+            self.layout = self.force_fn.evaluator.nlist.layout_version
         if k not in self.graphs:
             self.graphs[k] = self._capture(k)
         return self.graphs[k]
@@ -132,9 +132,9 @@ class GraphedSteps:
         large enough; all finite)."""
         self._save()
         self._graph(k).replay()
-        flags = torch.stack([(self.force_fn.evaluator.max_displacement <= 0.5 * self.force_fn.evaluator.skin) & ~self.force_fn.evaluator.overflow,
+        flags = torch.stack([(self.force_fn.evaluator.nlist.max_displacement <= 0.5 * self.force_fn.evaluator.nlist.skin) & ~self.force_fn.evaluator.nlist.overflow,
                              torch.isfinite(self.static["energy"]).all() & torch.isfinite(self.static["positions"]).all(),
-                             self.force_fn.evaluator.closest < self.force_fn.evaluator.min_distance])
+                             self.force_fn.evaluator.nlist.closest < self.force_fn.evaluator.nlist.min_distance])
         ok_disp, finite, close = flags.tolist()
         if close:
             self._restore()  # back to the block's start, the last state known good
@@ -142,7 +142,7 @@ class GraphedSteps:
         return bool(ok_disp), bool(finite)
 
     def _rebuild(self) -> None:
-        self.force_fn.evaluator.build(self.state.positions, self.state.cell)
+        self.force_fn.evaluator.nlist.build(self.state.positions, self.state.cell)
 
     def run(self, steps: int) -> None:
         """Advance ``steps`` steps (whole blocks from the graph, a remainder eagerly). Raises
@@ -150,11 +150,11 @@ class GraphedSteps:
         non-finite. A block in which some atom moves more than ``skin / 2`` even right after a
         build runs eagerly (counted in :attr:`n_eager_blocks`)."""
         self._bind()
-        if self.force_fn.evaluator.neighbors is None:
+        if self.force_fn.evaluator.nlist.neighbors is None:
             self._rebuild()
         left = int(steps)
         while left >= self.block:
-            before = float(self.force_fn.evaluator.max_displacement)
+            before = float(self.force_fn.evaluator.nlist.max_displacement)
             ok_disp, finite = self._replay(self.block)
             if not ok_disp:  # an atom went past skin/2 inside the block: redo it with a fresh list
                 self.n_rollbacks += 1
@@ -174,8 +174,8 @@ class GraphedSteps:
                 raise FloatingPointError("non-finite energy or positions")
             left -= self.block
             # rebuild ahead of time when the next block could cross skin/2 (avoids a rollback)
-            now = float(self.force_fn.evaluator.max_displacement)
-            if now + 1.5 * max(now - before, 0.0) > 0.5 * self.force_fn.evaluator.skin:
+            now = float(self.force_fn.evaluator.nlist.max_displacement)
+            if now + 1.5 * max(now - before, 0.0) > 0.5 * self.force_fn.evaluator.nlist.skin:
                 self._rebuild()
         for _ in range(left):  # the remainder, eagerly (the force call checks the list itself)
             self.advance(self.state, self.force_fn)

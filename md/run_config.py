@@ -172,7 +172,7 @@ def run_md(config: MDConfig, progress: bool = True, force: bool = False) -> dict
         bar.set_postfix(T=f"{thermo[-1][3]:.0f}K", refresh=False)
     bar.close()
     dyn.close()
-    summary = summarise(config, thermo, len(dyn.atoms), time.perf_counter() - t0, dyn.force_fn.evaluator.n_builds)
+    summary = summarise(config, thermo, len(dyn.atoms), time.perf_counter() - t0, dyn.force_fn.evaluator.nlist.n_builds)
     (Path(config.output) / "thermo.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "series"},
                                                                 indent=2))
     return summary

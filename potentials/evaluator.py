@@ -1,17 +1,17 @@
 """The one evaluation path: a model, the structures it is applied to, and their neighbor list.
 
 Everything that evaluates a model on structures (the ASE calculator, the MD drivers and their
-replicas, ``nnpot test``, approximation studies) goes through :class:`Evaluator`, which owns
-the neighbor list, reuses it with a skin and calls
-:func:`~nnpot.potentials.derivatives.derivatives`.
+replicas, ``nnpot test``, approximation studies) goes through :class:`Evaluator`, which owns a
+:class:`~nnpot.potentials.neighbor_list.NeighborList` (:attr:`Evaluator.nlist`, reused with a
+skin) and calls :func:`~nnpot.potentials.derivatives.derivatives` on it.
 
 When the list is rechecked (the one rule): every checked call (:meth:`Evaluator.__call__`)
-first measures how far the list is from going stale (:meth:`Evaluator.displacement`) and
+first measures how far the list is from going stale (:meth:`NeighborList.displacement`) and
 rebuilds it when some atom has moved more than ``skin / 2`` since the build (the cell's affine
 deformation included), then evaluates, then rebuilds and evaluates again if the inner blocks
 overflowed. :meth:`Evaluator.evaluate` skips the checks (nothing waits on the device, so a
-CUDA graph can capture it); its caller checks :attr:`~Evaluator.max_displacement` and
-:attr:`~Evaluator.overflow` itself.
+CUDA graph can capture it); its caller checks the list's ``max_displacement`` and
+``overflow`` itself.
 
 Around it: :func:`check_structure`, which a calculator or driver calls on a structure first, so
 that a user gets an error that names the problem and the atoms instead of NaNs (non-finite
@@ -22,7 +22,6 @@ positions or cell, a periodic cell whose periodic vectors span no volume, atoms 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,8 +31,8 @@ from nnpot.data.frame import periodic_volume
 from nnpot.errors import AtomsTooCloseError, ConfigError, InvalidStructureError
 from nnpot.potentials.batch import AtomsBatch, make_batch, types_from_numbers
 from nnpot.potentials.derivatives import chunk_slices, derivatives
-from nnpot.potentials.neighbors import (PaddedNeighbors, check_capacity, effective_cell, neighbor_pairs,
-                                        padded_neighbors)
+from nnpot.potentials.neighbor_list import NeighborList
+from nnpot.potentials.neighbors import neighbor_pairs
 
 __all__ = ["Evaluator", "stress_from_virial", "check_structure", "resolve_device", "predict", "predict_energies"]
 
@@ -140,11 +139,9 @@ class Evaluator:
                  chunk_size: int | None = None, margin: float = 0.1, compile: bool = False,
                  min_distance: float = 0.0, ghosts: int = 0):
         self.model = model
-        self.skin, self.margin = float(skin), float(margin)
         self.chunk_size = chunk_size if model.is_local else None  # message passing sees the whole system
         device = model.device
         self.sizes = [len(s.numbers) for s in structures]
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
         numbers = np.concatenate([np.asarray(s.numbers) for s in structures])
         if ghosts and (len(structures) != 1 or not model.is_local or any(np.any(s.pbc) for s in structures)):
             raise ValueError("ghost atoms need one non-periodic structure and a local model")
@@ -152,125 +149,16 @@ class Evaluator:
         self.types = torch.as_tensor(types_from_numbers(numbers, model.type_map), device=device)
         self.frame = torch.repeat_interleave(torch.arange(len(self.sizes), device=device),
                                              torch.as_tensor(self.sizes, device=device))
-        self.pbc = [torch.as_tensor(np.asarray(s.pbc, dtype=bool)) for s in structures]
-        self.pbc_all = torch.stack(self.pbc).to(device)
         self.groups = [model.type_groups(self.types[sl]) for sl in chunk_slices(self.n_centers, self.chunk_size)]
-        self.capacity: tuple[int, ...] | None = None
-        self.inner: tuple[int, ...] | None = None
-        self.layout_version = 0
-        self.n_builds = 0
-        self.neighbors: PaddedNeighbors | None = None
-        self.ref_positions: torch.Tensor | None = None
-        self.ref_inverse: torch.Tensor | None = None
-        self.fill: torch.Tensor | None = None  # [B, 3, 3] cells with fill-ins along non-periodic directions
-        self.max_displacement = torch.zeros((), dtype=model.dtype, device=device)
-        self.overflow = torch.zeros((), dtype=torch.bool, device=device)
-        self.min_distance = float(min_distance)
-        self.closest = torch.full((), math.inf, dtype=model.dtype, device=device)
+        #: the neighbor list, allocated and updated apart from the model (:mod:`nnpot.potentials.neighbor_list`)
+        self.nlist = NeighborList(structures, self.types, self.frame, model.type_map, model.cutoff, model.sel,
+                                  skin=skin, margin=margin, n_centers=self.n_centers, min_distance=min_distance,
+                                  dtype=model.dtype)
         self.compiled = torch.compile(model, dynamic=False) if compile else None
 
     @property
     def n_structures(self) -> int:
         return len(self.sizes)
-
-    # --- neighbor list ----------------------------------------------------------------------
-
-    def _pairs(self, positions: torch.Tensor, cells: torch.Tensor):
-        """Pairs within ``rcut + skin`` of every structure around its centers (not ghosts),
-        with global atom indices."""
-        cutoff = self.model.cutoff + self.skin
-        parts = []
-        for f, pbc in enumerate(self.pbc):
-            a, b = int(self.offsets[f]), int(self.offsets[f + 1])
-            i, j, s = neighbor_pairs(positions[a:b], cells[f], pbc, cutoff)
-            parts.append((i + a, j + a, s))
-        i, j, s = (torch.cat(x) for x in zip(*parts))
-        if self.n_centers < positions.shape[0]:
-            keep = i < self.n_centers
-            i, j, s = i[keep], j[keep], s[keep]
-        rij = positions[j] + torch.einsum("ps,psd->pd", s.to(positions.dtype), cells[self.frame[i]]) - positions[i]
-        return i, j, s, rij.norm(dim=-1)
-
-    def _grow(self, found: list[int], found_inner: list[int]) -> bool:
-        """New slot counts when the found counts no longer fit (True if the layout changed)."""
-        grow = lambda f: 8 * math.ceil((f * (1 + self.margin) + 4) / 8)  # noqa: E731
-        if (self.capacity is not None and all(f <= c for f, c in zip(found, self.capacity))
-                and all(f <= c for f, c in zip(found_inner, self.inner))):
-            return False
-        self.capacity = tuple(grow(f) for f in found)
-        self.inner = tuple(min(grow(f), s, c) for f, s, c in zip(found_inner, self.model.sel, self.capacity))
-        self.layout_version += 1
-        return True
-
-    @torch.no_grad()
-    def build(self, positions: torch.Tensor, cells: torch.Tensor) -> None:
-        """(Re)build the neighbor list at ``positions`` ``[N, 3]`` (``cells``: ``[B, 3, 3]``)."""
-        n, n_types = self.n_centers, len(self.model.type_map)
-        i, j, s, d = self._pairs(positions, cells)
-        group = i * n_types + self.types[j]
-        inner_counts = torch.bincount(group[d < self.model.cutoff], minlength=n * n_types).view(n, n_types)
-        found_inner = inner_counts.max(dim=0).values.tolist() if n else [0] * n_types
-        check_capacity(found_inner, self.model.sel, self.model.type_map, self.model.cutoff)
-        found = torch.bincount(group, minlength=n * n_types).view(n, n_types).max(dim=0).values.tolist() if n \
-            else [0] * n_types
-        if self._grow(found, found_inner):
-            self.neighbors = None
-        nb = padded_neighbors(i, j, s, d, self.types, self.capacity, n, type_names=self.model.type_map)
-        self.fill = torch.stack([effective_cell(c, p) for c, p in zip(cells, self.pbc)])
-        if self.neighbors is None:
-            self.neighbors = nb
-            self.ref_positions = positions.detach().clone()
-            self.ref_inverse = torch.linalg.inv(self._fill_cells(cells))
-        else:  # same shapes: refill in place so captured graphs see the new list
-            self.neighbors.index.copy_(nb.index)
-            self.neighbors.shifts.copy_(nb.shifts)
-            self.neighbors.max_counts = nb.max_counts
-            self.ref_positions.copy_(positions)
-            self.ref_inverse.copy_(torch.linalg.inv(self._fill_cells(cells)))
-        self.max_displacement.zero_()
-        self.overflow.zero_()
-        self.n_builds += 1
-
-    def _fill_cells(self, cells: torch.Tensor) -> torch.Tensor:
-        """Cells with the vectors of non-periodic directions replaced by the fill-ins of
-        :func:`~nnpot.potentials.neighbors.effective_cell` at the last build (invertible)."""
-        return torch.where(self.pbc_all[:, :, None], cells, self.fill)
-
-    def displacement(self, positions: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """How far the list is from going stale, in Angstrom (a device scalar): the largest
-        atom displacement beyond the cell's affine deformation since the build, plus half the
-        deformation ``|F - 1|`` times ``rcut + skin`` (``F = cell_build^-1 cell``; zero at fixed
-        cell). A pair's separation has then changed by at most twice this, so the list is valid
-        while it stays below ``skin / 2``."""
-        F = self.ref_inverse @ self._fill_cells(cells)  # [B, 3, 3]
-        affine = torch.einsum("nd,nde->ne", self.ref_positions, F[self.frame])
-        eye = torch.eye(3, dtype=F.dtype, device=F.device)
-        strain = torch.linalg.matrix_norm(F - eye).max()
-        moved = (positions.detach() - affine).norm(dim=-1)
-        return (moved.max() if moved.numel() else moved.sum()) + 0.5 * strain * (self.model.cutoff + self.skin)
-
-    @torch.no_grad()
-    def inner_neighbors(self, batch: AtomsBatch) -> PaddedNeighbors:
-        """The list cut to the neighbors now inside ``rcut``: per type the ``inner[t]`` nearest
-        (slots beyond ``rcut`` act as empty ones, so the energy is unchanged). Sets
-        :attr:`overflow` when some atom has more than ``inner[t]`` neighbors of type ``t`` inside
-        ``rcut`` (the list must then be rebuilt with more slots). No host synchronisation."""
-        nb = self.neighbors
-        r = batch.edge_vectors().norm(dim=-1)
-        r = torch.where((nb.index >= 0) & (r < self.model.cutoff), r, torch.full_like(r, math.inf))
-        if self.min_distance > 0 and r.numel():
-            self.closest.copy_(torch.minimum(self.closest, r.min()))
-        index, shifts, start = [], [], 0
-        for cap, keep in zip(nb.capacity, self.inner):
-            block = r[:, start:start + cap]
-            counts = torch.isfinite(block).sum(dim=1)
-            self.overflow.copy_(self.overflow | (counts > keep).any())
-            dist, pick = torch.topk(block, keep, dim=1, largest=False)
-            idx = torch.gather(nb.index[:, start:start + cap], 1, pick)
-            index.append(torch.where(torch.isfinite(dist), idx, torch.full_like(idx, -1)))
-            shifts.append(torch.gather(nb.shifts[:, start:start + cap], 1, pick[..., None].expand(-1, -1, 3)))
-            start += cap
-        return PaddedNeighbors(torch.cat(index, 1), torch.cat(shifts, 1), self.inner, nb.max_counts)
 
     # --- evaluation ---------------------------------------------------------------------------
 
@@ -280,11 +168,10 @@ class Evaluator:
         energies ``[N]`` with the current list, unchecked: never waits on the device. Tracks
         :attr:`max_displacement` (``displacement``: :meth:`displacement` at these positions,
         when the caller has it already), :attr:`overflow` and :attr:`closest`."""
-        if displacement is None:
-            displacement = self.displacement(positions, cells)
-        self.max_displacement.copy_(torch.maximum(self.max_displacement, displacement))
-        batch = AtomsBatch(positions, self.types, self.frame, cells, self.pbc_all, self.neighbors, groups=self.groups)
-        batch.neighbors = self.inner_neighbors(batch)
+        nlist = self.nlist
+        nlist.track(nlist.displacement(positions, cells) if displacement is None else displacement)
+        batch = AtomsBatch(positions, self.types, self.frame, cells, nlist.pbc_all, nlist.neighbors, groups=self.groups)
+        batch.neighbors = nlist.inner(batch.edge_vectors())
         if self.compiled is not None:
             return derivatives(self.compiled, batch, chunk_size=self.chunk_size)
         return self.model.evaluate_batch(batch, chunk_size=self.chunk_size)
@@ -293,22 +180,23 @@ class Evaluator:
         """:meth:`evaluate` with the checks of the module docstring: the list is rebuilt before
         the evaluation when it may be stale and after it when the inner blocks overflowed, and
         atoms closer than ``min_distance`` raise :class:`~nnpot.errors.AtomsTooCloseError`."""
-        moved = None if self.neighbors is None else self.displacement(positions, cells)
-        if moved is None or bool(moved > 0.5 * self.skin):
-            self.build(positions, cells)
+        nlist = self.nlist
+        moved = None if nlist.neighbors is None else nlist.displacement(positions, cells)
+        if moved is None or bool(moved > 0.5 * nlist.skin):
+            nlist.build(positions, cells)
             moved = None  # measured against the new list
         out = self.evaluate(positions, cells, moved)
-        overflow, close = torch.stack([self.overflow, self.closest < self.min_distance]).tolist()
+        overflow, close = torch.stack([nlist.overflow, nlist.closest < nlist.min_distance]).tolist()
         if close:
             self.raise_too_close()
         if overflow:
-            self.build(positions, cells)
+            nlist.build(positions, cells)
             out = self.evaluate(positions, cells)
         return out
 
     def raise_too_close(self) -> None:
-        raise AtomsTooCloseError(f"two atoms came {float(self.closest):.3f} A apart, closer than min_distance "
-                                 f"{self.min_distance} A (the structure is collapsing, or the time step is too long)")
+        raise AtomsTooCloseError(f"two atoms came {float(self.nlist.closest):.3f} A apart, closer than min_distance "
+                                 f"{self.nlist.min_distance} A (the structure is collapsing, or the time step is too long)")
 
 
 def predict(model: torch.nn.Module, frames: Sequence, batch_size: int = 4, progress: bool = False,

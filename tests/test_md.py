@@ -204,7 +204,7 @@ def test_tight_neighbor_blocks_keep_the_energy(water, small_model):
     pos = torch.as_tensor(atoms.positions)
     e, f, w = fn(pos, torch.as_tensor(atoms.cell.array)[None])  # batch-first: energies [B], cells [B, 3, 3]
     assert e.shape == (1,) and w.shape == (1, 3, 3)
-    assert sum(fn.evaluator.capacity) < sum(small_model.sel) * ((small_model.cutoff + 1.0) / small_model.cutoff) ** 3
+    assert sum(fn.evaluator.nlist.capacity) < sum(small_model.sel) * ((small_model.cutoff + 1.0) / small_model.cutoff) ** 3
     assert float(e) == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
     np.testing.assert_allclose(f.numpy(), atoms.get_forces(), atol=1e-10)
 
@@ -228,7 +228,7 @@ def test_cuda_graph_steps_match_eager(water, small_model, tabulate):
     slow = VelocityVerlet(b, 1.0 * units.fs, skin=0.3, cuda_graphs=False, min_distance=0)
     fast.run(60)
     slow.run(60)
-    assert fast._graphs is not None and fast.force_fn.evaluator.n_builds > 1
+    assert fast._graphs is not None and fast.force_fn.evaluator.nlist.n_builds > 1
     np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-9)
     np.testing.assert_allclose(a.get_momenta(), b.get_momenta(), rtol=0, atol=1e-9)
     lang = Langevin(a, 0.5 * units.fs, temperature_K=300, friction=0.01 / units.fs, seed=3, min_distance=0)
@@ -283,10 +283,10 @@ def test_inner_block_overflow_triggers_a_rebuild(water, small_model):
     fn = ModelForces(small_model, atoms, skin=1.0)
     pos, cell = torch.as_tensor(atoms.positions), torch.as_tensor(atoms.cell.array)[None]
     fn(pos, cell)
-    fn.evaluator.inner = (8, 8)  # as if atoms had crowded in since the build
-    builds = fn.evaluator.n_builds
+    fn.evaluator.nlist.inner_capacity = (8, 8)  # as if atoms had crowded in since the build
+    builds = fn.evaluator.nlist.n_builds
     e, f, _ = fn(pos, cell)
-    assert fn.evaluator.n_builds == builds + 1 and not bool(fn.evaluator.overflow)
+    assert fn.evaluator.nlist.n_builds == builds + 1 and not bool(fn.evaluator.nlist.overflow)
     assert float(e) == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
     np.testing.assert_allclose(f.numpy(), atoms.get_forces(), atol=1e-10)
 
@@ -306,7 +306,7 @@ def test_block_replay_bookkeeping_matches_the_eager_loop(water, small_model):
 
     write_back(fast.state, a)
     VelocityVerlet(b, 1.0 * units.fs, skin=0.4, min_distance=0).run(43)
-    assert fast.force_fn.evaluator.n_builds > 2
+    assert fast.force_fn.evaluator.nlist.n_builds > 2
     np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-9)
     np.testing.assert_allclose(a.get_momenta(), b.get_momenta(), rtol=0, atol=1e-9)
 
@@ -406,7 +406,7 @@ def test_atoms_too_close_stop_the_run_and_save_the_frame(water, small_model, tmp
     runner = GraphedSteps(dyn.state, dyn.force_fn, dyn._advance, block=4, capture=False)
     with pytest.raises(AtomsTooCloseError):
         runner.run(200)
-    assert float(dyn.force_fn.evaluator.closest) < 0.7
+    assert float(dyn.force_fn.evaluator.nlist.closest) < 0.7
 
 
 def test_nose_hoover_chains_in_a_batch_equal_single_runs(water, small_model):

@@ -215,5 +215,5 @@ def test_calculator_reused_neighbor_list_equals_fresh_lists(small_model, water_a
         np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-10, err_msg=str(step))
         np.testing.assert_allclose(a.get_stress(), b.get_stress(), atol=1e-12, err_msg=str(step))
         assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), rel=1e-12)
-    builds = reuse._evaluator[1].n_builds
+    builds = reuse._evaluator[1].nlist.n_builds
     assert builds == 1  # the last composition: built once
