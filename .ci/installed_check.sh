@@ -21,6 +21,9 @@ atoms.calc = NNPotCalculator("water.nnp", device="cpu")
 print("water:", atoms.get_potential_energy(), "eV,", atoms.get_forces().shape, "forces")
 print("molecule set:", len(H5Dataset(bundled_dataset("molecule_C3H3O4"))), "frames")
 import nnpot.explore  # noqa: F401  (the active-learning package is installed too)
+import nnpot.training  # noqa: F401  (training and the descriptors are packages of their own)
+from nnpot.potentials import available_descriptors
+assert {"se_e2_a", "e3nn"} <= set(available_descriptors()), available_descriptors()
 from nnpot.lammps.script import plan_input  # noqa: F401  (the LAMMPS coupling, without its extra)
 PY
 "$work/venv/bin/nnpot" convert water.nnp -o water.dp   # nnpot.interop: DeePMD-kit's format

@@ -109,5 +109,8 @@ def _write_systems(frames: Iterable[Frame], folder: Path, tmp: Path, type_map: S
                 np.save(s / "box.npy", np.stack([f.cell.reshape(-1) for f in chunk]).astype(dtype))
             if all(f.virial is not None for f in chunk):
                 np.save(s / "virial.npy", np.stack([f.virial.reshape(-1) for f in chunk]).astype(dtype))
+            for kind in ("atom_labels", "frame_labels"):  # spin, fparam, aparam, ...: back to their files
+                for name in getattr(chunk[0], kind):
+                    np.save(s / f"{name}.npy", np.stack([getattr(f, kind)[name].reshape(-1) for f in chunk]).astype(dtype))
         systems.append(folder / sysdir.name)
     return systems

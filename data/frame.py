@@ -31,6 +31,10 @@ class Frame:
         forces: ``[n, 3]`` float, eV/Angstrom.
         virial: ``[3, 3]`` float, eV (DeePMD convention, ``-stress * volume``), or None.
         weight: per-frame weight in the loss (1 by default).
+        atom_labels: further per-atom labels by name, ``[n, k]`` float each (DeePMD-kit's
+            ``spin``, ``force_mag``, ``aparam``, ``atomic_dipole``, ...), kept through conversion.
+        frame_labels: further per-frame labels by name, ``[k]`` float each (``fparam``,
+            ``dipole``, ``polarizability``, ...).
     """
 
     numbers: np.ndarray
@@ -42,6 +46,8 @@ class Frame:
     virial: np.ndarray | None = None
     weight: float = 1.0
     info: dict = field(default_factory=dict)
+    atom_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    frame_labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_atoms(self) -> int:
@@ -116,6 +122,8 @@ def validate_frame(frame: Frame, where: str) -> Frame:
         raise _fail(where, f"weight must be >= 0, got {scalars['weight']}")
     if periodic_volume(arrays["cell"], pbc) < 1e-6:
         raise _fail(where, "the cell is singular: its periodic vectors span no volume (area, length)")
+    atom_labels = {k: _label(v, (n, -1), where, k) for k, v in frame.atom_labels.items()}
+    frame_labels = {k: _label(v, (-1,), where, k) for k, v in frame.frame_labels.items()}
     return Frame(
         numbers=numbers.astype(np.int32),
         positions=arrays["positions"],
@@ -126,4 +134,17 @@ def validate_frame(frame: Frame, where: str) -> Frame:
         virial=virial,
         weight=scalars["weight"],
         info=dict(frame.info),
+        atom_labels=atom_labels,
+        frame_labels=frame_labels,
     )
+
+
+def _label(value, shape: tuple[int, ...], where: str, name: str) -> np.ndarray:
+    """A further label as float64 of ``shape`` (-1: any width), finite."""
+    try:
+        array = np.asarray(value, dtype=np.float64).reshape(shape)
+    except (TypeError, ValueError):
+        raise _fail(where, f"label {name!r} has shape {np.shape(value)}, expected {shape}") from None
+    if not np.all(np.isfinite(array)):
+        raise _fail(where, f"label {name!r} contains NaN or inf")
+    return array

@@ -12,6 +12,12 @@ Schema, version 1 (all arrays chunked and compressed)::
     /weight         [n_frames]            float64  loss weight
     /virial         [n_frames, 3, 3]      float64  eV (only if some frame has one)
     /has_virial     [n_frames]            bool     (only with /virial)
+    /atom_labels/NAME   [n_atoms_total, k]  float64  further per-atom labels (optional; DeePMD-kit's
+                                                     spin, force_mag, aparam, atomic_dipole, ...)
+    /frame_labels/NAME  [n_frames, k]       float64  further per-frame labels (optional; fparam,
+                                                     dipole, polarizability, ...)
+
+Every frame of a file carries the same further labels (a file is one kind of data).
 
 File attributes: ``format = "nnpot-dataset"``, ``format_version = 1``, ``length_unit``,
 ``energy_unit``, ``force_unit``, ``virial_unit``, ``sources`` (JSON list of provenance
@@ -76,6 +82,9 @@ class H5Dataset(Sequence[Frame]):
                 self.weight = np.asarray(fh["weight"][:], dtype=np.float64) if "weight" in fh else np.ones(len(self.energy))
                 self.has_virial = np.asarray(fh["has_virial"][:], bool) if "has_virial" in fh else None
                 n_atoms_total = fh["numbers"].shape[0]
+                self.atom_label_names = sorted(fh["atom_labels"]) if "atom_labels" in fh else []
+                self.frame_labels = ({k: np.asarray(v[:], dtype=np.float64) for k, v in fh["frame_labels"].items()}
+                                     if "frame_labels" in fh else {})
         except _READ_ERRORS as exc:
             raise DatasetError(f"{where}: not a readable nnpot HDF5 file (truncated or corrupt?): {exc}") from None
         n = len(self.energy)
@@ -113,6 +122,7 @@ class H5Dataset(Sequence[Frame]):
                 # dataset handles are kept: the chunk cache lives and dies with them
                 self._ds = {k: self._fh[k] for k in ("numbers", "positions", "forces")
                             + (("virial",) if "virial" in self._fh else ())}
+                self._ds.update({f"atom_labels/{k}": self._fh["atom_labels"][k] for k in self.atom_label_names})
             except _READ_ERRORS as exc:
                 raise DatasetError(f"{self.path}: unreadable (changed, truncated or corrupt?): {exc}") from None
         return self._fh
@@ -170,6 +180,8 @@ class H5Dataset(Sequence[Frame]):
                 forces=np.asarray(ds["forces"][a:b]),
                 virial=virial,
                 weight=float(self.weight[i]),
+                atom_labels={k: np.asarray(ds[f"atom_labels/{k}"][a:b]) for k in self.atom_label_names},
+                frame_labels={k: v[i] for k, v in self.frame_labels.items()},
             )
         except _READ_ERRORS as exc:
             raise DatasetError(f"{self.path}: frame {i}: unreadable (truncated or corrupt file?): {exc}") from None
@@ -253,6 +265,11 @@ def _check_shapes(fh: h5py.File, where: str) -> None:
     if n_atoms < 0 or n < 0 or n > n_atoms:
         raise DatasetError(f"{where}: /numbers {fh['numbers'].shape} and /energy {fh['energy'].shape} do not describe "
                            "frames of at least one atom")
+    for group, rows in (("atom_labels", n_atoms), ("frame_labels", n)):
+        for name, dset in (fh[group].items() if group in fh else ()):
+            if not isinstance(dset, h5py.Dataset) or dset.ndim != 2 or dset.shape[0] != rows:
+                raise DatasetError(f"{where}: /{group}/{name} must be a [{rows}, k] array")
+            _check_stored(dset, where)
     for key, shape in expected.items():
         if key not in fh:
             continue
@@ -315,6 +332,32 @@ class _Writer:
         if len(self.buffer) >= self.block:
             self.flush()
 
+    def _labels(self, frames: list[Frame], n_old: int, per_atom: dict, per_frame: dict) -> None:
+        """Further labels: every frame of a file carries the same names (made at the first write)."""
+        fh = self.fh
+        for group in ("atom_labels", "frame_labels"):
+            target = per_atom if group == "atom_labels" else per_frame
+            have = sorted(fh[group]) if group in fh else ([] if n_old else None)
+            for k, f in enumerate(frames):
+                names = sorted(getattr(f, group))
+                have = names if have is None else have
+                if names != have:
+                    raise DatasetError(f"frame {n_old + k} carries {group.replace('_', ' ')} {names or 'none'}, the "
+                                       f"frames before it {have or 'none'}; keep data with different labels in "
+                                       "separate files")
+            for name in have or []:
+                stack = np.concatenate if group == "atom_labels" else np.stack
+                values = stack([getattr(f, group)[name] for f in frames])
+                path = f"{group}/{name}"
+                if path not in fh:
+                    rows = _ATOM_CHUNK if group == "atom_labels" else _FRAME_CHUNK
+                    fh.create_dataset(path, shape=(0, values.shape[1]), maxshape=(None, values.shape[1]),
+                                      dtype=np.float64, chunks=(rows, values.shape[1]), **_COMPRESSION)
+                if fh[path].shape[1] != values.shape[1]:
+                    raise DatasetError(f"label {name!r} has {values.shape[1]} values per row here, "
+                                       f"{fh[path].shape[1]} before")
+                target[path] = values
+
     def flush(self) -> None:
         if not self.buffer:
             return
@@ -337,6 +380,7 @@ class _Writer:
         if "virial" in fh:
             per_frame["virial"] = np.stack([f.virial if f.virial is not None else np.zeros((3, 3)) for f in frames])
             per_frame["has_virial"] = np.array([f.virial is not None for f in frames])
+        self._labels(frames, n_old, per_atom, per_frame)
         end = int(fh["frame_offsets"][-1])
         offsets = end + np.cumsum([f.n_atoms for f in frames])
         per_frame_offsets = {"frame_offsets": offsets}

@@ -106,19 +106,36 @@ def _load_npy(path: Path, where: str) -> np.ndarray:
         raise DatasetError(f"{where}: cannot read {path.name}: {exc}") from None
 
 
-#: the DeePMD-kit label files nnpot reads; any other set.*/*.npy is named on stderr as not kept
-_DEEPMD_KEPT = {"coord.npy", "box.npy", "energy.npy", "force.npy", "virial.npy"}
+#: DeePMD-kit's own label files, read into the frame's fields
+_DEEPMD_CORE = {"coord", "box", "energy", "force", "virial"}
+#: further DeePMD-kit labels that hold a row per atom (any other is per frame)
+DEEPMD_PER_ATOM = {"spin", "force_mag", "aparam", "atomic_dipole", "atomic_polarizability", "atom_ener",
+                   "atom_pref", "atomic_population", "efield", "atomic_charge"}
 
 
-def _warn_dropped_labels(system: Path, sets: list[Path]) -> None:
-    """Say which label files of a system nnpot does not keep (spin.npy, fparam.npy, aparam.npy,
-    atomic_dipole.npy, ...): a conversion never drops labels silently."""
+def _further_labels(set_dir: Path, nf: int, n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The further label files of a set (spin.npy, fparam.npy, aparam.npy, atomic_dipole.npy,
+    ...), kept as per-atom ``[nf, n, k]`` or per-frame ``[nf, k]`` arrays; a file whose size
+    fits neither is named on stderr as not kept (a conversion never drops labels silently)."""
     import sys
 
-    dropped = sorted({f.name for d in sets for f in d.glob("*.npy") if f.name not in _DEEPMD_KEPT})
-    if dropped:
-        print(f"warning: {system}: {', '.join(dropped)} not kept (nnpot stores coordinates, cells, energies, "
-              "forces and virials only)", file=sys.stderr)
+    atom, frame = {}, {}
+    for f in sorted(set_dir.glob("*.npy")):
+        name = f.stem
+        if name in _DEEPMD_CORE:
+            continue
+        arr = _load_npy(f, str(set_dir))
+        if arr.size and arr.size % nf == 0 and np.issubdtype(arr.dtype, np.number):
+            per = arr.size // nf
+            if name in DEEPMD_PER_ATOM and per % n == 0:
+                atom[name] = arr.reshape(nf, n, per // n).astype(np.float64)
+                continue
+            if name not in DEEPMD_PER_ATOM:
+                frame[name] = arr.reshape(nf, per).astype(np.float64)
+                continue
+        print(f"warning: {f}: shape {arr.shape} fits neither {nf} frames x {n} atoms nor {nf} frames; not kept",
+              file=sys.stderr)
+    return atom, frame
 
 
 def _read_deepmd_system(system: Path) -> Iterator[Frame]:
@@ -143,7 +160,6 @@ def _read_deepmd_system(system: Path) -> Iterator[Frame]:
     sets = sorted(p for p in system.glob("set.*") if p.is_dir())
     if not sets:
         raise DatasetError(f"{system}: no set.* folder")
-    _warn_dropped_labels(system, sets)
     for set_dir in sets:
         where = str(set_dir)
         arrays = {}
@@ -166,6 +182,7 @@ def _read_deepmd_system(system: Path) -> Iterator[Frame]:
         energy = arrays["energy"].reshape(nf)
         box = arrays["box"].reshape(nf, 3, 3) if "box" in arrays else np.zeros((nf, 3, 3))
         virial = arrays["virial"].reshape(nf, 3, 3) if "virial" in arrays else None
+        atom_labels, frame_labels = _further_labels(set_dir, nf, n)
         for i in range(nf):
             frame = Frame(
                 numbers=numbers,
@@ -175,6 +192,8 @@ def _read_deepmd_system(system: Path) -> Iterator[Frame]:
                 energy=energy[i],
                 forces=force[i],
                 virial=None if virial is None else virial[i],
+                atom_labels={k: v[i] for k, v in atom_labels.items()},
+                frame_labels={k: v[i] for k, v in frame_labels.items()},
             )
             yield validate_frame(frame, f"{where}: frame {i}")
 

@@ -4,8 +4,9 @@
 # Usage: bash examples/quickstart.sh DATASET [TRAINING_BUDGET] [nnpot md --set KEY=VALUE ...]
 #   DATASET: water or molecule_C3H3O4; TRAINING_BUDGET: e.g. 10m (the default)
 # Outputs go to $RUNS (default runs/): $RUNS/NAME/ (model, checkpoints, plots) and $RUNS/NAME_md/.
-# Training uses every core of the machine (THREADS=N to choose). The training budget covers the
-# final re-fit and validation too; the test and MD add about a minute on 2 cores.
+# Training uses every core of the machine that is not busy with other work (THREADS=N to choose:
+# torch threads that share a core with another job wait on it at every step). The training budget
+# covers the final re-fit and validation too; the test and MD add under a minute on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=$1
@@ -14,7 +15,7 @@ shift $(( $# < 2 ? $# : 2 ))
 NNPOT=${NNPOT:-.venv/bin/nnpot}
 PYTHON=${PYTHON:-$(dirname "$NNPOT")/python}
 RUNS=${RUNS:-runs}
-THREADS=${THREADS:-$(nproc 2>/dev/null || echo 2)}
+THREADS=${THREADS:-$(python3 examples/free_cores.py 2>/dev/null || nproc)}
 if [ -e "$RUNS/$NAME" ] || [ -e "$RUNS/$NAME.h5" ]; then
     echo "$RUNS/ already holds a $NAME run ($RUNS/$NAME and $RUNS/$NAME*.h5); remove them or choose another folder: RUNS=runs2 bash $0 $NAME $BUDGET" >&2
     exit 2
@@ -22,8 +23,8 @@ fi
 # What a free 2-core machine gives (benchmarks/README.md, "The quickstart"); the trainer prints
 # the step count it expects on this machine after 15 s of timing.
 case $NAME in
-    water) echo "expect: on a free 2-core machine, 10m gives about 2,700 steps and a validation force RMSE of 185-195 meV/A (the labels spread 815 meV/A)" ;;
-    molecule_C3H3O4) echo "expect: on a free 2-core machine, 10m gives about 7,000 steps and a force RMSE of 1.2-1.4 eV/A (the set's spread is 2.9 eV/A)" ;;
+    water) echo "expect: on a free 2-core machine, 10m gives about 2,700 steps and a held-out force RMSE of 185-195 meV/A (the labels spread 815 meV/A); with one core busy elsewhere, about a quarter of the steps and 290 meV/A" ;;
+    molecule_C3H3O4) echo "expect: on a free 2-core machine, 10m gives about 13,800 steps and a held-out force RMSE of 0.95-1.0 eV/A (the labels spread 6.9 eV/A); this reactive set needs hours to converge" ;;
 esac
 mkdir -p "$RUNS"
 cp "nnpot/bundled_data/$NAME.h5" "$RUNS/$NAME.h5"
@@ -33,14 +34,14 @@ $NNPOT train --data "$RUNS/$NAME.train.h5" --valid-data "$RUNS/$NAME.valid.h5" -
     --max-time "$BUDGET" --set threads="$THREADS"
 $NNPOT test -m "$RUNS/$NAME/model.nnp" -d "$RUNS/$NAME.valid.h5" --json "$RUNS/$NAME/test.json" \
     --plot "$RUNS/$NAME/plots"
-# MD with a model whose force error is near the spread of the labels heats up or falls apart:
-# say so and stop here instead.
+# MD with a model whose force error is a large share of the labels' spread heats up or falls
+# apart (water at 35% of the spread: 300 K became 457 K in 100 fs): say so and stop here instead.
 if ! "$PYTHON" - "$RUNS/$NAME/test.json" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
-ok = m["force_rmse"] <= 0.5 * m["force_label_std"]
+ok = m["force_rmse"] <= 0.3 * m["force_label_std"]
 if not ok:
-    print(f"skipping MD: the model's force RMSE ({m['force_rmse'] * 1e3:.0f} meV/A) is more than half the spread of "
+    print(f"skipping MD: the model's force RMSE ({m['force_rmse'] * 1e3:.0f} meV/A) is more than 30% of the spread of "
           f"the labels ({m['force_label_std'] * 1e3:.0f} meV/A), too far from the reference for stable dynamics. "
           "Train longer (a larger budget, e.g. 30m) or on more cores, then rerun.")
 sys.exit(0 if ok else 1)

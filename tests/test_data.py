@@ -305,18 +305,31 @@ def test_extxyz_with_a_voigt_stress_reads_as_a_virial(tmp_path):
     np.testing.assert_allclose(frame.virial, -voigt_6_to_full_3x3_stress(stress) * atoms.get_volume(), atol=1e-10)
 
 
-def test_deepmd_labels_nnpot_does_not_keep_are_named(tmp_path, capsys):
-    """fparam.npy, spin.npy and the like are not silently dropped: the conversion names them."""
-    from nnpot.data import convert
+def test_further_deepmd_labels_survive_convert_and_export(tmp_path):
+    """spin.npy (per atom), fparam.npy (per frame) and aparam.npy come through nnpot's HDF5 and
+    back to DeePMD-kit files unchanged; a file whose size fits no layout is named, not dropped
+    silently."""
+    from nnpot.data import H5Dataset, write_deepmd
 
     src = tmp_path / "sys"
     _write_tiny_system(src)
-    n = 2
-    np.save(src / "set.000" / "fparam.npy", np.zeros((n, 2)))
-    np.save(src / "set.000" / "spin.npy", np.zeros((n, 3)))
-    convert([src], tmp_path / "x.h5")
-    err = capsys.readouterr().err
-    assert "fparam.npy, spin.npy not kept" in err
+    rng = np.random.default_rng(0)
+    labels = {"spin": rng.normal(size=(2, 9)), "fparam": rng.normal(size=(2, 2)), "aparam": rng.normal(size=(2, 3))}
+    for name, value in labels.items():
+        np.save(src / "set.000" / f"{name}.npy", value)
+    np.save(src / "set.000" / "atomic_dipole.npy", np.zeros((2, 7)))  # 7 values for 3 atoms: no layout
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "nnpot.cli", "data", "convert", str(src), "-o", str(tmp_path / "x.h5"),
+                          "-q"], capture_output=True, text=True)
+    assert out.returncode == 0 and "atomic_dipole.npy" in out.stderr and "not kept" in out.stderr, out.stderr
+    ds = H5Dataset(tmp_path / "x.h5")
+    assert ds[1].atom_labels["spin"].shape == (3, 3) and ds[1].frame_labels["fparam"].shape == (2,)
+    np.testing.assert_array_equal(ds[1].atom_labels["aparam"].reshape(-1), labels["aparam"][1])
+    systems = write_deepmd(ds, tmp_path / "dp")
+    for name, value in labels.items():
+        np.testing.assert_array_equal(np.load(systems[0] / "set.000" / f"{name}.npy"), value)
 
 
 def _write_tiny_system(root):
