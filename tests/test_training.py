@@ -225,7 +225,7 @@ def test_shared_embeddings_train_the_same_and_bad_setting_is_named(tmp_path):
 
 def test_max_time_run_resumes_and_finishes_its_budget(tmp_path):
     """A --max-time run resumes from its checkpoint and stops when the budget (elapsed time
-    carried in the checkpoint) is spent. Its losses are not step-for-step those of an
+    carried in the checkpoint, the final phase reserved) is spent. Its losses are not step-for-step those of an
     uninterrupted run: the learning rate follows elapsed wall-clock time, which differs."""
     c = _config(1000, ["max_time=4s", "save_freq=3"])
     part = Trainer(c, tmp_path / "t", progress=False)
@@ -236,5 +236,7 @@ def test_max_time_run_resumes_and_finishes_its_budget(tmp_path):
     resumed = Trainer(_config(1000, ["max_time=4s", "save_freq=3"]), tmp_path / "t", resume=True, progress=False)
     assert resumed.state["step"] == 3 and resumed.state["elapsed"] == 2.0
     resumed.run()
-    assert 4.0 <= resumed.state["elapsed"] < 60 and resumed.state["step"] > 3
+    # it trained on past the resume point, until the budget less the final phase's reserve (at
+    # most half of it), and the final re-fit and validation fit inside the rest
+    assert 2.0 < resumed.state["elapsed"] < 60 and resumed.state["step"] > 3
     assert (tmp_path / "t" / "model.nnp").is_file()
