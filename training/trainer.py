@@ -285,7 +285,7 @@ class Trainer:
     def _reserve(self) -> float:
         """Seconds the final phase is expected to take (re-fit, validation, save), measured."""
         refit, valid = self._final_frames()
-        return self.state["valid_s_per_frame"] * (valid + refit / 2) + 1.0
+        return 1.2 * self.state["valid_s_per_frame"] * (valid + refit / 2) + 1.0  # 20% spare: speed varies
 
     def _training_budget(self) -> float | None:
         """The seconds of a time budget left to training steps once the final phase is reserved."""
