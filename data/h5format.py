@@ -55,6 +55,15 @@ _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _REQUIRED = ("numbers", "positions", "forces", "frame_offsets", "energy", "cell", "pbc")
 
 
+def is_nnpot_h5(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an nnpot dataset file (what ``--force`` may replace)."""
+    try:
+        with h5py.File(path, "r") as fh:
+            return _attr(fh.attrs.get("format", "")) == FORMAT_NAME
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 class H5Dataset(Sequence[Frame]):
     """Random access to the frames of an nnpot HDF5 file, read lazily.
 

@@ -49,8 +49,10 @@ def _check_new(paths, force: bool) -> None:
 def _data_convert(args) -> int:
     from nnpot.data import convert
 
+    from nnpot.data.h5format import is_nnpot_h5
+
     if not args.append:
-        _check_new([args.output], args.force)
+        check_output(args.output, args.force, inputs=args.sources, owned=is_nnpot_h5)
 
     n = convert(args.sources, args.output, append=args.append, energy_unit=args.energy_unit, progress=not args.quiet)
     print(f"{'appended' if args.append else 'wrote'} {n} frames to {args.output}")

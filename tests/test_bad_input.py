@@ -117,6 +117,8 @@ CASES = [
     ("export-onto-file", ["data", "export", "small.h5", "--format", "deepmd", "-o", "out.xyz"], "not a folder"),
     ("export-xyz-exists", ["data", "export", "small.h5", "-o", "out.xyz"], "--force"),
     ("convert-exists", ["data", "convert", "small.h5", "-o", "out.xyz"], "--force"),
+    ("convert-onto-its-input", ["data", "convert", "small.h5", "-o", "small.h5", "--force"], "is an input"),
+    ("convert-force-user-file", ["data", "convert", "small.h5", "-o", "out.xyz", "--force"], "nnpot did not write it"),
     ("convert-nan-source", ["data", "convert", "nan.h5", "-o", "new.h5"], "nan.h5: frame 2: positions"),
     ("split-duplicate-names", ["data", "split", "small.h5", "--names", "a", "a"], "distinct"),
     ("split-empty-part", ["data", "split", "two.h5", "--fractions", "0.9", "0.05", "0.05"], "no frame"),
