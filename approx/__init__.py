@@ -6,6 +6,7 @@ a bootstrap confidence interval (:mod:`nnpot.approx.rates`), the theoretical slo
 a plot. ``nnpot approx STUDY`` runs one from the command line.
 """
 
+import dataclasses
 from typing import Any
 
 from nnpot.approx.barron import BarronConfig, RandomFeaturesConfig, barron_mc, random_features
@@ -15,6 +16,8 @@ from nnpot.approx.integrators import IntegratorConfig, integrator_order
 from nnpot.approx.learning import LearningCurveConfig, learning_curve
 from nnpot.approx.rates import RateFit, fit_rate, fit_with_floor
 from nnpot.approx.result import Series, StudyResult
+from nnpot.configio import load_config
+from nnpot.errors import ConfigError
 
 CONFIGS = {
     "barron-mc": BarronConfig,
@@ -35,15 +38,10 @@ STUDIES = {
 }
 
 
-
 def study_config(study: str, quick: bool = False, overrides: list[str] | None = None) -> Any:
     """The typed config of ``study`` (its quick or full setting) with ``KEY=VALUE`` overrides,
     each value read as YAML (``widths=[16, 64]``, ``steps=500``, ``water_model=model.nnp``) and
     checked against the field's type like every other nnpot config."""
-    import dataclasses
-
-    from nnpot.configio import load_config
-    from nnpot.errors import ConfigError
 
     cls = CONFIGS[study]
     tree = dataclasses.asdict(cls.quick() if quick else cls())

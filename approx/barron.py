@@ -66,7 +66,7 @@ def _sampled_network(d: int, m: int, g: torch.Generator):
 
 
 def _grid_error(d: int, k: int, n_test: int, seed: int) -> float:
-    from scipy.interpolate import RegularGridInterpolator
+    from scipy.interpolate import RegularGridInterpolator  # lazy: scipy is needed by this study only
 
     # the cube [0.5, 1.5]^d keeps away from the kink of |x| at 0, so the target is smooth there
     axes = [np.linspace(0.5, 1.5, k)] * d

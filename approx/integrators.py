@@ -13,11 +13,15 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from ase import units
 
 from nnpot.approx.result import Series, StudyResult
 from nnpot.bundled import bundled_dataset
+from nnpot.data import H5Dataset
+from nnpot.md.driver import ModelForces
 from nnpot.md.integrators import velocity_verlet_step
-from nnpot.md.state import MDState
+from nnpot.md.state import MDState, state_from_atoms, thermalize
+from nnpot.potentials import EnergyModel, ModelConfig, apply_stats, load_model
 
 __all__ = ["IntegratorConfig", "integrator_order"]
 
@@ -64,12 +68,6 @@ def _harmonic(method: str, dt: float, t_end: float) -> float:
 
 
 def _water_series(c: IntegratorConfig) -> Series:
-    from ase import units
-
-    from nnpot.data import H5Dataset
-    from nnpot.md.driver import ModelForces
-    from nnpot.md.state import state_from_atoms, thermalize
-    from nnpot.potentials import EnergyModel, ModelConfig, apply_stats, load_model
 
     ds = H5Dataset(bundled_dataset("water"))
     if c.water_model:

@@ -15,6 +15,10 @@ import numpy as np
 
 from nnpot.approx.result import Series, StudyResult
 from nnpot.bundled import bundled_dataset
+from nnpot.data import H5Dataset, write_h5
+from nnpot.potentials.descriptors.base import config_keys
+from nnpot.training.config import load_train_config
+from nnpot.training.trainer import Trainer
 
 __all__ = ["LearningCurveConfig", "learning_curve"]
 
@@ -47,10 +51,6 @@ class LearningCurveConfig:
 
 def _train_and_score(c: LearningCurveConfig, train_path: Path, valid_path: Path, fitting: list[int], out: Path,
                      n_frames: int) -> dict:
-    from nnpot.potentials.descriptors.base import config_keys
-    from nnpot.training.trainer import Trainer
-    from nnpot.training.config import load_train_config
-
     overrides = [f"num_steps={c.steps}", f"valid_freq={c.steps + 1}", f"save_freq={c.steps + 1}", "stat_frames=16",
                  f"model.fitting.neuron={fitting}", f"seed={c.seed}", "stop_lr=1e-5",
                  f"model.descriptor.type={c.descriptor}", f"batch_size={n_frames if c.full_batch else 1}"]
@@ -64,8 +64,6 @@ def _train_and_score(c: LearningCurveConfig, train_path: Path, valid_path: Path,
 
 
 def learning_curve(config: LearningCurveConfig | None = None, quick: bool = True) -> StudyResult:
-    from nnpot.data import H5Dataset, write_h5
-
     c = config or (LearningCurveConfig.quick() if quick else LearningCurveConfig())
     data = Path(c.data) if c.data else bundled_dataset("water")
     t0 = time.perf_counter()

@@ -56,7 +56,7 @@ def train_ensembles(data: str, members: int, sets: list[str], out: Path) -> dict
     ensembles of their first ``members // 2``: name -> ensemble folder."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from nnpot.potentials.ensemble import write_manifest
+    from nnpot.potentials.modelfile import write_manifest
 
     runs = {"plain": [], "bagged": ["bootstrap=true"]}
     with ProcessPoolExecutor(2) as pool:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.data import atomic_numbers, reference_states
 
 from nnpot.data.frame import Frame
 from nnpot.errors import DatasetError
@@ -24,10 +27,6 @@ def emt_alloy_frames(elements: Sequence[str], n_frames: int, repeat: int = 2, ra
     """``n_frames`` labelled random alloys of ``elements`` in a ``repeat^3`` cubic fcc
     supercell (4 repeat^3 atoms); lattice constant the composition-weighted mean of the
     elements' own; ``rattle`` (Angstrom) and ``strain`` are standard deviations."""
-    from ase.build import bulk
-    from ase.calculators.emt import EMT
-    from ase.data import atomic_numbers, reference_states
-
     bad = [e for e in elements if e not in EMT_METALS]
     if bad or not elements:
         raise DatasetError(f"EMT alloys need elements among {', '.join(EMT_METALS)}, got {list(elements)}")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ase import Atoms
-
 from dataclasses import dataclass, field
 
 import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from nnpot.errors import DatasetError
 
@@ -55,9 +52,6 @@ class Frame:
 
     def to_atoms(self) -> Atoms:
         """The frame as an ``ase.Atoms`` with a SinglePointCalculator holding the labels."""
-        from ase import Atoms
-        from ase.calculators.singlepoint import SinglePointCalculator
-
         atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
         results = {"energy": float(self.energy), "forces": np.array(self.forces)}
         if self.virial is not None and atoms.cell.volume > 0:

@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
+from tqdm.auto import tqdm
 
+from nnpot._version import __version__
 from nnpot.atomic import atomic_path, write_isolated
 from nnpot.data.frame import MAX_Z, Frame, periodic_volume, validate_frame
 from nnpot.errors import DatasetError, FrameIndexError
@@ -403,8 +406,6 @@ class _Writer:
 
 
 def _stamp(fh: h5py.File, sources: list[dict]) -> None:
-    from nnpot._version import __version__
-
     fh.attrs["format"] = FORMAT_NAME
     fh.attrs["format_version"] = FORMAT_VERSION
     for key, unit in UNITS.items():
@@ -444,8 +445,6 @@ def append_h5(
     progress: bool = False,
 ) -> int:
     """Append ``frames`` to an existing nnpot file; on failure the file is unchanged."""
-    import shutil
-
     existing = H5Dataset(path)  # validates the header
     old_sources = existing.sources
     def work() -> int:
@@ -460,8 +459,6 @@ def append_h5(
 
 
 def _write_frames(fh: h5py.File, frames: Iterable[Frame], where: str, validate: bool, progress: bool) -> int:
-    from tqdm.auto import tqdm
-
     writer = _Writer(fh)
     n = 0
     for frame in tqdm(frames, desc=f"writing {Path(where).name}", unit=" frames", disable=not progress):

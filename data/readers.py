@@ -17,13 +17,21 @@ Every reader names the file and frame in its error messages.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import ase.db
+import ase.io
 import numpy as np
+from ase import units
+from ase.data import atomic_numbers
+from ase.io.formats import UnknownFileTypeError
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from nnpot.data.frame import Frame, validate_frame
+from nnpot.data.h5format import H5Dataset
 from nnpot.errors import DatasetError
 
 __all__ = ["Reader", "READERS", "register_reader", "reader_for", "read_source", "read_deepmd", "read_ase", "read_ase_db", "read_npz", "find_deepmd_systems", "ENERGY_UNITS"]
@@ -73,8 +81,6 @@ def read_source(path: str | os.PathLike[str], energy_unit: str | None = None) ->
 
 
 def _read_nnpot_h5(path: Path, energy_unit: str | None = None) -> Iterator[Frame]:
-    from nnpot.data.h5format import H5Dataset
-
     return (validate_frame(f, f"{path}: frame {i}") for i, f in enumerate(H5Dataset(path)))
 
 
@@ -117,8 +123,6 @@ def _further_labels(set_dir: Path, nf: int, n: int) -> tuple[dict[str, np.ndarra
     """The further label files of a set (spin.npy, fparam.npy, aparam.npy, atomic_dipole.npy,
     ...), kept as per-atom ``[nf, n, k]`` or per-frame ``[nf, k]`` arrays; a file whose size
     fits neither is named on stderr as not kept (a conversion never drops labels silently)."""
-    import sys
-
     atom, frame = {}, {}
     for f in sorted(set_dir.glob("*.npy")):
         name = f.stem
@@ -139,8 +143,6 @@ def _further_labels(set_dir: Path, nf: int, n: int) -> tuple[dict[str, np.ndarra
 
 
 def _read_deepmd_system(system: Path) -> Iterator[Frame]:
-    from ase.data import atomic_numbers
-
     try:
         types = np.loadtxt(system / "type.raw", dtype=np.int64, ndmin=1)
     except ValueError as exc:
@@ -222,8 +224,6 @@ def _labels_from_atoms(atoms, where: str) -> Frame:
     if virial is None and stress is not None:
         stress = np.asarray(stress, dtype=float)
         if stress.shape == (6,):
-            from ase.stress import voigt_6_to_full_3x3_stress
-
             stress = voigt_6_to_full_3x3_stress(stress)
         if stress.shape != (3, 3):
             raise DatasetError(f"{where}: stress has shape {stress.shape}, expected (6,) or (3, 3)")
@@ -245,9 +245,6 @@ def _labels_from_atoms(atoms, where: str) -> Frame:
 
 def read_ase(path: str | os.PathLike[str], index: str = ":", format: str | None = None) -> Iterator[Frame]:
     """Frames of any file ``ase.io.iread`` understands."""
-    import ase.io
-    from ase.io.formats import UnknownFileTypeError
-
     path = Path(path)
     try:
         images = ase.io.iread(path, index=index, format=format)
@@ -262,8 +259,6 @@ def read_ase(path: str | os.PathLike[str], index: str = ":", format: str | None 
 
 def read_ase_db(path: str | os.PathLike[str]) -> Iterator[Frame]:
     """Frames of every row of an ASE database (energy/forces/stress from the row's results)."""
-    import ase.db
-
     path = Path(path)
     try:
         db = ase.db.connect(str(path), create_indices=False)
@@ -293,8 +288,6 @@ def read_npz(path: str | os.PathLike[str], energy_unit: str | None = None) -> It
     Energies and forces must be in eV unless ``energy_unit`` (or a ``units`` entry in the file)
     says otherwise; ``"kcal/mol"`` and ``"Hartree"`` are converted, anything else is an error.
     """
-    from ase import units
-
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from nnpot.data.h5format import H5Dataset
 
@@ -18,8 +19,6 @@ def dataset_info(path: str | os.PathLike[str], max_frames: int = 200, seed: int 
     Neighbor counts need a neighbor search, which lives above the data layer
     (:func:`nnpot.training.auto_config.neighbor_counts`).
     """
-    from ase.data import chemical_symbols
-
     ds = H5Dataset(path).check_not_empty()
     numbers = ds.numbers()
     n_atoms = ds.n_atoms

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import voigt_6_to_full_3x3_stress
+from ase.units import Bohr, Hartree
 
 from nnpot.data.frame import Frame
 from nnpot.errors import ConfigError
@@ -104,8 +107,6 @@ class Labeller:
             forces = np.array(work.get_forces(), dtype=np.float64)
             virial = None
             if work.pbc.all() and "stress" in getattr(calc, "implemented_properties", ()):
-                from ase.stress import voigt_6_to_full_3x3_stress
-
                 virial = -voigt_6_to_full_3x3_stress(work.get_stress()) * work.get_volume()
         except (Exception, SystemExit) as exc:  # noqa: BLE001  (any failure of the reference code, sys.exit too)
             return LabelResult(None, f"{type(exc).__name__}: {_first_line(exc)}"[:300])
@@ -134,8 +135,6 @@ def _unknown_settings(calc_class: type, settings: dict[str, Any]) -> list[str]:
     """Settings a calculator class would not use: not a named argument of its constructor and,
     when it takes ``**kwargs`` as ASE's calculators do, not one of its ``default_parameters``
     (ASE stores unknown keywords silently)."""
-    import inspect
-
     try:
         params = inspect.signature(calc_class.__init__).parameters
     except (TypeError, ValueError):
@@ -168,8 +167,7 @@ class PySCFCalculator(Calculator):
 
     def calculate(self, atoms: Atoms | None = None, properties: Sequence[str] = ("energy",),
                   system_changes: Sequence[str] = all_changes) -> None:
-        from ase.units import Bohr, Hartree
-        from pyscf import dft, gto
+        from pyscf import dft, gto  # lazy: optional dependency (the label extra)
 
         super().calculate(atoms, properties, system_changes)
         if self.atoms.pbc.any():

@@ -27,12 +27,27 @@ from pathlib import Path
 
 import numpy as np
 from ase import units
+from ase.data import chemical_symbols
 from ase.io import read, write
+from tqdm import tqdm
 
 from nnpot.atomic import atomic_path
-from nnpot.outputs import read_manifest, same_file, write_manifest
+from nnpot.data import H5Dataset
+from nnpot.data.h5format import append_h5
+from nnpot.data.readers import read_ase
+from nnpot.errors import NNPotError
 from nnpot.explore.config import ExploreConfig
+from nnpot.explore.report import plot_summary
 from nnpot.explore.selection import select
+from nnpot.md import Replicas
+from nnpot.md.driver import MDError
+from nnpot.md.state import thermalize
+from nnpot.outputs import read_manifest, same_file, write_manifest
+from nnpot.potentials import load_model
+from nnpot.potentials.evaluator import predict
+from nnpot.training.config import load_train_config
+from nnpot.training.ensemble import is_ensemble_run, train_ensemble
+from nnpot.training.metrics import error_metrics
 
 __all__ = ["Explorer", "STAGES"]
 
@@ -81,8 +96,6 @@ class Explorer:
         """Before a fresh start: the out folder may hold only an earlier exploration's own
         outputs (listed in its manifest), replaced with ``force``; the user's other files there
         stay, and no input of this run (``data``, structures, test data) may be among them."""
-        from nnpot.errors import NNPotError
-
         if not self.out.is_dir():
             return
         ours = [p for p in self.out.iterdir() if p.name in OUTPUTS or ITERATION.fullmatch(p.name)]
@@ -110,9 +123,6 @@ class Explorer:
 
     def _check_inputs(self) -> None:
         """Every input readable and the labeller importable, before anything is written."""
-        from nnpot.data import H5Dataset
-        from nnpot.errors import NNPotError
-
         known = set(np.unique(H5Dataset(self.config.data).check().numbers()).tolist())
         for path in [*self.config.structures, *([self.config.random_pool] if self.config.random_pool else [])]:
             if not Path(path).is_file():
@@ -127,8 +137,6 @@ class Explorer:
                 raise NNPotError(f"{path}: cannot read structures from it ({type(exc).__name__}: {exc})") from None
             unknown = {int(z) for a in images for z in a.numbers} - known
             if unknown:
-                from ase.data import chemical_symbols
-
                 raise NNPotError(f"{path}: element(s) {', '.join(chemical_symbols[z] for z in sorted(unknown))} do not "
                                  f"occur in {self.config.data}; the models can only learn elements the data holds")
         if self.config.pressures_bar and not any(all(a.pbc) for path in self.config.structures
@@ -167,9 +175,6 @@ class Explorer:
         return self.state
 
     def train(self) -> str:
-        from nnpot.training.config import load_train_config
-        from nnpot.training.ensemble import is_ensemble_run, train_ensemble
-
         c, k = self.config, self.state["iteration"]
         write_manifest(self.out, [self.iteration_dir().name], "nnpot explore")  # before its folder exists
         folder = self.iteration_dir() / "ensemble"
@@ -195,10 +200,6 @@ class Explorer:
     def _validation(self, folder: Path) -> dict:
         if not self.config.test_data:
             return {}
-        from nnpot.data import H5Dataset
-        from nnpot.potentials import load_model
-        from nnpot.potentials.evaluator import predict
-        from nnpot.training.metrics import error_metrics
 
         model = load_model(folder)
         metrics = error_metrics(predict(model, list(H5Dataset(self.config.test_data))))
@@ -212,7 +213,6 @@ class Explorer:
         old = next((r for r in self.state["summary"] if r["iteration"] == row["iteration"]), {})
         self.state["summary"] = sorted(rows + [{**old, **row}], key=lambda r: r["iteration"])
         _write_json(self.out / "summary.json", self.state["summary"])
-        from nnpot.explore.report import plot_summary
 
         plot_summary(self.state["summary"], self.out / "summary.png")
 
@@ -220,10 +220,6 @@ class Explorer:
         """MD of every seed structure at every temperature with the ensemble: Langevin NVT, and
         NPT at every ``pressures_bar`` for the seeds periodic in all three directions. Every
         ``sample_every`` steps each replica's frame and its ``max_devi_f`` are kept."""
-        from nnpot.md import Replicas
-        from nnpot.md.driver import MDError
-        from nnpot.md.state import thermalize
-
         c, k = self.config, self.state["iteration"]
         seeds = [a for path in c.structures for a in _read_structures(path)]
         bulk = [s for s, a in enumerate(seeds) if all(a.pbc)]
@@ -312,8 +308,6 @@ class Explorer:
         return pool, chosen
 
     def label(self) -> str:
-        from tqdm import tqdm
-
         folder = self.iteration_dir() / "labels"
         folder.mkdir(exist_ok=True)
         selected = read(self.iteration_dir() / "selected.extxyz", ":")
@@ -331,10 +325,6 @@ class Explorer:
         return "append"
 
     def append(self) -> str:
-        from nnpot.data import H5Dataset
-        from nnpot.data.h5format import append_h5
-        from nnpot.data.readers import read_ase
-
         k = self.state["iteration"]
         dataset = self.out / "dataset.h5"
         if any(s.get("explore_iteration") == k for s in H5Dataset(dataset).sources):
@@ -354,8 +344,6 @@ class Explorer:
 
 def _read_structures(path: str) -> list:
     if str(path).endswith(".h5"):
-        from nnpot.data import H5Dataset
-
         return [f.to_atoms() for f in H5Dataset(path)]
     return read(path, ":")
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nnpot.atomic import atomic_path
+
 __all__ = ["plot_summary"]
 
 
 def plot_summary(rows: list[dict], png: str | Path) -> Path:
     """Accurate / candidate / failed fractions (left) and the test-set force RMSE (right) against
     the iteration; written atomically."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib adds ~0.4 s of start-up; only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib adds ~0.4 s of start-up; only plots need it
 
-    from nnpot.atomic import atomic_path
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     for key, colour in (("accurate", "tab:green"), ("candidate", "tab:orange"), ("failed", "tab:red")):

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.neighborlist import neighbor_list
 
 __all__ = ["trust_window", "fingerprint", "farthest_point", "select"]
 
@@ -34,8 +35,6 @@ def trust_window(max_devi_f: Sequence[float], lo: float, hi: float) -> np.ndarra
 def fingerprint(atoms: Atoms, elements: Sequence[int], r_max: float = 6.0, bins: int = 24) -> np.ndarray:
     """Per element pair (of ``elements``), the Gaussian-smoothed histogram of the distances below
     ``r_max`` (minimum image for periodic cells), per atom."""
-    from ase.neighborlist import neighbor_list
-
     i, j, d = neighbor_list("ijd", atoms, r_max)
     z = atoms.numbers
     index = {e: k for k, e in enumerate(elements)}

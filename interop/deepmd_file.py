@@ -20,7 +20,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import h5py
 import numpy as np
+import yaml
 
 from nnpot.atomic import atomic_path
 from nnpot.configio import read_yaml
@@ -70,8 +72,6 @@ def read_deepmd_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _read_dp(path: Path) -> Any:
-    import h5py
-
     with h5py.File(path, "r") as f:
         if "json" not in f.attrs:
             raise ModelFileError(f"{path}: an HDF5 file without DeePMD-kit's 'json' attribute")
@@ -124,8 +124,6 @@ def write_deepmd_file(path: str | os.PathLike[str], tree: dict[str, Any]) -> Pat
 
 
 def _write_dp(path: Path, tree: dict[str, Any]) -> None:
-    import h5py
-
     with h5py.File(path, "w") as f:
         count = iter(range(1 << 30))
 
@@ -136,8 +134,6 @@ def _write_dp(path: Path, tree: dict[str, Any]) -> None:
 
 
 def _write_yaml(path: Path, tree: dict[str, Any]) -> None:
-    import yaml
-
     def inline(array: Any) -> dict[str, Any]:
         array = np.asarray(array)
         return {"@class": "np.ndarray", "@is_variable": True, "@version": 1, "dtype": array.dtype.name,

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from nnpot import __version__
 from nnpot.errors import ConfigError, ModelFileError
+from nnpot.interop.deepmd_file import read_deepmd_file, write_deepmd_file
 from nnpot.nn import MLP, is_activation
 from nnpot.potentials.config import ModelConfig
-from nnpot.interop.deepmd_file import read_deepmd_file, write_deepmd_file
 from nnpot.potentials.descriptors.se_e2_a import SeE2AConfig
 from nnpot.potentials.model import EnergyModel
 
@@ -309,8 +310,6 @@ def _deepmd_order(d: Any, nets: list) -> list:
 def deepmd_from_model(model: EnergyModel) -> dict[str, Any]:
     """The DeePMD-kit file tree (``model``, ``model_def_script`` and the header fields) of an
     se_e2_a :class:`EnergyModel`."""
-    from nnpot import __version__
-
     c = model.config
     dc = c.descriptor
     if dc.type != "se_e2_a" or model.is_tabulated:

@@ -4,6 +4,8 @@ entry point in pyproject.toml, so :mod:`nnpot.potentials` never imports this pac
 
 from __future__ import annotations
 
+from nnpot.interop.deepmd_file import DEEPMD_SUFFIXES
+from nnpot.interop.deepmd_model import load_deepmd_model, save_deepmd_model
 from nnpot.potentials.modelfile import ModelFormat, register_model_format
 
 __all__ = ["register"]
@@ -11,7 +13,4 @@ __all__ = ["register"]
 
 def register() -> None:
     """DeePMD-kit's backend-independent ``.dp`` (HDF5) and ``.yaml`` files."""
-    from nnpot.interop.deepmd_file import DEEPMD_SUFFIXES
-    from nnpot.interop.deepmd_model import load_deepmd_model, save_deepmd_model
-
     register_model_format(DEEPMD_SUFFIXES, ModelFormat("deepmd-kit", load_deepmd_model, save_deepmd_model))

@@ -17,6 +17,7 @@ trajectories they would have alone (:func:`~nnpot.md.replicas.Replicas` builds s
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -26,18 +27,24 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from ase import Atoms, units
+from ase.io import Trajectory, write
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from nnpot.errors import AtomsTooCloseError, ConfigError, NeighborOverflowError, NNPotError
+from nnpot.md.graphs import GraphedSteps
+from nnpot.md.h5md import H5MDWriter
 from nnpot.md.integrators import (
     NoseHooverChain,
     bussi_step,
     langevin_baoab_step,
     nose_hoover_step,
     npt_step,
+    pressure,
     velocity_verlet_step,
 )
-from nnpot.md.state import snapshot, state_from_atoms, write_back
-from nnpot.potentials.evaluator import Evaluator
+from nnpot.md.state import fixed_atoms, snapshot, state_from_atoms, write_back
+from nnpot.potentials.calculator import NNPotCalculator
+from nnpot.potentials.evaluator import Evaluator, check_structure
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -92,16 +99,12 @@ class ASEForces:
         virial = np.zeros((3, 3))
         if all(self.atoms.pbc):
             try:
-                from ase.stress import voigt_6_to_full_3x3_stress
-
                 virial = -voigt_6_to_full_3x3_stress(self.atoms.get_stress()) * self.atoms.get_volume()
             except Exception as exc:  # noqa: BLE001  (calculators raise anything here)
                 if self.needs_virial:
                     raise MDError(f"the calculator {type(self.calc).__name__} gave no stress ({type(exc).__name__}: "
                                   f"{exc}); NPT needs it (the pressure would be the kinetic part alone)") from None
                 if not self._warned:
-                    import logging
-
                     logging.getLogger(__name__).warning("the calculator gives no stress; the logged pressure is the "
                                                         "kinetic part alone")
                     self._warned = True
@@ -149,9 +152,6 @@ class MolecularDynamics:
                  logfile: str | os.PathLike[str] | None = None, loginterval: int = 1, *, skin: float = 2.0,
                  cuda_graphs: bool | None = None, graph_block: int = 10, compile: bool = False,
                  min_distance: float = 0.5, model: torch.nn.Module | None = None, chunk_size: int | None = None):
-        from nnpot.potentials.calculator import NNPotCalculator
-        from nnpot.potentials.evaluator import check_structure
-
         self.images = list(atoms) if isinstance(atoms, (list, tuple)) else [atoms]
         if not self.images:
             raise ConfigError("no structure to run")
@@ -295,8 +295,6 @@ class MolecularDynamics:
     def _advance_unchecked(self, k: int) -> None:
         if self._use_graphs():
             if self._graphs is None:
-                from nnpot.md.graphs import GraphedSteps
-
                 self._graphs = GraphedSteps(self.state, self.force_fn, self._advance, self._graph_block,
                                             generator=getattr(self, "generator", None))
             self._graphs.run(k)
@@ -333,20 +331,15 @@ class MolecularDynamics:
     def _fail(self, reason: str) -> None:
         # beside the trajectory when there is one, else in the working directory
         path = self._output_dir / f"md_failure_step{self.nsteps}.xyz"
-        from ase.io import write
 
         write(path, [snapshot(self.state, image, b) for b, image in enumerate(self.images)], format="extxyz")
         raise MDError(f"{reason}; last good frame saved to {path}")
 
     def _attach_trajectory(self, trajectory, interval: int) -> None:
-        from ase.io import Trajectory
-
         if hasattr(trajectory, "write") and not isinstance(trajectory, (str, os.PathLike)):
             # an open ase.io.Trajectory (or any writer with write(atoms)): the caller owns and closes it
             self.attach(lambda: trajectory.write(snapshot(self.state, self.atoms)), interval)
         elif str(trajectory).endswith((".h5md", ".h5")):
-            from nnpot.md.h5md import H5MDWriter
-
             writer = H5MDWriter(trajectory, self.atoms)
             self._files.append(writer)
             self.attach(lambda: writer.write(snapshot(self.state, self.atoms), self.nsteps, self.get_time()), interval)
@@ -360,8 +353,6 @@ class MolecularDynamics:
             self.attach(lambda: traj.write(snapshot(self.state, self.atoms)), interval)
 
     def _log(self, fh) -> None:
-        from nnpot.md.integrators import pressure
-
         s = self.state
         epot = float(s.energy)
         ekin = float(s.kinetic_energy())
@@ -412,8 +403,6 @@ class Langevin(MolecularDynamics):
 def _n_dof(images) -> list[int]:
     """Degrees of freedom per structure: 3N, less 3 when the total momentum is conserved (no
     external forces); with fixed atoms, 3 per free atom."""
-    from nnpot.md.state import fixed_atoms
-
     counts = []
     for a in images:
         fixed = int(fixed_atoms(a).sum())
@@ -496,6 +485,4 @@ class NPT(MolecularDynamics):
 
     def pressure(self) -> float:
         """Instantaneous pressure, eV/A^3."""
-        from nnpot.md.integrators import pressure
-
         return float(pressure(self.state))

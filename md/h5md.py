@@ -9,16 +9,18 @@ potential and kinetic energy per frame. Units: Angstrom, ps, Angstrom/ps, eV/Ang
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ase import Atoms
-
 import os
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 from ase import units
+
+from nnpot._version import __version__
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
 
 __all__ = ["H5MDWriter"]
 
@@ -29,8 +31,6 @@ class H5MDWriter:
     """Appends frames of ``atoms`` (with momenta and a calculator holding energy and forces)."""
 
     def __init__(self, path: str | os.PathLike[str], atoms: Atoms, author: str = "nnpot user"):
-        from nnpot._version import __version__
-
         self.fh = h5py.File(path, "w")
         h5 = self.fh.create_group("h5md")
         h5.attrs["version"] = np.array([1, 1], dtype=np.int32)

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import ase.io
 import numpy as np
+from ase import units
+from tqdm.auto import tqdm
 
+from nnpot.configio import load_config
+from nnpot.data import H5Dataset
 from nnpot.errors import ConfigError
+from nnpot.md.ensembles import ENSEMBLES, ensemble_names
+from nnpot.md.state import thermalize
+from nnpot.potentials.calculator import NNPotCalculator
+from nnpot.potentials.evaluator import resolve_device
+from nnpot.potentials.modelfile import load_model
 
 if TYPE_CHECKING:
     from nnpot.md.driver import MolecularDynamics
@@ -43,9 +55,6 @@ class MDConfig:
 
     def validate(self) -> MDConfig:
         """Raise :class:`~nnpot.errors.ConfigError` naming the first bad setting."""
-        import math
-
-        from nnpot.md.ensembles import ensemble_names
 
         ensembles = ensemble_names()
         if self.ensemble not in ensembles:
@@ -90,16 +99,12 @@ def _structure(config: MDConfig):
     if not path.is_file():
         raise ConfigError(f"structure: {path} is not a file")
     if path.suffix in (".h5", ".hdf5"):
-        from nnpot.data import H5Dataset
-
         ds = H5Dataset(path)
         if not -len(ds) <= config.frame < len(ds):
             raise ConfigError(f"frame: {config.frame} is out of range for the {len(ds)} frames of {path}")
         atoms = ds[config.frame].to_atoms()
         atoms.calc = None
     else:
-        import ase.io
-
         try:
             atoms = ase.io.read(path, index=config.frame)
         except IndexError:
@@ -117,11 +122,6 @@ def prepare_md(config: MDConfig, force: bool = False) -> MolecularDynamics:
     """The driver ``config`` describes, on its structure with the model attached (outputs in
     ``config.output``). An output folder that holds an earlier run's files is refused unless
     ``force``; a bad structure stops before any output is written."""
-    from nnpot.md.state import thermalize
-    from nnpot.potentials.calculator import NNPotCalculator
-    from nnpot.potentials.evaluator import resolve_device
-    from nnpot.potentials.modelfile import load_model
-
     config.validate()
     out = Path(config.output)
     existing = [name for name in (config.trajectory, *MD_OUTPUTS) if (out / name).exists()]
@@ -141,9 +141,6 @@ def prepare_md(config: MDConfig, force: bool = False) -> MolecularDynamics:
 
 
 def _driver(config: MDConfig, atoms, common: dict):
-    from ase import units
-
-    from nnpot.md.ensembles import ENSEMBLES
 
     ensemble = ENSEMBLES[config.ensemble]
     return ensemble.driver(atoms, config.timestep_fs * units.fs, **ensemble.settings(config), **common)
@@ -152,10 +149,6 @@ def _driver(config: MDConfig, atoms, common: dict):
 def run_md(config: MDConfig, progress: bool = True, force: bool = False) -> dict:
     """Run the simulation ``config`` describes (:func:`prepare_md`); write ``thermo.json`` beside
     the trajectory and return its summary (:func:`summarise`) with the thermodynamic series."""
-    import time
-
-    from ase import units
-    from tqdm.auto import tqdm
 
     dyn = prepare_md(config, force)
     thermo = []
@@ -199,10 +192,10 @@ def plot_md(summary: dict, png: str | Path) -> Path:
 
 
 def _plot(t, epot, etot, temp, png: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib adds ~0.4 s of start-up; only plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib adds ~0.4 s of start-up; only plots need it
 
     fig, axes = plt.subplots(2, 1, figsize=(7, 5), dpi=120, sharex=True)
     axes[0].plot(t, (etot - etot[0]) * 1e3, label="total")
@@ -220,8 +213,6 @@ def _plot(t, epot, etot, temp, png: Path) -> None:
 def run_md_from_config(path: str, overrides: list[str] | None = None, progress: bool = True,
                        force: bool = False) -> dict:
     """Read a YAML config (with ``key=value`` overrides), run it and plot it."""
-    from nnpot.configio import load_config
-
     config = load_config(MDConfig, path, overrides or ())
     summary = run_md(config, progress=progress, force=force)
     plot_md(summary, Path(config.output) / "md.png")

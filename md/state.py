@@ -31,6 +31,12 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 from ase import Atoms, units
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms
+from ase.md import velocitydistribution as vd
+
+from nnpot.errors import ConfigError
+from nnpot.potentials.evaluator import stress_from_virial
 
 __all__ = ["MDState", "ThermostatState", "state_from_atoms", "fixed_atoms", "write_back", "snapshot", "thermalize", "DYNAMIC_FIELDS"]
 
@@ -108,9 +114,6 @@ class MDState:
 def fixed_atoms(atoms: Atoms) -> np.ndarray:
     """``[n]`` bool: the atoms ASE's ``FixAtoms`` holds. Any other constraint is refused by
     name: MD must not silently ignore what the user set."""
-    from ase.constraints import FixAtoms
-
-    from nnpot.errors import ConfigError
 
     fixed = np.zeros(len(atoms), dtype=bool)
     for c in atoms.constraints:
@@ -157,9 +160,6 @@ def write_back(state: MDState, atoms: Atoms, b: int = 0) -> None:
 def snapshot(state: MDState, atoms: Atoms, b: int = 0) -> Atoms:
     """A copy of ``atoms`` at system ``b`` of ``state``, with energy, forces (and stress) in a
     SinglePointCalculator."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    from nnpot.potentials.evaluator import stress_from_virial
 
     frame = atoms.copy()
     write_back(state, frame, b)
@@ -175,8 +175,6 @@ def thermalize(atoms: Atoms, temperature_K: float, rng: np.random.Generator | in
     """Draw Maxwell-Boltzmann momenta at ``temperature_K`` into ``atoms`` (and, by default, remove
     the centre-of-mass motion). Uses ASE's ``thermalize_momenta`` (ASE >= 3.29) or
     ``MaxwellBoltzmannDistribution`` on older ASE."""
-    from ase.md import velocitydistribution as vd
-
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     draw = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
     draw(atoms, temperature_K=temperature_K, rng=rng)

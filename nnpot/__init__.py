@@ -17,15 +17,15 @@ __all__ = ["__version__", "NNPotCalculator", "EnsembleCalculator", "load_model",
 def __getattr__(name: str):
     # Lazy, so that `import nnpot` (and the CLI's --help) does not import torch.
     if name in ("NNPotCalculator", "EnsembleCalculator"):
-        from nnpot.potentials import calculator
+        from nnpot.potentials import calculator  # lazy: PEP 562 attribute; `import nnpot` stays light until used
 
         return getattr(calculator, name)
     if name in ("load_model", "save_model"):
-        from nnpot.potentials import modelfile
+        from nnpot.potentials import modelfile  # lazy: PEP 562 attribute; `import nnpot` stays light until used
 
         return getattr(modelfile, name)
     if name == "EnergyModel":
-        from nnpot.potentials.model import EnergyModel
+        from nnpot.potentials.model import EnergyModel  # lazy: PEP 562 attribute; `import nnpot` stays light until used
 
         return EnergyModel
     raise AttributeError(f"module 'nnpot' has no attribute {name!r}")

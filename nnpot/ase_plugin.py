@@ -22,7 +22,7 @@ _PLUGINS: set | None = None
 
 def _plugins() -> set:
     try:
-        from ase._4.plugins.plugin import CalculatorPlugin
+        from ase._4.plugins.plugin import CalculatorPlugin  # lazy: ASE >= 3.29 only (plug-in API)
     except ImportError:  # older ASE without the plug-in registry
         return set()
     return {

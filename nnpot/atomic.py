@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from nnpot import errors
 
 __all__ = ["atomic_path", "write_isolated", "disk_full"]
 
@@ -56,11 +61,7 @@ def write_isolated(work: Callable[[], int], target: str | os.PathLike[str]) -> i
     """
     if not hasattr(os, "fork"):
         return work()
-    import json
-    import signal
-    import sys
 
-    from nnpot import errors
 
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,4 +1,8 @@
-"""The ``nnpot`` command line. It parses arguments and delegates; no physics lives here."""
+"""The ``nnpot`` command line. It parses arguments and delegates; no physics lives here.
+
+Each subcommand imports what it runs inside its own function (lazy imports, the one module
+that keeps them for nnpot's own code): ``nnpot --help`` and argument errors then answer
+without loading torch, e3nn or ASE."""
 
 from __future__ import annotations
 

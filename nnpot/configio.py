@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import fields, is_dataclass
 from typing import Any
 
+import yaml
+
 from nnpot.errors import ConfigError
 
 __all__ = ["load_config", "from_dict", "parse_override", "set_dotted", "read_yaml"]
@@ -23,8 +25,6 @@ def read_yaml(stream: Any, where: str) -> Any:
     """YAML (or JSON) from ``stream`` (text or an open file), without anchors and aliases: a
     kilobyte of nested aliases expands to gigabytes (a "billion laughs" file), and no nnpot
     file needs them. Errors are :class:`~nnpot.errors.ConfigError` naming ``where``."""
-    import yaml
-
     class NoAliasLoader(yaml.SafeLoader):
         def compose_node(self, parent, index):  # noqa: ANN001  (PyYAML's signature)
             event = self.peek_event()

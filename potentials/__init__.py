@@ -15,13 +15,19 @@ from nnpot.potentials.batch import AtomsBatch, make_batch, types_from_numbers
 from nnpot.potentials.calculator import EnsembleCalculator, NNPotCalculator
 from nnpot.potentials.config import FittingConfig, ModelConfig
 from nnpot.potentials.derivatives import derivatives
-from nnpot.potentials.ensemble import EnsembleModel, load_ensemble
+from nnpot.potentials.descriptors.base import (
+    Descriptor,
+    DescriptorConfig,
+    available_descriptors,
+    build_descriptor,
+    descriptor_names,
+    register_descriptor,
+)
 from nnpot.potentials.descriptors.se_e2_a import SeE2A, SeE2AConfig, compute_env_stats, environment, smooth_switch
-from nnpot.potentials.descriptors.base import (Descriptor, DescriptorConfig, available_descriptors, build_descriptor,
-                                               descriptor_names, register_descriptor)
+from nnpot.potentials.ensemble import EnsembleModel
 from nnpot.potentials.evaluator import Evaluator, check_structure, predict, resolve_device, stress_from_virial
 from nnpot.potentials.model import EnergyModel
-from nnpot.potentials.modelfile import load_model, save_model
+from nnpot.potentials.modelfile import load_ensemble, load_model, save_model
 from nnpot.potentials.neighbors import PaddedNeighbors, build_neighbors, neighbor_pairs, padded_neighbors
 from nnpot.potentials.stats import apply_stats, fit_energy_bias
 

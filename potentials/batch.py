@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers, chemical_symbols
 
 from nnpot.errors import UnknownElementError
 from nnpot.potentials.neighbors import PaddedNeighbors, build_neighbors
@@ -105,8 +106,6 @@ class AtomsBatch:
 
 def types_from_numbers(numbers: np.ndarray, type_map: Sequence[str]) -> np.ndarray:
     """Model types of atomic ``numbers``; an element not in ``type_map`` is a clear error."""
-    from ase.data import atomic_numbers, chemical_symbols
-
     lookup = np.full(119, -1, dtype=np.int64)
     for t, sym in enumerate(type_map):
         lookup[atomic_numbers[sym]] = t

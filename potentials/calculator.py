@@ -15,6 +15,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from nnpot.errors import ConfigError
 from nnpot.potentials.evaluator import Evaluator, check_structure, resolve_device, stress_from_virial
 from nnpot.potentials.model import EnergyModel
+from nnpot.potentials.modelfile import load_ensemble, load_model
 
 __all__ = ["NNPotCalculator", "EnsembleCalculator", "prepare_model", "UNCERTAINTY"]
 
@@ -30,14 +31,10 @@ def prepare_model(model: str | os.PathLike[str] | EnergyModel, device: str | tor
     """A model ready to evaluate: loaded from a ``.nnp`` path if need be, on ``device`` (``"auto"``:
     CUDA when available) in ``dtype`` (default: its own), tabulated if asked, in eval mode. A
     model object is converted as a copy, never in place."""
-    from nnpot.potentials.modelfile import load_model
-
     if dtype not in _DTYPES:
         raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     device = resolve_device(device)
     if isinstance(model, (list, tuple)):  # several model files: an ensemble
-        from nnpot.potentials.ensemble import load_ensemble
-
         model = load_ensemble(model, device=device)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(Path(model), device=device)

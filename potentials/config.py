@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ase.data import atomic_numbers
+
 from nnpot.configio import from_dict
 from nnpot.errors import ConfigError
 from nnpot.nn import ACTIVATIONS, is_activation
@@ -46,8 +48,6 @@ class ModelConfig:
         return bool(self.type_map) and self.descriptor.sel != "auto"
 
     def validate(self) -> "ModelConfig":
-        from ase.data import atomic_numbers
-
         if len(set(self.type_map)) != len(self.type_map):
             raise ConfigError(f"type_map must list distinct elements, got {list(self.type_map)}")
         unknown = [e for e in self.type_map if e not in atomic_numbers or e == "X"]

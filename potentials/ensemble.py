@@ -9,29 +9,24 @@ neighbor list serves them all. For ``M`` members with forces ``F_i^m`` on atom `
 * energy deviation per atom: ``std_m(E^m) / N`` (eV/atom, population standard deviation).
 
 On disk an ensemble is a folder with ``ensemble.json`` (``{"format": "nnpot-ensemble",
-"members": ["member_0/model.nnp", ...]}``, paths relative to the folder).
+"members": ["member_0/model.nnp", ...]}``, paths relative to the folder), read and written by
+:mod:`nnpot.potentials.modelfile` (:func:`~nnpot.potentials.modelfile.load_ensemble`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
-from nnpot.atomic import atomic_path
-from nnpot.errors import ConfigError, ModelFileError
+from nnpot.errors import ConfigError
 from nnpot.potentials.batch import AtomsBatch
 from nnpot.potentials.derivatives import add_edge_gradients, derivatives
-from nnpot.potentials.modelfile import MANIFEST, is_ensemble, load_model
 
-__all__ = ["EnsembleModel", "deviations", "load_ensemble", "write_manifest", "MANIFEST", "is_ensemble"]
-
-FORMAT = "nnpot-ensemble"
+__all__ = ["EnsembleModel", "deviations"]
 
 
 def deviations(members: Sequence[dict[str, torch.Tensor]], frame: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
@@ -110,8 +105,6 @@ class EnsembleModel(nn.Module):
     def _stacked(self) -> tuple[dict, dict, nn.Module]:
         """The members' parameters and buffers stacked along a new first axis, and a
         parameter-free copy of member 0 to call them with (rebuilt after a move or cast)."""
-        from torch.func import stack_module_state
-
         key = tuple((p.data_ptr(), p.dtype) for m in self.members for p in m.parameters())
         if self._stack is None or self._stack[0] != key:
             params, buffers = stack_module_state(list(self.members))
@@ -120,8 +113,6 @@ class EnsembleModel(nn.Module):
 
     def _members_at_once(self, batch: AtomsBatch) -> list[dict[str, torch.Tensor]]:
         """Every member's results from one vmapped forward pass and one batched backward pass."""
-        from torch.func import functional_call, vmap
-
         params, buffers, base = self._stacked()
         n = batch.positions.shape[0]
         everything = slice(0, n)
@@ -149,29 +140,3 @@ class EnsembleModel(nn.Module):
             energy = forces.new_zeros(batch.n_frames).index_add(0, batch.frame, e_atom[m].detach())
             outs.append({"energy": energy, "forces": forces, "virial": virial, "atom_energy": e_atom[m].detach()})
         return outs
-
-
-def write_manifest(folder: str | os.PathLike[str], members: Sequence[str | os.PathLike[str]]) -> Path:
-    """Write ``folder/ensemble.json`` naming ``members`` (paths relative to ``folder``), atomically."""
-    folder = Path(folder)
-    rel = [os.path.relpath(Path(m).resolve(), folder.resolve()) for m in members]
-    with atomic_path(folder / MANIFEST) as tmp:
-        tmp.write_text(json.dumps({"format": FORMAT, "members": rel}, indent=1))
-    return folder / MANIFEST
-
-
-def load_ensemble(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> EnsembleModel:
-    """An ensemble from a folder with :data:`MANIFEST`, or from a list of model files."""
-    if isinstance(source, (str, os.PathLike)):
-        folder = Path(source)
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text())
-            if manifest.get("format") != FORMAT or not isinstance(manifest.get("members"), list):
-                raise ValueError("not an nnpot ensemble manifest")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ModelFileError(f"{folder / MANIFEST}: unreadable ensemble manifest ({exc})") from None
-        paths = [folder / m for m in manifest["members"]]
-    else:
-        paths = [Path(p) for p in source]
-    return EnsembleModel([load_model(p, device=device, dtype=dtype) for p in paths]).eval()

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from ase.stress import full_3x3_to_voigt_6_stress
+from tqdm.auto import tqdm
 
 from nnpot.data.frame import periodic_volume
 from nnpot.errors import AtomsTooCloseError, ConfigError, InvalidStructureError
@@ -92,8 +94,6 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, mi
 def stress_from_virial(virial: np.ndarray, cell: np.ndarray) -> np.ndarray | None:
     """Voigt stress ``-virial / volume`` (eV/A^3, xx yy zz yz xz xy), or None when the cell
     spans no volume. The one rule for when nnpot reports a stress."""
-    from ase.stress import full_3x3_to_voigt_6_stress
-
     volume = abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64))))
     if volume <= 1e-10:
         return None
@@ -207,8 +207,6 @@ def predict(model: torch.nn.Module, frames: Sequence, batch_size: int = 4, progr
     ``numbers`` ``[N]``, ``n_atoms`` ``[B]``, and ``virial``/``virial_ref`` ``[B', 3, 3]`` for
     the frames that carry a virial label.
     """
-    from tqdm.auto import tqdm
-
     out = {k: [] for k in ("energy", "energy_ref", "forces", "forces_ref", "numbers", "n_atoms", "virial", "virial_ref", "virial_n_atoms")}
     frames = list(frames)
     for a in tqdm(range(0, len(frames), batch_size), desc=desc, disable=not progress, unit=" batches"):
@@ -238,8 +236,6 @@ def predict_energies(model: torch.nn.Module, frames: Sequence, batch_size: int =
     """Reference and predicted energies (eV) ``energy``/``energy_ref`` ``[B]`` and ``n_atoms``
     ``[B]`` of ``frames``, by the forward pass alone: no forces, so about half the cost of
     :func:`predict` (what an energy re-fit needs)."""
-    from tqdm.auto import tqdm
-
     frames = list(frames)
     if not hasattr(model, "atomic_energies"):  # an ensemble: its mean energy through the full path
         pred = predict(model, frames, batch_size=batch_size, progress=progress)

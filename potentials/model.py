@@ -11,6 +11,7 @@ from nnpot.errors import ConfigError
 from nnpot.nn import MLP
 from nnpot.potentials.batch import AtomsBatch
 from nnpot.potentials.config import ModelConfig
+from nnpot.potentials.derivatives import derivatives
 from nnpot.potentials.descriptors.base import build_descriptor
 
 __all__ = ["EnergyModel"]
@@ -114,8 +115,6 @@ class EnergyModel(nn.Module):
         """Energies, forces, virials and atom energies of a batch
         (:func:`~nnpot.potentials.derivatives.derivatives`); what the evaluator calls, and what an
         :class:`~nnpot.potentials.ensemble.EnsembleModel` extends with deviations."""
-        from nnpot.potentials.derivatives import derivatives
-
         return derivatives(self, batch, chunk_size=chunk_size)
 
     def atomic_energies(self, batch: AtomsBatch) -> torch.Tensor:

@@ -23,17 +23,21 @@ import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nnpot._version import __version__
 from nnpot.atomic import atomic_path, disk_full
 from nnpot.errors import ConfigError, ModelFileError
 from nnpot.potentials.config import ModelConfig, from_dict
+from nnpot.potentials.descriptors.base import config_keys
+from nnpot.potentials.ensemble import EnsembleModel
 from nnpot.potentials.model import EnergyModel
 
-__all__ = ["save_model", "load_model", "ModelFormat", "MODEL_FORMATS", "register_model_format", "model_format", "is_ensemble", "save_checkpoint", "latest_checkpoint", "list_checkpoints", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST"]
+__all__ = ["save_model", "load_model", "ModelFormat", "MODEL_FORMATS", "register_model_format", "model_format", "is_ensemble", "load_ensemble", "write_manifest", "save_checkpoint", "latest_checkpoint", "list_checkpoints", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ FORMAT_NAME = "nnpot-model"
 FORMAT_VERSION = 1
 #: the file that makes a folder an ensemble model (:mod:`nnpot.potentials.ensemble`)
 MANIFEST = "ensemble.json"
+ENSEMBLE_FORMAT = "nnpot-ensemble"
 
 
 def _save(payload: dict, path: Path) -> None:
@@ -57,8 +62,6 @@ def _save(payload: dict, path: Path) -> None:
 
 def save_model(model: EnergyModel, path: str | os.PathLike[str], provenance: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` atomically."""
-    from nnpot._version import __version__
-
     if model.is_tabulated:
         raise ValueError("a tabulated model is derived at load time; save the exact model it was made from")
     meta = {
@@ -119,8 +122,6 @@ def read_meta(path: str | os.PathLike[str]) -> tuple[dict, dict]:
 def _current_config(config: dict) -> dict:
     """The stored config in today's layout: files written before descriptors had their own
     config classes hold every descriptor's fields in one section; keep those of its type."""
-    from nnpot.potentials.descriptors.base import config_keys
-
     desc = dict(config.get("descriptor") or {})
     keys = config_keys(str(desc.get("type", "se_e2_a")))
     return {**config, "descriptor": {k: v for k, v in desc.items() if k in keys}}
@@ -155,8 +156,6 @@ def model_format(path: str | os.PathLike[str]) -> ModelFormat | None:
     import of the packages above it."""
     global _loaded_entry_points
     if not _loaded_entry_points:
-        from importlib.metadata import entry_points
-
         _loaded_entry_points = True
         for ep in entry_points(group=_ENTRY_POINTS):
             try:
@@ -187,8 +186,6 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
     DeePMD-kit's ``.dp``/``.yaml``) or an ensemble folder (:mod:`nnpot.potentials.ensemble`);
     optionally move it to ``device`` and cast it to ``dtype``."""
     if is_ensemble(path):
-        from nnpot.potentials.ensemble import load_ensemble
-
         return load_ensemble(path, device=device, dtype=dtype)
     fmt = model_format(path)
     if fmt is not None:
@@ -213,6 +210,32 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
     if dtype is not None:
         model = model.to(dtype=dtype)
     return model.eval()
+
+
+def write_manifest(folder: str | os.PathLike[str], members: Sequence[str | os.PathLike[str]]) -> Path:
+    """Write ``folder/ensemble.json`` naming ``members`` (paths relative to ``folder``), atomically."""
+    folder = Path(folder)
+    rel = [os.path.relpath(Path(m).resolve(), folder.resolve()) for m in members]
+    with atomic_path(folder / MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"format": ENSEMBLE_FORMAT, "members": rel}, indent=1))
+    return folder / MANIFEST
+
+
+def load_ensemble(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> EnsembleModel:
+    """An ensemble from a folder with :data:`MANIFEST`, or from a list of model files."""
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+            if manifest.get("format") != ENSEMBLE_FORMAT or not isinstance(manifest.get("members"), list):
+                raise ValueError("not an nnpot ensemble manifest")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelFileError(f"{folder / MANIFEST}: unreadable ensemble manifest ({exc})") from None
+        paths = [folder / m for m in manifest["members"]]
+    else:
+        paths = [Path(p) for p in source]
+    return EnsembleModel([load_model(p, device=device, dtype=dtype) for p in paths]).eval()
 
 
 def _checkpoint_path(folder: Path, step: int) -> Path:

@@ -220,7 +220,7 @@ def _separate_groups(positions: torch.Tensor, eff: torch.Tensor, pbc: torch.Tens
 def _vesin():
     """vesin's ``NeighborList`` class, or None where vesin is not installed."""
     try:
-        from vesin import NeighborList
+        from vesin import NeighborList  # lazy: optional at run time; the fallback search runs without it
     except ImportError:
         return None
     return NeighborList

@@ -7,19 +7,18 @@ Run them in float64: the tolerances are float64 tolerances.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+
+from nnpot.potentials.batch import make_batch, types_from_numbers
+from nnpot.potentials.derivatives import derivatives
 
 if TYPE_CHECKING:
     from ase import Atoms
 
-from collections.abc import Sequence
-
-import numpy as np
-
-from nnpot.potentials.batch import make_batch
-from nnpot.potentials.derivatives import derivatives
 
 __all__ = [
     "evaluate",
@@ -55,7 +54,6 @@ def _energy(model, atoms, out: dict | None = None) -> float:
     bias = getattr(model, "energy_bias", None)
     if bias is None:
         return float(out["energy"][0])
-    from nnpot.potentials.batch import types_from_numbers
 
     offsets = bias.detach().cpu().double().numpy()[types_from_numbers(atoms.numbers, model.type_map)]
     return float(np.sum(out["atom_energy"] - offsets))

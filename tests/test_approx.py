@@ -160,6 +160,7 @@ def test_learning_curve_study_on_water(tmp_path):
 def test_learning_curve_full_batch_trains_on_the_whole_set(monkeypatch):
     """With ``full_batch`` each point's trainer takes all of its frames in every step (and one
     frame per step without it); the curve's points stay finite and sane."""
+    from nnpot.approx import learning
     from nnpot.approx.learning import LearningCurveConfig, learning_curve
     from nnpot.training import trainer as train
 
@@ -170,7 +171,7 @@ def test_learning_curve_full_batch_trains_on_the_whole_set(monkeypatch):
             batch_sizes.append(config.batch_size)
             super().__init__(config, *args, **kwargs)
 
-    monkeypatch.setattr(train, "Trainer", Recording)
+    monkeypatch.setattr(learning, "Trainer", Recording)
     config = LearningCurveConfig.quick()
     config.frames, config.widths, config.steps, config.full_batch = [1, 3], [], 15, True
     result = learning_curve(config)

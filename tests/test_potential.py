@@ -11,7 +11,7 @@ import torch
 from nnpot import NNPotCalculator, load_model, save_model
 from nnpot.errors import AtomsTooCloseError, InvalidStructureError, ModelFileError, UnknownElementError
 from nnpot.potentials import EnergyModel
-from nnpot.potentials.descriptors import se_e2_a as descriptor
+from nnpot.potentials.descriptors import se_e2_a_kernels as descriptor  # the environment matrix lives here
 from nnpot.potentials import testing as T
 
 from .conftest import small_config

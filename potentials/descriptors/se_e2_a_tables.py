@@ -19,21 +19,30 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.func import jvp
 
-from nnpot.potentials.descriptors.se_e2_a import SeE2A, by_center_type, descriptor_from_sum, type_rows
 from nnpot.potentials.descriptors.base import Descriptor
-from nnpot.potentials.descriptors.se_e2_a_kernels import contract_reference, fused_descriptor_sum, triton_available
+from nnpot.potentials.descriptors.se_e2_a_kernels import (
+    by_center_type,
+    contract_reference,
+    descriptor_from_sum,
+    fused_descriptor_sum,
+    triton_available,
+    type_rows,
+)
+
+if TYPE_CHECKING:
+    from nnpot.potentials.descriptors.se_e2_a import SeE2A
 
 __all__ = ["TabulatedSeE2A", "quintic_table"]
 
 
 def _derivatives(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``g(x), g'(x), g''(x)`` ``[K, M]`` of a scalar-input net at the points ``x`` ``[K]``."""
-    from torch.func import jvp
-
     ones = torch.ones_like(x[:, None])
 
     def first(z):
