@@ -462,7 +462,7 @@ def _add_data_commands(sub) -> None:
 
 def _add_train_command(sub) -> None:
     p = sub.add_parser("train", help="train a potential on an HDF5 dataset",
-                       description="Train an se_e2_a or e3nn potential. With only --data every default applies "
+                       description="Train a potential (se_e2_a, e3nn or ace descriptor). With only --data every default applies "
                        "(DeePMD-kit's water recipe; 20%% of the file held out for validation).")
     p.add_argument("config", nargs="?", help="YAML/JSON training config (optional)")
     p.add_argument("--data", action="append", metavar="FILE.h5",

@@ -40,7 +40,29 @@ def test_unknown_key_and_wrong_type_are_named():
         load_train_config(None, ["batch_size=many"], {"data": "x.h5"})
 
 
-@pytest.mark.parametrize("extra", [(), ("ema_decay=0.9",)], ids=["plain", "ema"])
+def test_warmup_rises_linearly_then_cosine_decays_to_the_floor():
+    """Warm-up over the first 10%: lr = start_lr p / 0.1; then a cosine from start_lr to the
+    floor stop_lr, reached at the end; the prefactors follow the decay only (not the warm-up)."""
+    from nnpot.training.trainer import decay_ratio
+
+    c = _config(10, ["lr_schedule=cosine", "warmup=0.1", "start_lr=1e-2", "stop_lr=1e-4"])
+    for p in (0.0, 0.03, 0.05, 0.1):
+        assert learning_rate(c, p) == pytest.approx(1e-2 * p / 0.1, abs=1e-15)
+    assert learning_rate(c, 0.55) == pytest.approx(1e-4 + (1e-2 - 1e-4) * 0.5, rel=1e-12)  # half way down
+    assert learning_rate(c, 1.0) == pytest.approx(1e-4, rel=1e-12)  # the floor
+    lrs = [learning_rate(c, p) for p in np.linspace(0.1, 1, 50)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone after the warm-up
+    assert decay_ratio(c, 0.05) == 1.0 and decay_ratio(c, 1.0) == pytest.approx(1e-2)
+    budget = _config(10, ["lr_schedule=cosine", "max_time=5m", "budget_stop_lr=2e-5"])
+    assert learning_rate(budget, 1.0) == pytest.approx(2e-5)  # a budget sets the floor
+    with pytest.raises(ConfigError, match="lr_schedule must be 'exp' or 'cosine', got 'linear'"):
+        _config(10, ["lr_schedule=linear"]).validate()
+    with pytest.raises(ConfigError, match="warmup must lie in"):
+        _config(10, ["warmup=1.5"]).validate()
+
+
+@pytest.mark.parametrize("extra", [(), ("ema_decay=0.9",), ("lr_schedule=cosine", "warmup=0.25")],
+                         ids=["plain", "ema", "cosine-warmup"])
 def test_interrupted_run_resumes_to_identical_losses(tmp_path, extra):
     full = Trainer(_config(8, extra), tmp_path / "full", progress=False)
     full.run()
@@ -192,8 +214,8 @@ def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
     trainer = Trainer(_config(2, ["batch_size=2", f"loss.energy_norm_exp={norm_exp}"]), tmp_path / "r",
                       progress=False)
     idx = trainer.train_idx[:2].tolist()
-    lr = 1e-4
-    loss, parts = trainer.loss(idx, lr)
+    ratio = 0.1  # the lr's decayed share: 1e-4 of start_lr 1e-3
+    loss, parts = trainer.loss(idx, ratio)
     frames = [trainer.train_ds[i] for i in idx]
     m = trainer.model
     out = derivatives(m, make_batch(frames, m.type_map, m.cutoff, m.sel, dtype=m.dtype))
@@ -201,7 +223,7 @@ def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
     de = out["energy"].detach().numpy() - np.array([f.energy for f in frames])
     df = out["forces"].detach().numpy() - np.concatenate([f.forces for f in frames])
     lc = trainer.config.loss
-    pe, pf = prefactor(lc.start_pref_e, lc.limit_pref_e, lr, 1e-3), prefactor(lc.start_pref_f, lc.limit_pref_f, lr, 1e-3)
+    pe, pf = prefactor(lc.start_pref_e, lc.limit_pref_e, 1e-4, 1e-3), prefactor(lc.start_pref_f, lc.limit_pref_f, 1e-4, 1e-3)
     expected = pe * np.mean(de ** 2 / n ** norm_exp) + pf * np.mean(df ** 2)
     assert float(loss) == pytest.approx(expected, rel=1e-10)
     assert parts["rmse_e"] == pytest.approx(np.sqrt(np.mean((de / n) ** 2)), rel=1e-10)
@@ -216,7 +238,7 @@ def test_shared_embeddings_train_the_same_and_bad_setting_is_named(tmp_path):
     losses = {k: [t.step()["loss"] for _ in range(3)] for k, t in runs.items()}
     np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-10)
     idx = runs["on"].train_idx[:1].tolist()
-    again = [float(runs["on"].loss(idx, 1e-4)[0]) for _ in range(2)]  # the second from the cache
+    again = [float(runs["on"].loss(idx, 0.1)[0]) for _ in range(2)]  # the second from the cache
     assert len(runs["on"].model.descriptor.plan_cache._store) >= 1 and again[0] == again[1]
     assert not runs["off"].model.descriptor.plan_cache._store
     with pytest.raises(ConfigError, match="share_embeddings must be one of auto, on, off, got 'sometimes'"):

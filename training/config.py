@@ -64,6 +64,10 @@ class TrainConfig:
     #: over a max_time budget the lr decays to max(stop_lr, budget_stop_lr): a run of minutes
     #: cannot use the floor of a million-step schedule without wasting most of its steps
     budget_stop_lr: float = 1e-5
+    #: the decay from start_lr to the floor: "exp" (DeePMD-kit's exponential) or "cosine"
+    lr_schedule: str = "exp"
+    #: share of the run (steps or budget) over which the lr rises linearly from 0 to start_lr
+    warmup: float = 0.0
     batch_size: int = 1  #: frames per step (per process)
     #: if > 0, batches by atom budget instead: each step takes frames in order while their atoms
     #: add up to at most this (at least one frame), like DeePMD-kit's "auto" batch size
@@ -107,6 +111,10 @@ class TrainConfig:
             raise ConfigError(f"valid_fraction must lie in (0, 1), got {self.valid_fraction}")
         if not (math.isfinite(self.start_lr) and math.isfinite(self.stop_lr) and 0 < self.stop_lr <= self.start_lr):
             raise ConfigError(f"need finite 0 < stop_lr <= start_lr, got {self.stop_lr} and {self.start_lr}")
+        if self.lr_schedule not in ("exp", "cosine"):
+            raise ConfigError(f"lr_schedule must be 'exp' or 'cosine', got {self.lr_schedule!r}")
+        if not (math.isfinite(self.warmup) and 0 <= self.warmup < 1):
+            raise ConfigError(f"warmup must lie in [0, 1) (a share of the run), got {self.warmup}")
         if not (math.isfinite(self.budget_stop_lr) and self.budget_stop_lr > 0):
             raise ConfigError(f"budget_stop_lr must be a positive number, got {self.budget_stop_lr}")
         for name in ("batch_size", "num_steps", "valid_freq", "save_freq", "stat_frames", "valid_frames",

@@ -45,7 +45,7 @@ from nnpot.training.distributed import BucketedAllReduce, average_gradients, ini
 from nnpot.training.metrics import error_metrics
 from nnpot.training.plots import plot_learning_curve
 
-__all__ = ["Trainer", "TrainingError", "ema_decay", "learning_rate", "prefactor"]
+__all__ = ["Trainer", "TrainingError", "ema_decay", "learning_rate", "decay_ratio", "prefactor"]
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,27 @@ class TrainingError(NNPotError, RuntimeError):
     """Training cannot go on (non-finite loss, unusable data)."""
 
 
-def learning_rate(config: TrainConfig, progress: float) -> float:
-    """``start_lr * (stop/start_lr)^progress``, progress in [0, 1].
-
-    ``stop`` is ``stop_lr``, or ``max(stop_lr, budget_stop_lr)`` when a ``max_time`` budget sets
-    the pace of the decay.
-    """
-    p = min(max(progress, 0.0), 1.0)
+def decay_ratio(config: TrainConfig, progress: float) -> float:
+    """The decayed share of ``start_lr`` at ``progress`` in [0, 1], from 1 down to the floor
+    ``stop / start_lr``: ``(stop/start_lr)^progress`` (``lr_schedule: exp``) or ``floor + (1 -
+    floor) (1 + cos(pi progress)) / 2`` (``cosine``). ``stop`` is ``stop_lr``, or ``max(stop_lr,
+    budget_stop_lr)`` when a ``max_time`` budget sets the pace of the decay. The decay runs over
+    the part of the run after the warm-up."""
     stop = max(config.stop_lr, config.budget_stop_lr) if config.max_time else config.stop_lr
-    return config.start_lr * (stop / config.start_lr) ** p
+    floor = min(stop / config.start_lr, 1.0)
+    w = config.warmup
+    p = min(max((progress - w) / (1.0 - w), 0.0), 1.0)
+    if config.lr_schedule == "cosine":
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+    return floor ** p
+
+
+def learning_rate(config: TrainConfig, progress: float) -> float:
+    """``start_lr * warm-up * decay_ratio``, progress in [0, 1] (share of the steps or of the
+    budget): the lr rises linearly from 0 over the first ``warmup`` share, then decays."""
+    p = min(max(progress, 0.0), 1.0)
+    warm = min(1.0, p / config.warmup) if config.warmup > 0 else 1.0
+    return config.start_lr * warm * decay_ratio(config, p)
 
 
 def ema_decay(decay: float, step: int) -> float:
@@ -333,8 +345,9 @@ class Trainer:
             per_rank.append(picked)
         return per_rank[self.dist.rank]
 
-    def loss(self, indices: list[int], lr: float) -> tuple[torch.Tensor, dict]:
-        """The loss of the frames ``indices`` at learning rate ``lr`` and its parts."""
+    def loss(self, indices: list[int], ratio: float) -> tuple[torch.Tensor, dict]:
+        """The loss of the frames ``indices`` and its parts, with the prefactors at the lr's decayed
+        share ``ratio`` (:func:`decay_ratio`: 1 at the start, the floor at the end)."""
         c, lc = self.config, self.config.loss
         frames = [self.train_ds[i] for i in indices]
         model = self.model
@@ -349,11 +362,11 @@ class Trainer:
         de = out["energy"] - e_ref
         l_e = (de ** 2 / n ** norm_exp).mean()
         l_f = ((out["forces"] - f_ref) ** 2).mean()
-        pe = prefactor(lc.start_pref_e, lc.limit_pref_e, lr, c.start_lr)
-        pf = prefactor(lc.start_pref_f, lc.limit_pref_f, lr, c.start_lr)
+        pe = prefactor(lc.start_pref_e, lc.limit_pref_e, ratio, 1.0)
+        pf = prefactor(lc.start_pref_f, lc.limit_pref_f, ratio, 1.0)
         loss = pe * l_e + pf * l_f
         parts = {"rmse_e": float(((de.detach() / n) ** 2).mean().sqrt()), "rmse_f": float(l_f.detach().sqrt())}
-        pv = prefactor(lc.start_pref_v, lc.limit_pref_v, lr, c.start_lr)
+        pv = prefactor(lc.start_pref_v, lc.limit_pref_v, ratio, 1.0)
         with_virial = [k for k, f in enumerate(frames) if f.virial is not None]
         if pv > 0 and with_virial:
             v_ref = tensor(np.stack([frames[k].virial for k in with_virial]))
@@ -375,7 +388,7 @@ class Trainer:
             group["lr"] = lr
         indices = self._next_frames()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, parts = self.loss(indices, lr)
+        loss, parts = self.loss(indices, decay_ratio(c, self._progress()))  # prefactors follow the decay, not the warm-up
         loss.backward()
         if self.bucketed is not None:
             self.bucketed.finish()

@@ -32,6 +32,7 @@ __all__ = ["Descriptor", "DescriptorConfig", "register_descriptor", "descriptor_
 BUILTIN: dict[str, str] = {
     "se_e2_a": "nnpot.potentials.descriptors.se_e2_a",
     "e3nn": "nnpot.potentials.descriptors.e3nn",
+    "ace": "nnpot.potentials.descriptors.ace",
 }
 
 _REGISTRY: dict[str, tuple[type[DescriptorConfig], type[Descriptor]]] = {}

@@ -1,0 +1,204 @@
+"""Accuracy at equal data and equal wall-clock time: nnpot's models against MACE (and DeePMD-kit).
+
+Every model trains on the same 80% of a dataset (seed 0) for the same budget, two runs at a
+time with one core each, and is scored on the same held-out 20%: force RMSE (meV/A), energy
+RMSE (meV/atom), steps, and the learning curve against time.
+
+* nnpot: each preset of :data:`PRESETS` through ``nnpot train`` (``--data train.h5
+  --valid-data valid.h5 --max-time``); the final model is scored on every held-out frame.
+* MACE (mace-torch 0.3.16 in its own venv, ``--mace-python``; ``../shared/peers/README.md``):
+  ``mace_run_train`` on extxyz files of the same frames, with E0s from a least-squares fit of
+  the training energies (MACE's ``average`` is degenerate at one composition), validated every
+  epoch and stopped at the budget; its score is its last validation (the held-out frames) and
+  its best is reported beside it. Two sizes: ``mace_small`` (32 channels, L=0, the CPU size) and
+  ``mace`` (64 channels, L=1, correlation 3, two layers: the recipe of the issue).
+* DeePMD-kit 3.2 se_e2_a with ``--dp-python`` (see ``bench_train_budget.py``).
+
+    python benchmarks/bench_accuracy.py --dataset molecule_C3H3O4 --budget 30m \\
+        --models ace se_e2_a mace --mace-python /work/peers/mace/bin/python
+
+Writes ``benchmarks/results/accuracy_<dataset>_<budget>.json`` and a learning-curve PNG beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_training_ab import dataset_path, final_metrics, run_pairs, train_command  # noqa: E402
+
+from nnpot.data import H5Dataset, write_h5  # noqa: E402
+
+#: nnpot model presets: ``nnpot train --set`` overrides
+PRESETS = {
+    "se_e2_a": [],
+    "e3nn": ["model.descriptor.type=e3nn", "model.fitting.neuron=[64,64]"],
+    "ace": ["model.descriptor.type=ace", "model.fitting.neuron=[64,64]", "lr_schedule=cosine", "warmup=0.05"],
+    "ace_mp1": ["model.descriptor.type=ace", "model.descriptor.message_layers=1", "model.fitting.neuron=[64,64]",
+                "lr_schedule=cosine", "warmup=0.05"],
+}
+MACE = {
+    "mace_small": ["--hidden_irreps", "32x0e", "--num_interactions", "2", "--correlation", "3"],
+    "mace": ["--hidden_irreps", "64x0e + 64x1o", "--num_interactions", "2", "--correlation", "3"],
+}
+
+
+def split(data: Path, work: Path, seed: int = 0) -> tuple[Path, Path]:
+    """80/20 split of ``data`` by a seeded permutation, as nnpot files."""
+    ds = H5Dataset(data)
+    order = np.random.default_rng(seed).permutation(len(ds))
+    n_valid = max(1, int(round(0.2 * len(ds))))
+    paths = (work / "train.h5", work / "valid.h5")
+    for path, idx in zip(paths, (order[n_valid:], order[:n_valid])):
+        if not path.exists():
+            write_h5(path, [ds[int(i)] for i in sorted(idx)])
+    return paths
+
+
+def write_extxyz(h5: Path, out: Path) -> None:
+    """The frames of ``h5`` as extxyz with MACE's REF_energy / REF_forces keys."""
+    import ase.io
+
+    images = []
+    for frame in H5Dataset(h5):
+        atoms = frame.to_atoms()
+        atoms.calc = None
+        atoms.info["REF_energy"] = float(frame.energy)
+        atoms.arrays["REF_forces"] = np.asarray(frame.forces, dtype=float)
+        images.append(atoms)
+    ase.io.write(out, images, format="extxyz")
+
+
+def fitted_e0s(h5: Path) -> dict[int, float]:
+    """Per-element energies from least squares on the training energies (minimum norm)."""
+    frames = list(H5Dataset(h5))
+    zs = sorted({int(z) for f in frames for z in f.numbers})
+    counts = np.array([[np.sum(f.numbers == z) for z in zs] for f in frames], dtype=float)
+    e0, *_ = np.linalg.lstsq(counts, np.array([f.energy for f in frames]), rcond=None)
+    return {z: float(e) for z, e in zip(zs, e0)}
+
+
+def mace_command(python: str, name: str, work: Path, seconds: float, e0s: dict[int, float], rcut: float) -> list[str]:
+    exe = str(Path(python).with_name("mace_run_train"))
+    d = work / name
+    return ["timeout", "--signal=TERM", str(int(seconds)), exe, "--name", name, "--seed", "0",
+            "--train_file", str(work / "train.xyz"), "--valid_file", str(work / "valid.xyz"),
+            "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--E0s", json.dumps(e0s).replace('"', ""),
+            "--model", "MACE", "--r_max", str(rcut), *MACE[name], "--batch_size", "5", "--valid_batch_size", "10",
+            "--max_num_epochs", "100000", "--eval_interval", "1", "--device", "cpu", "--default_dtype", "float64",
+            "--ema", "--ema_decay", "0.99", "--amsgrad", "--error_table", "PerAtomRMSE",
+            "--log_dir", str(d / "logs"), "--model_dir", str(d), "--checkpoints_dir", str(d / "checkpoints"),
+            "--results_dir", str(d / "results")]
+
+
+_EVAL = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.\d+ INFO: Epoch (\d+):.*?RMSE_E_per_atom=\s*([\d.]+) meV, "
+                   r"RMSE_F=\s*([\d.]+) meV / A")
+
+
+def mace_metrics(work: Path, name: str, started: float) -> dict:
+    """Validation RMSEs per epoch from MACE's log: the last one scores the run, the best is kept beside it."""
+    logs = sorted((work / name / "logs").glob("*.log"))
+    curve = []
+    for line in (logs[0].read_text().splitlines() if logs else []):
+        m = _EVAL.search(line)
+        if m:
+            t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp() - started
+            curve.append((round(t, 1), float(m.group(4)), float(m.group(3)), int(m.group(2))))
+    if not curve:
+        return {"error": "no validation in MACE's log"}
+    last, best = curve[-1], min(curve, key=lambda x: x[1])
+    return {"force_rmse_meV_A": last[1], "energy_rmse_meV_atom": last[2], "epochs": last[3] + 1,
+            "best_force_rmse_meV_A": best[1], "curve": [(t, f) for t, f, _, _ in curve]}
+
+
+def plot(rows: dict, png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, row in rows.items():
+        if row.get("curve"):
+            t, f = zip(*row["curve"])
+            ax.plot(np.array(t) / 60, f, marker=".", label=name)
+    ax.set(xlabel="wall time (min)", ylabel="held-out force RMSE (meV/A)", yscale="log", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="molecule_C3H3O4")
+    ap.add_argument("--budget", default="30m")
+    ap.add_argument("--models", nargs="+", default=["ace", "mace"])
+    ap.add_argument("--rcut", type=float, default=5.0, help="cutoff of every model, Angstrom")
+    ap.add_argument("--mace-python", default="/work/peers/mace/bin/python")
+    ap.add_argument("--frames", type=int, default=0, help="train on the first N training frames only (0: all)")
+    ap.add_argument("--work", default="runs/accuracy")
+    args = ap.parse_args()
+    from nnpot.training.config import parse_duration
+
+    seconds = parse_duration(args.budget)
+    tag = f"{args.dataset}_{args.budget}" + (f"_{args.frames}frames" if args.frames else "")
+    work = Path(args.work) / tag
+    work.mkdir(parents=True, exist_ok=True)
+    train, valid = split(dataset_path(args.dataset), work)
+    if args.frames:
+        sub = work / f"train_{args.frames}.h5"
+        if not sub.exists():
+            write_h5(sub, [H5Dataset(train)[i] for i in range(args.frames)])
+        train = sub
+    jobs, started = [], {}
+    for name in args.models:
+        if name in PRESETS:
+            overrides = PRESETS[name] + [f"model.descriptor.rcut={args.rcut}", "valid_freq=100000"]
+            cmd = train_command(train, work / name, args.budget, overrides)
+            jobs.append((name, cmd[:4] + ["--valid-data", str(valid)] + cmd[4:]))
+        elif name in MACE:
+            for split_file, xyz in ((train, "train.xyz"), (valid, "valid.xyz")):
+                if not (work / xyz).exists() or args.frames:
+                    write_extxyz(split_file, work / xyz)
+            os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # e3nn 0.4.4 under torch >= 2.6 (peers README)
+            jobs.append((name, mace_command(args.mace_python, name, work, seconds, fitted_e0s(train), args.rcut)))
+        else:
+            raise SystemExit(f"unknown model {name!r}; choose from {sorted(PRESETS) + sorted(MACE)}")
+    t0 = time.time()
+    runs = run_pairs(jobs, work)
+    rows = {}
+    print(f"{args.dataset}, {args.budget} each, one core each, two at a time")
+    print(f"{'model':12s} {'force RMSE meV/A':>17s} {'best':>7s} {'energy meV/atom':>16s} {'steps/epochs':>13s}")
+    for name, cmd in jobs:
+        row = {"command": " ".join(cmd), **runs[name]}
+        try:
+            row.update(mace_metrics(work, name, t0) if name in MACE else final_metrics(work / name))
+        except (OSError, ValueError, KeyError) as exc:
+            row["error"] = str(exc)
+        rows[name] = row
+        if "force_rmse_meV_A" in row:
+            print(f"{name:12s} {row['force_rmse_meV_A']:17.1f} {row.get('best_force_rmse_meV_A', float('nan')):7.1f} "
+                  f"{row['energy_rmse_meV_atom']:16.1f} {row.get('steps', row.get('epochs', 0)):13d}")
+        else:
+            print(f"{name:12s} failed: {row.get('error', 'see log')}")
+    out = ROOT / "benchmarks" / "results" / f"accuracy_{tag}.json"
+    result = {"benchmark": "accuracy", "dataset": args.dataset, "budget": args.budget, "rcut": args.rcut,
+              "frames": args.frames or "all", "date": time.strftime("%Y-%m-%d"),
+              "machine": f"{os.cpu_count()} CPU cores, one thread per run, two runs at a time", "models": rows}
+    out.write_text(json.dumps(result, indent=1))
+    plot(rows, out.with_suffix(".png"), f"{args.dataset}: {args.budget} each")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

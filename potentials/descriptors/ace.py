@@ -1,0 +1,275 @@
+"""A many-body equivariant descriptor: the ACE product basis of MACE on e3nn (``descriptor.type: ace``).
+
+For a center atom i of element z_i with neighbors k inside ``rcut``:
+
+* **element embedding**: each element has ``channels`` learned features ``e_z``; nothing has a
+  size of the number of elements squared, so cost and parameters grow linearly with it;
+* **radial basis**: ``num_basis`` Bessel functions ``sqrt(2/rc) sin(b pi r / rc) / r`` into a
+  radial MLP (SiLU), times the polynomial envelope of NequIP (p = 6: value, slope and
+  curvature vanish at ``rcut``);
+* **atomic density**: ``A_i,c,lm = sum_k R_c,l(r_ik) e_{z_k},c Y_lm(r_ik) / sqrt(n_avg)``, spherical
+  harmonics up to ``lmax`` (``n_avg``: the mean neighbor count in the training data,
+  :meth:`AceDescriptor.fit_statistics`), then a linear map over channels per ``l``;
+* **product basis** (ACE, as MACE's symmetric contraction): per channel, every coupling of
+  ``A`` with itself up to ``correlation`` factors (body order ``correlation + 1``), coupled
+  through Clebsch-Gordan coefficients (e3nn's ``wigner_3j``) to outputs of ``L <=
+  hidden_lmax``, ordered ``l1 <= l2 <= ...`` and kept where parity allows a proper tensor; each
+  path is weighted per channel *and per center element* (``[n_types, paths, channels]``,
+  linear in the number of elements), then mixed over channels per ``L``;
+* ``message_layers`` message-passing layers (MACE's interaction, default 0): the density of
+  layer t+1 is ``sum_k R^t(r_ik) (h^t_k (x) Y(r_ik))`` (channel-wise tensor products of the
+  neighbor's features with the edge direction), then the product basis again, plus a residual
+  per-element linear map of ``h^t``. Each adds ``rcut`` to the receptive field
+  (:attr:`AceDescriptor.receptive_field`); with none the model is strictly local and runs in
+  LAMMPS on any number of ranks;
+* the output is the invariant channels of every layer, ``[n, channels (1 + message_layers)]``,
+  which nnpot's per-element fitting nets turn into atomic energies; the per-element reference
+  energies come from the closed-form bias fit of training.
+
+Empty neighbor slots have a zero envelope and contribute nothing, so any slot count gives the
+same energy. float32 is fine (no ``1/r`` statistics); the finite-difference checks need float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from e3nn import o3
+from torch import nn
+
+from nnpot.errors import ConfigError
+from nnpot.nn import MLP
+from nnpot.potentials.descriptors.base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
+from nnpot.potentials.descriptors.e3nn import bessel_basis, polynomial_envelope
+from nnpot.potentials.neighbors import neighbor_pairs
+
+__all__ = ["AceDescriptor", "AceConfig", "product_paths"]
+
+Features = dict[int, torch.Tensor]  # l -> [n, C, 2l + 1]
+
+
+@dataclass
+class AceConfig(DescriptorConfig):
+    """The ACE descriptor's settings (see the module docstring); ``rcut_smth`` is unused (the
+    polynomial envelope is smooth by itself) and ``sel`` sizes the neighbor layout."""
+
+    type: str = "ace"
+    lmax: int = 2  #: largest l of the spherical harmonics and of the density
+    hidden_lmax: int = 1  #: largest L of the features a layer passes on (0: invariants only)
+    channels: int = 32  #: channels per l (and per element embedding)
+    correlation: int = 3  #: factors of A in a product (body order correlation + 1)
+    num_basis: int = 8  #: Bessel radial functions
+    radial_neuron: list[int] = field(default_factory=lambda: [64, 64])  #: radial MLP widths
+    message_layers: int = 0  #: message-passing layers, each adding rcut to the receptive field
+
+    def validate(self, n_types: int) -> None:
+        super().validate(n_types)
+        if not (0 <= self.hidden_lmax <= self.lmax <= 4 and 0 < self.channels <= 512 and 1 <= self.correlation <= 4
+                and 0 < self.num_basis <= 64 and 0 <= self.message_layers <= 4):
+            raise ConfigError("descriptor: ace needs 0 <= hidden_lmax <= lmax <= 4, 0 < channels <= 512, "
+                              "1 <= correlation <= 4, 0 < num_basis <= 64 and 0 <= message_layers <= 4")
+        _check_widths("descriptor.radial_neuron", self.radial_neuron)
+
+
+def _natural(l1: int, l2: int, lmax: int) -> list[int]:
+    """Outputs ``L <= lmax`` of ``l1 (x) l2`` that are proper tensors (parity ``(-1)^L``)."""
+    return [L for L in range(abs(l1 - l2), min(l1 + l2, lmax) + 1) if (l1 + l2 + L) % 2 == 0]
+
+
+def product_paths(lmax: int, lout: int, correlation: int) -> list[list[tuple]]:
+    """The couplings of the product basis by order: ``paths[nu - 1]`` lists ``(parent, l, L)``
+    (``parent``: the index of the order-``nu - 1`` intermediate, -1 for ``A`` itself at order
+    1) with ``last_l`` ordering ``l1 <= l2 <= ...``; intermediates keep ``L <= lmax``, and only
+    those with ``L <= lout`` are outputs."""
+    levels = [[(-1, l, l, l) for l in range(lmax + 1)]]  # (parent, l, L, last l)
+    for _ in range(1, correlation):
+        nxt = []
+        for p, (_, _, L_prev, last) in enumerate(levels[-1]):
+            for l in range(last, lmax + 1):
+                nxt += [(p, l, L, l) for L in _natural(L_prev, l, lmax)]
+        levels.append(nxt)
+    return [[(p, l, L) for p, l, L, _ in level] for level in levels]
+
+
+class ProductBasis(nn.Module):
+    """Per-channel products of a density ``A`` (``l -> [n, C, 2l+1]``) up to ``correlation``
+    factors, weighted per center element and path, summed per output ``L <= lout``."""
+
+    def __init__(self, lmax: int, lout: int, correlation: int, channels: int, n_types: int, dtype: torch.dtype):
+        super().__init__()
+        self.lmax, self.lout = lmax, lout
+        self.paths = product_paths(lmax, lout, correlation)
+        self.cg = {}
+        for nu, level in enumerate(self.paths[1:], start=1):
+            for p, l, L in level:
+                L_prev = self.paths[nu - 1][p][2]
+                key = f"{L_prev}_{l}_{L}"
+                if key not in self.cg:
+                    # e3nn's real basis; scaled so that products of unit-size inputs stay O(1)
+                    w = o3.wigner_3j(L_prev, l, L).to(dtype) * math.sqrt(2 * L + 1)
+                    self.register_buffer(f"cg_{key}", w, persistent=False)
+                    self.cg[key] = f"cg_{key}"
+        # one weight per (center element, output path, channel); paths of an L are summed
+        self.slots = [(nu, i, L) for nu, level in enumerate(self.paths) for i, (_, _, L) in enumerate(level)
+                      if L <= lout]
+        n_per_L = [sum(1 for *_, L in self.slots if L == out) for out in range(lout + 1)]
+        scale = torch.tensor([1.0 / math.sqrt(n_per_L[L]) for *_, L in self.slots], dtype=dtype)
+        self.weights = nn.Parameter(torch.randn(n_types, len(self.slots), channels, dtype=dtype) * scale[None, :, None])
+
+    def forward(self, A: Features, center_types: torch.Tensor) -> Features:
+        values = [[A[l] for _, l, _ in self.paths[0]]]
+        for nu, level in enumerate(self.paths[1:], start=1):
+            prev = values[-1]
+            row = []
+            for p, l, L in level:
+                L_prev = self.paths[nu - 1][p][2]
+                cg = getattr(self, self.cg[f"{L_prev}_{l}_{L}"])
+                row.append(torch.einsum("ncm,nck,mkq->ncq", prev[p], A[l], cg))
+            values.append(row)
+        w = self.weights[center_types]  # [n, slots, C]
+        out: Features = {}
+        for s, (nu, i, L) in enumerate(self.slots):
+            term = w[:, s, :, None] * values[nu][i]
+            out[L] = term if L not in out else out[L] + term
+        return out
+
+
+class ChannelLinear(nn.Module):
+    """A linear map over channels for each ``l`` (equivariant: it never mixes ``m``)."""
+
+    def __init__(self, ls: Sequence[int], c_in: int, c_out: int, dtype: torch.dtype):
+        super().__init__()
+        self.ls = list(ls)
+        self.weight = nn.Parameter(torch.randn(len(self.ls), c_out, c_in, dtype=dtype) / math.sqrt(c_in))
+
+    def forward(self, x: Features) -> Features:
+        return {l: torch.einsum("dc,ncm->ndm", self.weight[i], x[l]) for i, l in enumerate(self.ls)}
+
+
+class ElementLinear(nn.Module):
+    """A linear map over channels for each ``l`` with weights per center element (MACE's
+    self-connection)."""
+
+    def __init__(self, ls: Sequence[int], channels: int, n_types: int, dtype: torch.dtype):
+        super().__init__()
+        self.ls = list(ls)
+        self.weight = nn.Parameter(torch.randn(n_types, len(self.ls), channels, channels, dtype=dtype)
+                                   / math.sqrt(channels))
+
+    def forward(self, x: Features, center_types: torch.Tensor) -> Features:
+        w = self.weight[center_types]  # [n, ls, C, C]
+        return {l: torch.einsum("ndc,ncm->ndm", w[:, i], x[l]) for i, l in enumerate(self.ls)}
+
+
+@register_descriptor("ace", AceConfig)
+class AceDescriptor(Descriptor):
+    """Maps neighbor vectors to per-atom invariants ``[n, channels (1 + message_layers)]``."""
+
+    def __init__(self, config: AceConfig, n_types: int, dtype: torch.dtype = torch.float64):
+        super().__init__(config, n_types, dtype)
+        c = config
+        self.lmax, self.lout, self.channels = int(c.lmax), int(c.hidden_lmax), int(c.channels)
+        C, ls = self.channels, range(int(c.lmax) + 1)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(self.lmax)
+        self.embedding = nn.Parameter(torch.randn(n_types, C, dtype=dtype))
+        self.register_buffer("avg_neighbors", torch.tensor(max(1.0, sum(self.sel) / 2), dtype=dtype))
+        n_layers = 1 + int(c.message_layers)
+        self.conv_paths = [[(lh, ly, L) for lh in range(self.lout + 1) for ly in ls for L in _natural(lh, ly, self.lmax)]
+                           for _ in range(n_layers - 1)]
+        sizes = [C * (self.lmax + 1)] + [C * len(p) for p in self.conv_paths]
+        self.radials = nn.ModuleList(MLP([int(c.num_basis), *c.radial_neuron, s], act="silu", init="torch", dtype=dtype)
+                                     for s in sizes)
+        for lh, ly, L in {p for paths in self.conv_paths for p in paths}:
+            self.register_buffer(f"cg_{lh}_{ly}_{L}", o3.wigner_3j(lh, ly, L).to(dtype) * math.sqrt(2 * L + 1),
+                                 persistent=False)
+        self.mix = nn.ModuleList(ChannelLinear(ls, C, C, dtype) for _ in range(n_layers))
+        self.products = nn.ModuleList(ProductBasis(self.lmax, self.lout, int(c.correlation), C, n_types, dtype)
+                                      for _ in range(n_layers))
+        self.out = nn.ModuleList(ChannelLinear(range(self.lout + 1), C, C, dtype) for _ in range(n_layers))
+        self.skip = nn.ModuleList(ElementLinear(range(self.lout + 1), C, n_types, dtype) for _ in range(n_layers - 1))
+
+    @property
+    def dim_out(self) -> int:
+        return self.channels * (1 + int(self.config.message_layers))
+
+    @property
+    def is_local(self) -> bool:
+        """Whether an atom's energy depends on its own neighbor slots only (no message passing)."""
+        return int(self.config.message_layers) == 0
+
+    @property
+    def receptive_field(self) -> float:
+        """Angstrom: atoms farther than this from atom i do not change atom i's energy."""
+        return self.rcut * (1 + int(self.config.message_layers))
+
+    @torch.no_grad()
+    def fit_statistics(self, structures: Sequence, type_map: Sequence[str]) -> None:
+        """The density's normalisation: the mean number of neighbors inside ``rcut``."""
+        counts = []
+        for s in list(structures)[:256]:
+            cell = s.cell.array if hasattr(s.cell, "array") else np.asarray(s.cell)
+            i, _, _ = neighbor_pairs(torch.as_tensor(np.asarray(s.positions), dtype=torch.float64),
+                                     torch.as_tensor(np.asarray(cell), dtype=torch.float64),
+                                     torch.as_tensor(np.asarray(s.pbc, dtype=bool)), self.rcut)
+            counts.append(i.numel() / max(1, len(s.numbers)))
+        if counts:
+            self.avg_neighbors.fill_(max(1.0, float(np.mean(counts))))
+
+    @property
+    def norm(self) -> torch.Tensor:
+        """The density's scale ``1 / sqrt(n_avg)``: unit-size terms of random sign sum to O(1)."""
+        return self.avg_neighbors.rsqrt()
+
+    def _edges(self, rij: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Features]:
+        """Radial inputs ``[n, K, num_basis]``, the envelope ``[n, K, 1]`` (0 in empty slots and
+        beyond ``rcut``) and the spherical harmonics ``l -> [n, K, 2l+1]``."""
+        safe = torch.where(mask[..., None], rij, torch.ones_like(rij))  # no 0/0 in empty slots
+        r = safe.norm(dim=-1)
+        envelope = polynomial_envelope(r / self.rcut) * mask
+        basis = bessel_basis(r, self.rcut, int(self.config.num_basis)) * self.rcut  # O(1) inputs for the MLP
+        Y = o3.spherical_harmonics(self.irreps_sh, safe, normalize=True, normalization="component")
+        return basis, envelope[..., None], {l: Y[..., l * l:(l + 1) ** 2] for l in range(self.lmax + 1)}
+
+    def _first_density(self, basis: torch.Tensor, envelope: torch.Tensor, Y: Features,
+                       capacity: tuple[int, ...]) -> Features:
+        C = self.channels
+        K = basis.shape[1]
+        slot_types = torch.repeat_interleave(torch.arange(self.n_types, device=basis.device),
+                                             torch.as_tensor(capacity, device=basis.device), output_size=K)
+        R = self.radials[0](basis) * envelope * self.embedding[slot_types].repeat(1, self.lmax + 1)  # [n, K, C (lmax+1)]
+        return {l: torch.einsum("nkc,nkm->ncm", R[..., l * C:(l + 1) * C], Y[l]) * self.norm for l in Y}
+
+    def _message_density(self, t: int, h: Features, index: torch.Tensor, basis: torch.Tensor, envelope: torch.Tensor,
+                         Y: Features) -> Features:
+        """``sum_k R^t(r_ik) (h_k (x) Y(r_ik))`` per output l, channel-wise (layer ``t`` >= 1)."""
+        C = self.channels
+        R = self.radials[t](basis) * envelope  # [n, K, C paths]; zero in empty slots
+        idx = index.clamp(min=0)
+        hk = {l: v[idx] for l, v in h.items()}  # [n, K, C, 2l+1]
+        out: Features = {}
+        for p, (lh, ly, L) in enumerate(self.conv_paths[t - 1]):
+            cg = getattr(self, f"cg_{lh}_{ly}_{L}")
+            term = torch.einsum("nkc,nkcm,nkq,mqM->ncM", R[..., p * C:(p + 1) * C], hk[lh], Y[ly], cg)
+            out[L] = term if L not in out else out[L] + term
+        return {l: v * self.norm for l, v in out.items()}
+
+    def _layer(self, t: int, A: Features, center_types: torch.Tensor) -> Features:
+        return self.out[t](self.products[t](self.mix[t](A), center_types))
+
+    def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
+                capacity: tuple[int, ...], index: torch.Tensor | None = None) -> torch.Tensor:
+        basis, envelope, Y = self._edges(rij, mask)
+        h = self._layer(0, self._first_density(basis, envelope, Y, capacity), center_types)
+        invariants = [h[0][..., 0]]
+        for t in range(1, 1 + int(self.config.message_layers)):
+            if index is None:
+                raise ValueError("an ace descriptor with message layers needs the neighbor indices")
+            new = self._layer(t, self._message_density(t, h, index, basis, envelope, Y), center_types)
+            skip = self.skip[t - 1](h, center_types)
+            h = {l: new[l] + skip[l] for l in new}
+            invariants.append(h[0][..., 0])
+        return torch.cat(invariants, dim=-1)
