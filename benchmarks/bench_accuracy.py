@@ -61,7 +61,7 @@ def split(data: Path, work: Path, seed: int = 0) -> tuple[Path, Path]:
     paths = (work / "train.h5", work / "valid.h5")
     for path, idx in zip(paths, (order[n_valid:], order[:n_valid])):
         if not path.exists():
-            write_h5(path, [ds[int(i)] for i in sorted(idx)])
+            write_h5([ds[int(i)] for i in sorted(idx)], path)
     return paths
 
 
@@ -158,7 +158,7 @@ def main() -> None:
     if args.frames:
         sub = work / f"train_{args.frames}.h5"
         if not sub.exists():
-            write_h5(sub, [H5Dataset(train)[i] for i in range(args.frames)])
+            write_h5([H5Dataset(train)[i] for i in range(args.frames)], sub)
         train = sub
     jobs, started = [], {}
     for name in args.models:

@@ -388,7 +388,9 @@ class Trainer:
             group["lr"] = lr
         indices = self._next_frames()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, parts = self.loss(indices, decay_ratio(c, self._progress()))  # prefactors follow the decay, not the warm-up
+        # the prefactors follow the decay, not the warm-up (without one, lr / start_lr is that share)
+        ratio = decay_ratio(c, self._progress()) if c.warmup > 0 else lr / c.start_lr
+        loss, parts = self.loss(indices, ratio)
         loss.backward()
         if self.bucketed is not None:
             self.bucketed.finish()

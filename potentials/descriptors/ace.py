@@ -110,7 +110,7 @@ class ProductBasis(nn.Module):
                 key = f"{L_prev}_{l}_{L}"
                 if key not in self.cg:
                     # e3nn's real basis; scaled so that products of unit-size inputs stay O(1)
-                    w = o3.wigner_3j(L_prev, l, L).to(dtype) * math.sqrt(2 * L + 1)
+                    w = o3.wigner_3j(L_prev, l, L, dtype=torch.float64).to(dtype) * math.sqrt(2 * L + 1)
                     self.register_buffer(f"cg_{key}", w, persistent=False)
                     self.cg[key] = f"cg_{key}"
         # one weight per (center element, output path, channel); paths of an L are summed
@@ -184,7 +184,7 @@ class AceDescriptor(Descriptor):
         self.radials = nn.ModuleList(MLP([int(c.num_basis), *c.radial_neuron, s], act="silu", init="torch", dtype=dtype)
                                      for s in sizes)
         for lh, ly, L in {p for paths in self.conv_paths for p in paths}:
-            self.register_buffer(f"cg_{lh}_{ly}_{L}", o3.wigner_3j(lh, ly, L).to(dtype) * math.sqrt(2 * L + 1),
+            self.register_buffer(f"cg_{lh}_{ly}_{L}", o3.wigner_3j(lh, ly, L, dtype=torch.float64).to(dtype) * math.sqrt(2 * L + 1),
                                  persistent=False)
         self.mix = nn.ModuleList(ChannelLinear(ls, C, C, dtype) for _ in range(n_layers))
         self.products = nn.ModuleList(ProductBasis(self.lmax, self.lout, int(c.correlation), C, n_types, dtype)

@@ -1,0 +1,140 @@
+"""MD speed of nnpot's ace model against MACE's ASE calculator, side by side in one run.
+
+Both run velocity-Verlet MD of water boxes replicated from the bundled data (192 and 1,536
+atoms), float64 and float32, on the same threads: nnpot through its own driver
+(``nnpot.md.VelocityVerlet``: the model, the neighbor list with a skin and the integrator on
+the device), MACE (mace-torch 0.3.16 in its own venv, ``--mace-python``) through
+``MACECalculator`` and ASE's ``VelocityVerlet``, which is how MACE users run MD in Python.
+Weights are random (speed does not depend on them); MACE is its issue-recipe size: 64
+channels, L=1 features, max_ell 3, correlation 3, two layers, r_max 5.
+
+    python benchmarks/bench_md_vs_mace.py --sizes 192 1536 --threads 2
+
+Prints steps/s and the ratio, writes ``benchmarks/results/md_vs_mace_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+from ase import units
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_eval import replicate_for  # noqa: E402
+
+from nnpot.bundled import bundled_dataset  # noqa: E402
+from nnpot.data import H5Dataset  # noqa: E402
+from nnpot.md import VelocityVerlet  # noqa: E402
+from nnpot.md.state import thermalize  # noqa: E402
+from nnpot.potentials import EnergyModel, ModelConfig, apply_stats  # noqa: E402
+from nnpot.potentials.descriptors.ace import AceConfig  # noqa: E402
+
+MACE_MD = r'''
+import json, sys, time
+import numpy as np, torch
+from ase import units
+from ase.io import read
+from ase.md.verlet import VelocityVerlet
+from e3nn import o3
+from mace import modules
+from mace.calculators import MACECalculator
+
+xyz, steps, dtype, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+torch.set_num_threads(threads)
+torch.set_default_dtype(getattr(torch, dtype))
+torch.manual_seed(0)
+model = modules.MACE(r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
+    interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+    interaction_cls_first=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+    num_interactions=2, num_elements=2, hidden_irreps=o3.Irreps("64x0e + 64x1o"), MLP_irreps=o3.Irreps("16x0e"),
+    atomic_energies=np.zeros(2), avg_num_neighbors=30.0, atomic_numbers=[1, 8], correlation=3,
+    gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64])
+atoms = read(xyz)
+atoms.calc = MACECalculator(models=model.to(getattr(torch, dtype)), device="cpu", default_dtype=dtype)
+dyn = VelocityVerlet(atoms, 0.5 * units.fs)
+dyn.run(2)
+t = time.perf_counter()
+dyn.run(steps)
+print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t)}))
+'''
+
+
+def ace_model(dtype: torch.dtype, message_layers: int) -> EnergyModel:
+    cfg = ModelConfig(type_map=["O", "H"], dtype="float64")
+    cfg.descriptor = AceConfig(rcut=5.0, sel=[40, 80], channels=32, message_layers=message_layers)
+    cfg.fitting.neuron = [64, 64]
+    model = EnergyModel(cfg)
+    water = H5Dataset(bundled_dataset("water"))
+    frames = [water[i] for i in range(0, len(water), 40)]
+    apply_stats(model, frames, np.array([f.energy for f in frames]))
+    return model.to(dtype).eval()
+
+
+def nnpot_steps_per_s(model: EnergyModel, atoms, steps: int) -> float:
+    atoms = atoms.copy()
+    thermalize(atoms, 300, rng=0)
+    dyn = VelocityVerlet(atoms, 0.5 * units.fs, model=model)
+    dyn.run(2)
+    t = time.perf_counter()
+    dyn.run(steps)
+    return steps / (time.perf_counter() - t)
+
+
+def mace_steps_per_s(python: str, atoms, steps: int, dtype: str, threads: int) -> float | str:
+    with tempfile.TemporaryDirectory() as tmp:
+        xyz = Path(tmp) / "box.xyz"
+        a = atoms.copy()
+        thermalize(a, 300, rng=0)
+        ase.io.write(xyz, a, format="extxyz")
+        env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", OMP_NUM_THREADS=str(threads))
+        proc = subprocess.run([python, "-c", MACE_MD, str(xyz), str(steps), dtype, str(threads)], capture_output=True,
+                              text=True, env=env, timeout=3600)
+        if proc.returncode != 0:
+            return f"failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+        return json.loads(proc.stdout.strip().splitlines()[-1])["steps_per_s"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[192, 1536])
+    ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mace-python", default="/work/peers/mace/bin/python")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    water = H5Dataset(bundled_dataset("water"))
+    rows = []
+    print(f"{'atoms':>6s} {'dtype':8s} {'ace steps/s':>12s} {'ace_mp1':>9s} {'MACE steps/s':>13s} {'ace/MACE':>9s}")
+    for n in args.sizes:
+        atoms = water[0].to_atoms().repeat(replicate_for(n))
+        atoms.calc = None
+        steps = max(3, int(6000 / len(atoms)))
+        for dt in args.dtypes:
+            dtype = getattr(torch, dt)
+            local = nnpot_steps_per_s(ace_model(dtype, 0), atoms, steps * 4)
+            mp = nnpot_steps_per_s(ace_model(dtype, 1), atoms, steps * 2)
+            mace = mace_steps_per_s(args.mace_python, atoms, steps, dt, args.threads)
+            ratio = local / mace if isinstance(mace, float) else float("nan")
+            rows.append({"atoms": len(atoms), "dtype": dt, "ace_steps_per_s": local, "ace_mp1_steps_per_s": mp,
+                         "mace_steps_per_s": mace, "ace_over_mace": ratio})
+            mace_s = f"{mace:13.2f}" if isinstance(mace, float) else f"{mace:>13s}"
+            print(f"{len(atoms):6d} {dt:8s} {local:12.2f} {mp:9.2f} {mace_s} {ratio:9.2f}")
+    out = ROOT / "benchmarks" / "results" / "md_vs_mace_cpu.json"
+    out.write_text(json.dumps({"benchmark": "md_vs_mace", "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
+                               "machine": f"{os.cpu_count()} CPU cores", "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

