@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -28,6 +29,15 @@ MODEL_VARIANTS: dict[str, dict[str, object]] = {
     "e3nn": {"descriptor.type": "e3nn"},
     "e3nn_mp1": {"descriptor.type": "e3nn", "descriptor.message_layers": 1},  # receptive field 2 rcut
 }
+
+
+def write_result(name: str, rows: list[dict], **fields) -> Path:
+    """``benchmarks/results/<name>.json`` with the date, the machine and ``rows``; prints its path."""
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
+    out.write_text(json.dumps({"benchmark": name, "date": time.strftime("%Y-%m-%d"),
+                               "machine": f"{os.cpu_count()} CPU cores", **fields, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+    return out
 
 
 def variant_config(name: str):

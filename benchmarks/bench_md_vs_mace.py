@@ -31,7 +31,7 @@ from ase import units
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_eval import replicate_for  # noqa: E402
+from bench_eval import replicate_for, write_result  # noqa: E402
 
 from nnpot.bundled import bundled_dataset  # noqa: E402
 from nnpot.data import H5Dataset  # noqa: E402
@@ -70,9 +70,9 @@ print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t)}))
 '''
 
 
-def ace_model(dtype: torch.dtype, message_layers: int) -> EnergyModel:
+def ace_model(dtype: torch.dtype, channels: int, message_layers: int = 0) -> EnergyModel:
     cfg = ModelConfig(type_map=["O", "H"], dtype="float64")
-    cfg.descriptor = AceConfig(rcut=5.0, sel=[40, 80], channels=32, message_layers=message_layers)
+    cfg.descriptor = AceConfig(rcut=5.0, sel=[40, 80], channels=channels, message_layers=message_layers)
     cfg.fitting.neuron = [64, 64]
     model = EnergyModel(cfg)
     water = H5Dataset(bundled_dataset("water"))
@@ -110,30 +110,31 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[192, 1536])
     ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--channels", type=int, nargs="+", default=[32, 64], help="ace sizes (strictly local)")
     ap.add_argument("--mace-python", default="/work/peers/mace/bin/python")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     water = H5Dataset(bundled_dataset("water"))
     rows = []
-    print(f"{'atoms':>6s} {'dtype':8s} {'ace steps/s':>12s} {'ace_mp1':>9s} {'MACE steps/s':>13s} {'ace/MACE':>9s}")
+    print(f"{'atoms':>6s} {'dtype':8s} {'model':14s} {'steps/s':>9s} {'x MACE':>7s}")
     for n in args.sizes:
         atoms = water[0].to_atoms().repeat(replicate_for(n))
         atoms.calc = None
         steps = max(3, int(6000 / len(atoms)))
         for dt in args.dtypes:
             dtype = getattr(torch, dt)
-            local = nnpot_steps_per_s(ace_model(dtype, 0), atoms, steps * 4)
-            mp = nnpot_steps_per_s(ace_model(dtype, 1), atoms, steps * 2)
             mace = mace_steps_per_s(args.mace_python, atoms, steps, dt, args.threads)
-            ratio = local / mace if isinstance(mace, float) else float("nan")
-            rows.append({"atoms": len(atoms), "dtype": dt, "ace_steps_per_s": local, "ace_mp1_steps_per_s": mp,
-                         "mace_steps_per_s": mace, "ace_over_mace": ratio})
-            mace_s = f"{mace:13.2f}" if isinstance(mace, float) else f"{mace:>13s}"
-            print(f"{len(atoms):6d} {dt:8s} {local:12.2f} {mp:9.2f} {mace_s} {ratio:9.2f}")
-    out = ROOT / "benchmarks" / "results" / "md_vs_mace_cpu.json"
-    out.write_text(json.dumps({"benchmark": "md_vs_mace", "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
-                               "machine": f"{os.cpu_count()} CPU cores", "rows": rows}, indent=1))
-    print(f"wrote {out}")
+            row = {"atoms": len(atoms), "dtype": dt, "mace_steps_per_s": mace}
+            runs = [(f"ace{c}", ace_model(dtype, c), steps * 4) for c in args.channels]
+            runs.append((f"ace{args.channels[0]}_mp1", ace_model(dtype, args.channels[0], 1), steps * 2))
+            print(f"{len(atoms):6d} {dt:8s} {'MACE':14s} " + (f"{mace:9.2f}" if isinstance(mace, float) else mace))
+            for name, model, k in runs:
+                rate = nnpot_steps_per_s(model, atoms, k)
+                ratio = rate / mace if isinstance(mace, float) else float("nan")
+                row[f"{name}_steps_per_s"], row[f"{name}_over_mace"] = rate, ratio
+                print(f"{len(atoms):6d} {dt:8s} {name:14s} {rate:9.2f} {ratio:7.2f}")
+            rows.append(row)
+    write_result("md_vs_mace_cpu", rows, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -373,6 +373,16 @@ def _lammps(args) -> int:
     return 0
 
 
+def _ipi(args) -> int:
+    from nnpot.ipi import serve
+
+    answered = serve(args.model, args.structure, address=args.unix, port=args.port, host=args.host,
+                     device=args.device, dtype=args.dtype, wait=args.wait)
+    if not args.quiet:
+        print(f"nnpot: i-PI ended the run after {answered} force evaluations", file=sys.stderr)
+    return 0
+
+
 def _md(args) -> int:
     from nnpot.md.run_config import run_md_from_config
 
@@ -577,6 +587,23 @@ def _add_run_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing log file")
     p.add_argument("-q", "--quiet", action="store_true", help="no nnpot summary line")
     p.set_defaults(func=_lammps)
+
+    p = sub.add_parser("ipi", help="serve an nnpot model to i-PI (path-integral MD) over its socket",
+                       description="Answer i-PI's force requests with an nnpot model until i-PI ends the run: start "
+                       "`i-pi input.xml` with an <ffsocket mode='unix'> (or 'inet'), then `nnpot ipi model.nnp "
+                       "init.xyz --unix ADDRESS`. The structure file is the one i-PI starts from (elements and "
+                       "atom order). Several nnpot ipi processes on one address share the beads.")
+    p.add_argument("model", help="the model file")
+    p.add_argument("structure", help="the structure i-PI starts from (any ASE-readable file)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", metavar="ADDRESS", help="i-PI's unix-socket address (<address> of the ffsocket)")
+    where.add_argument("--port", type=int, help="i-PI's inet port")
+    p.add_argument("--host", default="localhost", help="i-PI's host for --port (default localhost)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: the model's own")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for i-PI's socket (default 60)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.set_defaults(func=_ipi)
 
     p = sub.add_parser("md", help="run molecular dynamics from a YAML config")
     p.add_argument("config", help="YAML config: structure, model, ensemble, steps, output")

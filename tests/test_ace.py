@@ -167,3 +167,14 @@ def test_lammps_two_ranks_equal_the_calculator(tmp_path, water):
         assert abs(float(run["energy"]) - energy) < TOL * max(1, abs(energy) / 1e5)
         assert np.abs(run["forces"] - forces).max() < TOL
         assert np.abs(run["virial"] - virial).max() / atoms.get_volume() < TOL
+
+
+def test_the_example_recipe_loads(tmp_path):
+    from pathlib import Path
+
+    from nnpot.training.config import load_train_config
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "train_ace.yaml"
+    cfg = load_train_config(str(example), [], {"data": "x.h5"})
+    assert cfg.model.descriptor.type == "ace" and cfg.model.descriptor.channels == 64
+    assert cfg.lr_schedule == "cosine" and cfg.batch_size == 4 and cfg.ema_decay == 0.99
