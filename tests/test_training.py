@@ -214,8 +214,8 @@ def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
     trainer = Trainer(_config(2, ["batch_size=2", f"loss.energy_norm_exp={norm_exp}"]), tmp_path / "r",
                       progress=False)
     idx = trainer.train_idx[:2].tolist()
-    ratio = 0.1  # the lr's decayed share: 1e-4 of start_lr 1e-3
-    loss, parts = trainer.loss(idx, ratio)
+    lr = 1e-4
+    loss, parts = trainer.loss(idx, lr)
     frames = [trainer.train_ds[i] for i in idx]
     m = trainer.model
     out = derivatives(m, make_batch(frames, m.type_map, m.cutoff, m.sel, dtype=m.dtype))
@@ -223,7 +223,7 @@ def test_loss_formula_and_energy_normalisation(tmp_path, norm_exp):
     de = out["energy"].detach().numpy() - np.array([f.energy for f in frames])
     df = out["forces"].detach().numpy() - np.concatenate([f.forces for f in frames])
     lc = trainer.config.loss
-    pe, pf = prefactor(lc.start_pref_e, lc.limit_pref_e, 1e-4, 1e-3), prefactor(lc.start_pref_f, lc.limit_pref_f, 1e-4, 1e-3)
+    pe, pf = prefactor(lc.start_pref_e, lc.limit_pref_e, lr, 1e-3), prefactor(lc.start_pref_f, lc.limit_pref_f, lr, 1e-3)
     expected = pe * np.mean(de ** 2 / n ** norm_exp) + pf * np.mean(df ** 2)
     assert float(loss) == pytest.approx(expected, rel=1e-10)
     assert parts["rmse_e"] == pytest.approx(np.sqrt(np.mean((de / n) ** 2)), rel=1e-10)
@@ -238,7 +238,7 @@ def test_shared_embeddings_train_the_same_and_bad_setting_is_named(tmp_path):
     losses = {k: [t.step()["loss"] for _ in range(3)] for k, t in runs.items()}
     np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-10)
     idx = runs["on"].train_idx[:1].tolist()
-    again = [float(runs["on"].loss(idx, 0.1)[0]) for _ in range(2)]  # the second from the cache
+    again = [float(runs["on"].loss(idx, 1e-4)[0]) for _ in range(2)]  # the second from the cache
     assert len(runs["on"].model.descriptor.plan_cache._store) >= 1 and again[0] == again[1]
     assert not runs["off"].model.descriptor.plan_cache._store
     with pytest.raises(ConfigError, match="share_embeddings must be one of auto, on, off, got 'sometimes'"):

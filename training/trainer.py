@@ -345,9 +345,9 @@ class Trainer:
             per_rank.append(picked)
         return per_rank[self.dist.rank]
 
-    def loss(self, indices: list[int], ratio: float) -> tuple[torch.Tensor, dict]:
-        """The loss of the frames ``indices`` and its parts, with the prefactors at the lr's decayed
-        share ``ratio`` (:func:`decay_ratio`: 1 at the start, the floor at the end)."""
+    def loss(self, indices: list[int], lr: float) -> tuple[torch.Tensor, dict]:
+        """The loss of the frames ``indices`` and its parts, with the prefactors at learning rate
+        ``lr`` (the decayed rate, before any warm-up factor: :func:`decay_ratio` times start_lr)."""
         c, lc = self.config, self.config.loss
         frames = [self.train_ds[i] for i in indices]
         model = self.model
@@ -362,11 +362,11 @@ class Trainer:
         de = out["energy"] - e_ref
         l_e = (de ** 2 / n ** norm_exp).mean()
         l_f = ((out["forces"] - f_ref) ** 2).mean()
-        pe = prefactor(lc.start_pref_e, lc.limit_pref_e, ratio, 1.0)
-        pf = prefactor(lc.start_pref_f, lc.limit_pref_f, ratio, 1.0)
+        pe = prefactor(lc.start_pref_e, lc.limit_pref_e, lr, c.start_lr)
+        pf = prefactor(lc.start_pref_f, lc.limit_pref_f, lr, c.start_lr)
         loss = pe * l_e + pf * l_f
         parts = {"rmse_e": float(((de.detach() / n) ** 2).mean().sqrt()), "rmse_f": float(l_f.detach().sqrt())}
-        pv = prefactor(lc.start_pref_v, lc.limit_pref_v, ratio, 1.0)
+        pv = prefactor(lc.start_pref_v, lc.limit_pref_v, lr, c.start_lr)
         with_virial = [k for k, f in enumerate(frames) if f.virial is not None]
         if pv > 0 and with_virial:
             v_ref = tensor(np.stack([frames[k].virial for k in with_virial]))
@@ -388,9 +388,9 @@ class Trainer:
             group["lr"] = lr
         indices = self._next_frames()
         self.optimizer.zero_grad(set_to_none=True)
-        # the prefactors follow the decay, not the warm-up (without one, lr / start_lr is that share)
-        ratio = decay_ratio(c, self._progress()) if c.warmup > 0 else lr / c.start_lr
-        loss, parts = self.loss(indices, ratio)
+        # the prefactors follow the decay, not the warm-up
+        decayed = c.start_lr * decay_ratio(c, self._progress()) if c.warmup > 0 else lr
+        loss, parts = self.loss(indices, decayed)
         loss.backward()
         if self.bucketed is not None:
             self.bucketed.finish()

@@ -60,7 +60,7 @@ class AceConfig(DescriptorConfig):
     type: str = "ace"
     lmax: int = 2  #: largest l of the spherical harmonics and of the density
     hidden_lmax: int = 1  #: largest L of the features a layer passes on (0: invariants only)
-    channels: int = 32  #: channels per l (and per element embedding)
+    channels: int = 64  #: channels per l (and per element embedding); 64 won the A/B against 32
     correlation: int = 3  #: factors of A in a product (body order correlation + 1)
     num_basis: int = 8  #: Bessel radial functions
     radial_neuron: list[int] = field(default_factory=lambda: [64, 64])  #: radial MLP widths
