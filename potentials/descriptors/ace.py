@@ -196,16 +196,6 @@ class AceDescriptor(Descriptor):
     def dim_out(self) -> int:
         return self.channels * (1 + int(self.config.message_layers))
 
-    @property
-    def is_local(self) -> bool:
-        """Whether an atom's energy depends on its own neighbor slots only (no message passing)."""
-        return int(self.config.message_layers) == 0
-
-    @property
-    def receptive_field(self) -> float:
-        """Angstrom: atoms farther than this from atom i do not change atom i's energy."""
-        return self.rcut * (1 + int(self.config.message_layers))
-
     @torch.no_grad()
     def fit_statistics(self, structures: Sequence, type_map: Sequence[str]) -> None:
         """The density's normalisation: the mean number of neighbors inside ``rcut``."""

@@ -115,13 +115,14 @@ class Descriptor(nn.Module):
     @property
     def is_local(self) -> bool:
         """Whether an atom's features depend on its own neighbor slots only (then atoms can be
-        evaluated in chunks and domain decomposition needs a shell of ``rcut``)."""
-        return True
+        evaluated in chunks and domain decomposition needs a shell of ``rcut``): true unless the
+        config has message-passing layers (``message_layers`` > 0)."""
+        return int(getattr(self.config, "message_layers", 0)) == 0
 
     @property
     def receptive_field(self) -> float:
-        """Angstrom: how far an atom's energy can see."""
-        return self.rcut
+        """Angstrom: how far an atom's energy can see; each message-passing layer adds ``rcut``."""
+        return self.rcut * (1 + int(getattr(self.config, "message_layers", 0)))
 
     def inputs(self, batch: Any, centers: slice, whole: bool) -> dict[str, Any]:
         """Extra keyword arguments of :meth:`forward` for the centers ``centers`` of ``batch``

@@ -126,16 +126,6 @@ class E3nnDescriptor(Descriptor):
     def dim_out(self) -> int:
         return 3 * self.channels
 
-    @property
-    def is_local(self) -> bool:
-        """Whether an atom's energy depends on its own neighbor slots only (no message passing)."""
-        return int(self.config.message_layers) == 0
-
-    @property
-    def receptive_field(self) -> float:
-        """Angstrom: atoms farther than this from atom i do not change atom i's energy."""
-        return self.rcut * (1 + int(self.config.message_layers))
-
     def edges(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
               capacity: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per slot: radial-net inputs ``[n, K, num_basis + 2 n_types]`` (Bessel basis, one-hot
