@@ -19,6 +19,7 @@ import ase.io
 from ase.calculators.socketio import SocketClient, actualunixsocketname
 
 from nnpot.errors import ConfigError, NNPotError
+from nnpot.potentials.batch import types_from_numbers
 from nnpot.potentials.calculator import NNPotCalculator
 
 __all__ = ["serve", "IPIError"]
@@ -58,8 +59,14 @@ def serve(model: str | os.PathLike[str], structure: str | os.PathLike[str], addr
         raise ConfigError("give either a unix-socket address or a port of i-PI's <ffsocket>")
     if not Path(structure).is_file():
         raise ConfigError(f"{structure}: no such structure file")
-    atoms = ase.io.read(structure)
+    if not wait >= 0:
+        raise ConfigError(f"--wait must be a number of seconds >= 0, got {wait}")
+    try:
+        atoms = ase.io.read(structure)
+    except Exception as exc:  # noqa: BLE001  (ASE's readers raise anything on a file of another kind)
+        raise ConfigError(f"{structure}: not a structure ASE can read ({type(exc).__name__}: {exc})") from None
     atoms.calc = NNPotCalculator(model, device=device, dtype=dtype)
+    types_from_numbers(atoms.numbers, atoms.calc.model.type_map)  # an element the model lacks, before i-PI starts
     client = _connect(address, host, port, wait)
     answered = 0
     try:

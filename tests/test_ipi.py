@@ -113,3 +113,11 @@ def test_no_server_and_bad_arguments_are_one_line_errors(tmp_path, small_model, 
     assert "no i-PI server at unix socket" in capsys.readouterr().err
     assert main(["ipi", str(model), str(tmp_path / "missing.xyz"), "--unix", "x", "--wait", "1"]) == 2
     assert "missing.xyz: no such structure file" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not a structure\n")
+    assert main(["ipi", str(model), str(tmp_path / "notes.txt"), "--unix", "x", "--wait", "0"]) == 2
+    assert "not a structure ASE can read" in capsys.readouterr().err
+    (tmp_path / "c.xyz").write_text("1\n\nC 0 0 0\n")
+    assert main(["ipi", str(model), str(tmp_path / "c.xyz"), "--unix", "x", "--wait", "0"]) == 2
+    assert "element(s) C not known to the model" in capsys.readouterr().err
+    assert main(["ipi", str(model), str(tmp_path / "init.xyz"), "--unix", "x", "--wait", "-5"]) == 2
+    assert "--wait must be a number of seconds >= 0" in capsys.readouterr().err
