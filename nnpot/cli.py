@@ -274,15 +274,18 @@ def _convert(args) -> int:
     from nnpot.potentials.modelfile import MODEL_FORMATS, model_format, save_model
 
     src, out = Path(args.model), Path(args.output)
+    if args.format == "metatomic":
+        return _export_metatomic(src, out, args.force)
     for path in (src, out):
         if path.suffix.lower() in (".pth", ".pb", ".pt", ".savedmodel"):
-            raise NNPotError(f"{path}: a backend-specific DeePMD-kit model; nnpot reads and writes the "
-                             f"backend-independent .dp/.yaml: first run  dp convert-backend {path} "
-                             f"{path.with_suffix('.dp')}  (or the reverse afterwards)")
+            raise NNPotError(f"{path}: a backend-specific DeePMD-kit model or a TorchScript file; nnpot reads and "
+                             f"writes DeePMD-kit's backend-independent .dp/.yaml (first run  dp convert-backend "
+                             f"{path} {path.with_suffix('.dp')}), and writes metatomic files with --format metatomic")
     fmt = model_format(out)
     if out.suffix != ".nnp" and (fmt is None or fmt.write is None):
         writable = sorted(k for k, f in MODEL_FORMATS.items() if f.write is not None)
-        raise NNPotError(f"{out}: give the output a name ending in .nnp or {', '.join(writable)}")
+        raise NNPotError(f"{out}: give the output a name ending in .nnp or {', '.join(writable)}, or give "
+                         "--format metatomic")
     model = _one_model_to_rewrite(src, out, args.force, "convert")
     if fmt is not None:
         fmt.write(model, out)
@@ -292,6 +295,46 @@ def _convert(args) -> int:
     print(f"{src} -> {out}: se_e2_a, types {' '.join(c.type_map)}, sel {list(c.descriptor.sel)}, rcut "
           f"{c.descriptor.rcut} A, type_one_side {c.descriptor.type_one_side}, {c.dtype}")
     return 0
+
+
+def _export_metatomic(src: Path, out: Path, force: bool) -> int:
+    """``nnpot convert --format metatomic``: a model file or an ensemble folder to one
+    metatomic TorchScript file."""
+    from nnpot.potentials.modelfile import load_model
+
+    if src.resolve() == out.resolve():
+        raise NNPotError(f"{out}: the output would replace the input; choose another name")
+    _check_new([out], force)
+    if force and out.exists() and not _nnpot_metatomic_file(out):
+        raise NNPotError(f"{out}: not a metatomic file nnpot could have written; --force replaces only those, "
+                         "choose another name")
+    try:
+        from nnpot.interop.metatomic import export_metatomic  # lazy: the optional engines extra
+    except ImportError as exc:
+        raise NNPotError(f"--format metatomic needs metatomic-torch ({exc.name} is missing): "
+                         "pip install 'nnpot[engines]'") from None
+    model = load_model(src)
+    exported = export_metatomic(model, out)
+    caps = exported.capabilities()
+    members = len(getattr(model, "members", [model]))
+    print(f"{src} -> {out}: metatomic AtomisticModel, {model.config.descriptor.type}"
+          + (f" ensemble of {members}" if members > 1 else "")
+          + f", elements {' '.join(model.type_map)}, interaction range {caps.interaction_range:g} A, "
+          f"{caps.dtype}, outputs {', '.join(caps.outputs)}")
+    return 0
+
+
+def _nnpot_metatomic_file(path: Path) -> bool:
+    """Whether ``path`` is a metatomic archive (a zip) whose model metadata names nnpot (what
+    ``nnpot convert --format metatomic`` writes), read without loading it."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("/extra/model-metadata")]
+            return bool(names) and '"nnpot-' in archive.read(names[0]).decode("utf-8", "replace")
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return False
 
 
 def _change_bias(args) -> int:
@@ -533,13 +576,19 @@ def _add_study_commands(sub) -> None:
 
 
 def _add_model_file_commands(sub) -> None:
-    p = sub.add_parser("convert", help="convert models between nnpot (.nnp) and DeePMD-kit (.dp, .yaml)",
+    p = sub.add_parser("convert", help="convert models between nnpot (.nnp) and DeePMD-kit (.dp, .yaml), or "
+                       "export them to metatomic (.pt)",
                        description="Convert an se_e2_a energy model between nnpot's .nnp and DeePMD-kit's "
                        "backend-independent .dp (HDF5) or .yaml. For DeePMD-kit's .pth/.pb files, run "
                        "`dp convert-backend model.pth model.dp` first; to run an exported model in LAMMPS's "
-                       "pair_style deepmd, `dp convert-backend model.dp model.pth`.")
-    p.add_argument("model", help="input model: .nnp, .dp, .yaml")
-    p.add_argument("-o", "--output", required=True, help="output model: .nnp, .dp, .yaml")
+                       "pair_style deepmd, `dp convert-backend model.dp model.pth`. With --format metatomic, "
+                       "any nnpot model or ensemble folder becomes one metatomic AtomisticModel file that "
+                       "metatomic-ase, torch-sim, i-PI, PLUMED, GROMACS, OpenMM and LAMMPS's metatomic build load "
+                       "without nnpot.")
+    p.add_argument("model", help="input model: .nnp, .dp, .yaml (an ensemble folder with --format metatomic)")
+    p.add_argument("-o", "--output", required=True, help="output model: .nnp, .dp, .yaml; .pt with --format metatomic")
+    p.add_argument("--format", choices=["nnpot", "metatomic"], default="nnpot",
+                   help="metatomic: write a metatomic AtomisticModel (TorchScript) instead (needs nnpot[engines])")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_convert)
 

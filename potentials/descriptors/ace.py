@@ -43,7 +43,13 @@ from torch import nn
 
 from nnpot.errors import ConfigError
 from nnpot.nn import MLP
-from nnpot.potentials.descriptors.base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
+from nnpot.potentials.descriptors.base import (
+    Descriptor,
+    DescriptorConfig,
+    _check_widths,
+    register_descriptor,
+    slot_type_index,
+)
 from nnpot.potentials.descriptors.e3nn import bessel_basis, polynomial_envelope
 from nnpot.potentials.neighbors import neighbor_pairs
 
@@ -227,9 +233,7 @@ class AceDescriptor(Descriptor):
     def _first_density(self, basis: torch.Tensor, envelope: torch.Tensor, Y: Features,
                        capacity: tuple[int, ...]) -> Features:
         C = self.channels
-        K = basis.shape[1]
-        slot_types = torch.repeat_interleave(torch.arange(self.n_types, device=basis.device),
-                                             torch.as_tensor(capacity, device=basis.device), output_size=K)
+        slot_types = slot_type_index(capacity, envelope)
         R = self.radials[0](basis) * envelope * self.embedding[slot_types].repeat(1, self.lmax + 1)  # [n, K, C (lmax+1)]
         return {l: torch.einsum("nkc,nkm->ncm", R[..., l * C:(l + 1) * C], Y[l]) * self.norm for l in Y}
 

@@ -26,7 +26,7 @@ from torch import nn
 from nnpot.errors import ConfigError
 
 __all__ = ["Descriptor", "DescriptorConfig", "register_descriptor", "descriptor_config_class",
-           "build_descriptor", "descriptor_names", "available_descriptors", "BUILTIN"]
+           "build_descriptor", "descriptor_names", "available_descriptors", "slot_type_index", "BUILTIN"]
 
 #: name -> module that registers it when imported
 BUILTIN: dict[str, str] = {
@@ -148,6 +148,18 @@ class Descriptor(nn.Module):
         """``[n, dim_out]`` features from ``rij`` ``[n, K, 3]`` (Angstrom), ``mask`` ``[n, K]``,
         ``center_types`` ``[n]`` and the slot ``capacity`` per neighbor type."""
         raise NotImplementedError
+
+
+def slot_type_index(capacity: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """``[sum(capacity)]`` the neighbor type of each slot, on the device of ``like`` (``[n, K,
+    ...]``). Built from ``like`` rather than with a ``device=`` argument, so that a TorchScript
+    trace of a descriptor (the metatomic export) follows the device it is moved to."""
+    out = like.new_zeros(like.shape[1], dtype=torch.long)
+    start = 0
+    for cap in list(capacity)[:-1]:
+        start += int(cap)
+        out[start:] += 1
+    return out
 
 
 def register_descriptor(name: str, config_class: type[DescriptorConfig]) -> Callable[[type], type]:

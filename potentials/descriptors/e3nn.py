@@ -47,7 +47,13 @@ from torch import nn
 
 from nnpot.errors import ConfigError
 from nnpot.nn import MLP
-from nnpot.potentials.descriptors.base import Descriptor, DescriptorConfig, _check_widths, register_descriptor
+from nnpot.potentials.descriptors.base import (
+    Descriptor,
+    DescriptorConfig,
+    _check_widths,
+    register_descriptor,
+    slot_type_index,
+)
 
 __all__ = ["E3nnDescriptor", "E3nnConfig", "bessel_basis", "polynomial_envelope"]
 
@@ -77,7 +83,7 @@ class E3nnConfig(DescriptorConfig):
 
 def bessel_basis(r: torch.Tensor, rcut: float, n: int) -> torch.Tensor:
     """``[..., n]`` Bessel radial functions ``sqrt(2/rc) sin(b pi r / rc) / r``, b = 1..n."""
-    b = torch.arange(1, n + 1, dtype=r.dtype, device=r.device) * (math.pi / rcut)
+    b = r.new_ones(n).cumsum(0) * (math.pi / rcut)  # 1..n; new_ones follows r's device in a TorchScript trace
     return math.sqrt(2.0 / rcut) * torch.sin(b * r[..., None]) / r[..., None]
 
 
@@ -135,11 +141,11 @@ class E3nnDescriptor(Descriptor):
         safe = torch.where(mask[..., None], rij, torch.ones_like(rij))  # no 0/0 in empty slots
         r = safe.norm(dim=-1)
         envelope = polynomial_envelope(r / self.rcut) * mask
-        slot_types = torch.repeat_interleave(torch.arange(self.n_types, device=rij.device),
-                                             torch.as_tensor(capacity, device=rij.device), output_size=K)
-        eye = torch.eye(self.n_types, dtype=rij.dtype, device=rij.device)
-        features = torch.cat([bessel_basis(r, self.rcut, self.num_basis), eye[slot_types].expand(n, K, -1),
-                              eye[center_types][:, None, :].expand(n, K, -1)], dim=-1)
+        slot_types = slot_type_index(capacity, mask)
+        neighbor = torch.nn.functional.one_hot(slot_types, self.n_types).to(rij.dtype)
+        center = torch.nn.functional.one_hot(center_types, self.n_types).to(rij.dtype)
+        features = torch.cat([bessel_basis(r, self.rcut, self.num_basis), neighbor.expand(n, K, -1),
+                              center[:, None, :].expand(n, K, -1)], dim=-1)
         Y = o3.spherical_harmonics(self.irreps_sh, safe, normalize=True, normalization="component")
         return features, envelope, Y
 
