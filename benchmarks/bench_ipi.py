@@ -48,8 +48,10 @@ INPUT = """<simulation verbosity='low'>
 """
 
 
-def ipi_steps_per_s(model: Path, atoms, steps: int, beads: int, threads: int) -> float:
-    """Steps per second of an i-PI run (wall time of the whole run after the client connects)."""
+def ipi_steps_per_s(model: Path, atoms, steps: int, beads: int, threads: int, driver: str = "nnpot") -> float:
+    """Steps per second of an i-PI run (wall time of the whole run after the client connects).
+    ``driver``: ``nnpot`` (``nnpot ipi`` on an .nnp file: ASE's socket client and nnpot's
+    calculator) or ``metatomic`` (i-PI's own Python driver on a metatomic export)."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         atoms.write(tmp / "init.xyz", format="extxyz")
@@ -63,8 +65,13 @@ def ipi_steps_per_s(model: Path, atoms, steps: int, beads: int, threads: int) ->
                                   stderr=subprocess.DEVNULL)
         time.sleep(3)  # i-PI's start-up, not part of the run
         t = time.perf_counter()
-        subprocess.run([str(BIN / "nnpot"), "ipi", str(model), str(tmp / "init.xyz"), "--unix", address, "--device",
-                        "cpu", "-q"], check=True, env=env, timeout=3600)
+        if driver == "nnpot":
+            client = [str(BIN / "nnpot"), "ipi", str(model), str(tmp / "init.xyz"), "--unix", address, "--device",
+                      "cpu", "-q"]
+        else:
+            client = [str(BIN / "i-pi-py_driver"), "-u", "-a", address, "-m", "metatomic", "-o",
+                      f"template={tmp / 'init.xyz'},model={model},device=cpu"]
+        subprocess.run(client, check=True, env=env, timeout=3600, stdout=subprocess.DEVNULL)
         elapsed = time.perf_counter() - t
         server.wait(timeout=60)
         return steps / elapsed

@@ -181,17 +181,21 @@ class MetatomicEnergy(nn.Module):
 
 
 def _probe(model: EnergyModel, counts: List[int], seed: int) -> Tuple[np.ndarray, np.ndarray]:
-    """A non-periodic cluster with ``counts[t]`` atoms of model type ``t``, every pair closer
-    than the cutoff and at least 0.9 A apart."""
+    """A non-periodic cluster with ``counts[t]`` atoms of model type ``t``, at least 0.9 A
+    apart, in a ball of diameter 0.9 cutoff (widened when the atoms do not fit)."""
     rng = np.random.default_rng(seed)
     types = np.repeat(np.arange(len(counts)), counts)
     rng.shuffle(types)
     radius = 0.45 * model.cutoff
     positions: list[np.ndarray] = []
+    tries = 0
     while len(positions) < len(types):
         p = rng.uniform(-radius, radius, 3)
         if np.linalg.norm(p) < radius and all(np.linalg.norm(p - q) > 0.9 for q in positions):
             positions.append(p)
+        tries += 1
+        if tries % 1000 == 0:
+            radius *= 1.1
     return np.array(positions), types
 
 
@@ -238,6 +242,14 @@ def _trace_checked(models: List[EnergyModel], name: str) -> torch.jit.ScriptModu
     return traced
 
 
+def _devices(core: torch.jit.ScriptModule) -> List[str]:
+    """The devices the traced energies can move to, in order of preference: CPU first (where
+    the export is traced and checked), CUDA too unless the trace holds a fixed device (a
+    tensor made with ``device=`` inside the model)."""
+    fixed = any("Device = prim::Constant" in line for line in str(core.inlined_graph).splitlines())
+    return ["cpu"] if fixed else ["cpu", "cuda"]
+
+
 def export_metatomic(model: EnergyModel | EnsembleModel, path: str | os.PathLike[str]) -> AtomisticModel:
     """Write ``model`` (or an ensemble) to ``path`` as a metatomic ``AtomisticModel`` and return it.
 
@@ -263,7 +275,7 @@ def export_metatomic(model: EnergyModel | EnsembleModel, path: str | os.PathLike
         energy["energy_uncertainty"] = ModelOutput(unit="eV", sample_kind="atom", explicit_gradients=[])
     capabilities = ModelCapabilities(outputs=energy, atomic_types=numbers,
                                      interaction_range=float(first.receptive_field), length_unit="angstrom",
-                                     supported_devices=["cpu", "cuda"], dtype=dtype)
+                                     supported_devices=_devices(core), dtype=dtype)
     meta = getattr(first, "meta", {}) or {}
     description = (f"nnpot {name} model, elements {' '.join(first.type_map)}, cutoff {first.cutoff} A"
                    + (f", ensemble of {len(models)}" if len(models) > 1 else ""))
