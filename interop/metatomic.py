@@ -20,6 +20,7 @@ Forces and stress are the engine's: metatomic differentiates the energy with res
 positions and strain, through the distance vectors of the neighbor list.
 """
 
+import errno
 import os
 import tempfile
 import warnings
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nnpot.atomic import disk_full
 from nnpot.errors import NNPotError
 from nnpot.potentials.ensemble import EnsembleModel
 from nnpot.potentials.model import EnergyModel
@@ -287,6 +289,11 @@ def export_metatomic(model: EnergyModel | EnsembleModel, path: str | os.PathLike
     # staged under the final name (TorchScript names the archive's folder after the file), then renamed
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         staged = Path(tmp) / out.name
-        atomistic.save(str(staged))
+        try:
+            atomistic.save(str(staged))
+        except RuntimeError as exc:  # torch's archive writer reports a full disk this way
+            if disk_full(out.parent):
+                raise OSError(errno.ENOSPC, "no space left on device (the previous file is kept)", str(out)) from None
+            raise NNPotError(f"{out}: could not be written ({str(exc).splitlines()[0]}); nothing was replaced") from None
         os.replace(staged, out)
     return atomistic

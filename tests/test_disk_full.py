@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -31,6 +32,10 @@ INJECT = {
              "def boom(*a, **k): raise RuntimeError('[enforce fail at inline_container.cc:778] . PytorchStreamWriter "
              "failed writing file data/0: file write failed')\n"
              "torch.save = boom\nm.disk_full = lambda folder: True\n",
+    "torchscript": "import torch, nnpot.interop.metatomic as m\n"
+                   "def boom(*a, **k): raise RuntimeError('PytorchStreamWriter failed writing file data.pkl: file "
+                   "write failed')\n"
+                   "torch.jit.save = boom\nm.disk_full = lambda folder: True\n",
 }
 
 
@@ -51,6 +56,12 @@ def ws(tmp_path):
     water = H5Dataset(WATER)
     write_h5([water[i] for i in range(8)], tmp_path / "small.h5")
     write_h5([water[i] for i in range(8, 10)], tmp_path / "more.h5")
+    if importlib.util.find_spec("metatomic") is not None:  # the metatomic export's input
+        from nnpot import save_model
+        from nnpot.potentials import EnergyModel
+
+        from .conftest import small_config
+        save_model(EnergyModel(small_config()), tmp_path / "model.nnp")
     return tmp_path
 
 
@@ -60,6 +71,8 @@ CASES = [
     ("append", "h5", ["data", "convert", "small.h5", "-o", "more.h5", "--append"], "more.h5"),
     ("export-deepmd", "npy", ["data", "export", "small.h5", "--format", "deepmd", "-o", "dp"], "No space"),
     ("train-checkpoint", "torch", ["train", "--data", "small.h5", "--out", "run", *SMALL], "run/"),
+    ("metatomic-export", "torchscript", ["convert", "model.nnp", "-o", "model.pt", "--format", "metatomic"],
+     "model.pt"),
 ]
 
 
