@@ -53,11 +53,11 @@ def pad_neighbors(first: torch.Tensor, second: torch.Tensor, vectors: torch.Tens
     inside = torch.nonzero(dist < rcut).squeeze(1)
     first, second, vectors, dist = first[inside], second[inside], vectors[inside], dist[inside]
     neighbor_type = types[second]
-    order = torch.argsort(dist, stable=True)
-    group = (first * n_types + neighbor_type)[order]
-    order = order[torch.argsort(group, stable=True)]
-    first, second, vectors, neighbor_type = first[order], second[order], vectors[order], neighbor_type[order]
     group = first * n_types + neighbor_type
+    order = torch.argsort(dist, stable=True)  # nearest first within each (center, neighbor type) group
+    order = order[torch.argsort(group[order], stable=True)]
+    first, second, vectors = first[order], second[order], vectors[order]
+    neighbor_type, group = neighbor_type[order], group[order]
     counts = torch.bincount(group, minlength=n_atoms * n_types)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(group.shape[0], device=group.device) - starts[group]
