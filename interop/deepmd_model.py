@@ -268,14 +268,18 @@ def _load_fitting(model: EnergyModel, fit: dict, source: str) -> None:
 # nnpot -> DeePMD-kit
 
 
-def _layer_tree(mlp: MLP, k: int) -> dict[str, Any]:
+def _layer_tree(mlp: MLP, k: int, out_scale: float = 1.0) -> dict[str, Any]:
+    """Layer ``k`` of ``mlp``; the last layer's weights and bias times ``out_scale`` (nnpot's
+    ``fitting.scale``, which DeePMD-kit lacks: folded into the output layer, the same function)."""
     linear, dt = mlp.layers[k], mlp.dts[k]
     last_linear = k == len(mlp.layers) - 1 and mlp.final_linear
+    scale = out_scale if k == len(mlp.layers) - 1 else 1.0
     return {
         "@class": "Layer", "@version": 2, "bias": True, "use_timestep": bool(dt.numel()),
         "activation_function": "none" if last_linear else mlp.act_name, "resnet": not last_linear,
         "precision": _dtype_name(linear.weight), "trainable": True,
-        "@variables": {"w": linear.weight.detach().cpu().numpy().T.copy(), "b": linear.bias.detach().cpu().numpy(),
+        "@variables": {"w": np.ascontiguousarray(scale * linear.weight.detach().cpu().numpy().T),
+                       "b": scale * linear.bias.detach().cpu().numpy(),
                        "idt": dt.detach().cpu().numpy() if dt.numel() else None},
     }
 
@@ -284,10 +288,10 @@ def _dtype_name(t: torch.Tensor) -> str:
     return {torch.float64: "float64", torch.float32: "float32"}[t.dtype]
 
 
-def _net_tree(mlp: MLP, fitting: bool) -> dict[str, Any]:
+def _net_tree(mlp: MLP, fitting: bool, out_scale: float = 1.0) -> dict[str, Any]:
     common = {"in_dim": mlp.widths[0], "activation_function": mlp.act_name,
               "resnet_dt": any(dt.numel() for dt in mlp.dts), "precision": _dtype_name(mlp.layers[0].weight),
-              "layers": [_layer_tree(mlp, k) for k in range(len(mlp.layers))]}
+              "layers": [_layer_tree(mlp, k, out_scale) for k in range(len(mlp.layers))]}
     if fitting:
         return {"@class": "FittingNetwork", "@version": 1, "out_dim": 1, "neuron": mlp.widths[1:-1], "bias_out": True,
                 **common}
@@ -334,7 +338,8 @@ def deepmd_from_model(model: EnergyModel) -> dict[str, Any]:
         "neuron": list(c.fitting.neuron), "resnet_dt": c.fitting.resnet_dt, "numb_fparam": 0, "numb_aparam": 0,
         "dim_case_embd": 0, "default_fparam": None, "rcond": None, "activation_function": c.fitting.activation,
         "precision": prec, "mixed_types": False, "exclude_types": [],
-        "nets": _collection([_net_tree(f, True) for f in model.fittings], 1, n, "fitting_network"),
+        "nets": _collection([_net_tree(f, True, model.output_scale) for f in model.fittings], 1, n,
+                            "fitting_network"),
         "@variables": {"bias_atom_e": model.energy_bias.detach().cpu().numpy()[:, None].copy(), "case_embd": None,
                        "fparam_avg": None, "fparam_inv_std": None, "aparam_avg": None, "aparam_inv_std": None},
         "type_map": list(c.type_map), "tot_ener_zero": False, "trainable": [True] * (len(c.fitting.neuron) + 1),

@@ -6,6 +6,7 @@ The descriptor's section is the config dataclass of the descriptor named by its 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from ase.data import atomic_numbers
@@ -23,6 +24,11 @@ class FittingConfig:
     neuron: list[int] = field(default_factory=lambda: [240, 240, 240])
     activation: str = "tanh"
     resnet_dt: bool = True
+    #: eV; the fitting nets' outputs are multiplied by it, so they work at unit size whatever
+    #: the energy scale of the data (MACE's ``rms_forces_scaling``)
+    scale: float = 1.0
+    #: training sets ``scale`` to the RMS of the training force components (eV/A times 1 A)
+    scale_from_data: bool = False
 
 
 @dataclass
@@ -59,6 +65,8 @@ class ModelConfig:
             raise ConfigError(f"fitting.activation: {self.fitting.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"dtype: {self.dtype!r}; allowed: 'float32', 'float64'")
+        if not (math.isfinite(self.fitting.scale) and self.fitting.scale > 0):
+            raise ConfigError(f"fitting.scale must be a number > 0, got {self.fitting.scale}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         return self

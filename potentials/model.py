@@ -39,6 +39,7 @@ class EnergyModel(nn.Module):
         n_types = len(config.type_map)
         self.descriptor = build_descriptor(config.descriptor, n_types, dtype=dtype)
         widths = [self.descriptor.dim_out, *config.fitting.neuron, 1]
+        self.output_scale = float(config.fitting.scale)  #: eV per unit of fitting-net output
         self.fittings = nn.ModuleList(
             MLP(widths, act=config.fitting.activation, resnet=True, resnet_dt=config.fitting.resnet_dt,
                 final_linear=True, init="deepmd", dtype=dtype)
@@ -108,7 +109,7 @@ class EnergyModel(nn.Module):
         groups = self.type_groups(types) if groups is None else groups
         for sel, fit in zip(groups, self.fittings):
             if sel.numel():
-                energy = energy.index_add(0, sel, fit(D[sel]).squeeze(-1))
+                energy = energy.index_add(0, sel, fit(D[sel]).squeeze(-1) * self.output_scale)
         return energy
 
     def evaluate_batch(self, batch: AtomsBatch, chunk_size: int | None = None) -> dict[str, torch.Tensor]:

@@ -9,6 +9,8 @@ another torch than nnpot's tests run with.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -341,3 +343,30 @@ def test_nnpot_md_runs_a_deepmd_file(tmp_path):
 
     summary = json.loads((tmp_path / "md" / "thermo.json").read_text())
     assert summary["steps"] == 40 and abs(summary["drift_eV_per_atom_per_ps"]) < 1e-4
+
+
+def test_fitting_scale_is_folded_into_the_exported_output_layer(tmp_path):
+    """nnpot's ``fitting.scale`` has no DeePMD-kit counterpart: the export multiplies the output
+    layers by it, so the imported model (scale 1) gives the same energies and forces."""
+    from ase.build import molecule
+
+    from nnpot.potentials.calculator import NNPotCalculator
+
+    model = _random_nnpot_model(True)
+    scaled_config = copy.deepcopy(model.config)
+    scaled_config.fitting.scale = 3.7
+    scaled = EnergyModel(scaled_config)
+    scaled.load_state_dict(model.state_dict())
+    save_deepmd_model(scaled, tmp_path / "m.dp")
+    back = load_model(tmp_path / "m.dp")
+    assert back.config.fitting.scale == 1.0
+    atoms = molecule("CH3CH2OH")
+    atoms.center(vacuum=3.0)
+    results = []
+    for m in (model, scaled, back):
+        atoms.calc = NNPotCalculator(m)
+        results.append((atoms.get_potential_energy(), atoms.get_forces()))
+    bias = float(model.energy_bias[[model.type_map.index(s) for s in atoms.get_chemical_symbols()]].sum())
+    assert results[1][0] - bias == pytest.approx(3.7 * (results[0][0] - bias), rel=1e-10)  # the nets' part scales
+    assert results[2][0] == pytest.approx(results[1][0], rel=1e-12)
+    np.testing.assert_allclose(results[2][1], results[1][1], rtol=1e-9, atol=1e-10)

@@ -9,6 +9,9 @@
   to a multiple of 2, at least 1), as DeePMD-kit's ``sel: "auto"`` does, so a structure slightly
   denser than any in the data still fits. :func:`neighbor_counts` gives the counts (also behind
   ``nnpot data stats``).
+* ``fitting.scale`` (when ``fitting.scale_from_data``): the RMS of the force components of a
+  sample of the training frames, so that the fitting nets work at unit size (MACE scales its
+  outputs the same way).
 
 Elements of the validation data that the training data lacks are reported: the model has
 never seen them, so its errors there mean little.
@@ -70,6 +73,11 @@ def resolve_model_config(config: ModelConfig, train: Sequence, valid: Sequence =
         config.descriptor.sel = [counts["suggested_sel"][e] for e in config.type_map]
         report["max_counts"] = [counts["max_counts"][e] for e in config.type_map]
         report["sel_frames"] = counts["frames"]
+    if config.fitting.scale_from_data:
+        frames = _sample_frames(list(train), sample, seed)
+        forces = np.concatenate([np.asarray(f.forces, dtype=float).ravel() for f in frames])
+        config.fitting.scale = float(np.sqrt(np.mean(forces ** 2))) or 1.0
+        report["fitting_scale"] = config.fitting.scale
     report["type_map"], report["sel"] = list(config.type_map), list(config.descriptor.sel)
     return config.validate(), report
 

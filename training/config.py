@@ -89,6 +89,18 @@ class TrainConfig:
     #: ``min(d, (1 + t) / (10 + t))`` at update t; 0 disables it
     ema_decay: float = 0.0
     grad_clip: float = 0.0  #: 0 disables gradient-norm clipping
+    #: "adam", or "lkf": the layer-wise Kalman filter of DeePMD-kit's PyTorch backend
+    #: (training/kalman.py): each step one energy update and force updates on groups of atoms;
+    #: the learning rate and loss prefactors do not apply to it
+    optimizer: str = "adam"
+    weight_decay: float = 0.0  #: Adam's decoupled weight decay (AdamW) per unit lr; 0: plain Adam
+    kalman_block: int = 1024  #: lkf: parameters per block of the covariance (memory: n_params * block)
+    kalman_lambda: float = 0.98  #: lkf: the starting forgetting factor
+    kalman_nue: float = 0.9987  #: lkf: lambda -> nue lambda + 1 - nue after every update
+    kalman_force_atoms: int = 24  #: lkf: atoms whose forces update the weights each step, 6 per update
+    #: lkf: scale of the force measurements (eV/A): the filter takes a force error of 1/w eV/A
+    #: as seriously as an energy error of 1 eV/atom
+    kalman_force_weight: float = 1.0
     early_stop_patience: int = 0  #: validations without improvement before stopping; 0: never
     overlap_threshold: float = 0.5  #: Angstrom; closer atoms in the training set are reported
     threads: int = 0  #: torch CPU threads; 0 keeps torch's default
@@ -131,6 +143,16 @@ class TrainConfig:
         if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise ConfigError(f"ema_decay must lie in [0, 1) (0: no average), got {self.ema_decay}")
         self.loss.validate()
+        if self.optimizer not in ("adam", "lkf"):
+            raise ConfigError(f"optimizer: {self.optimizer!r}; allowed: 'adam', 'lkf'")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
+        if self.kalman_block < 1 or self.kalman_force_atoms < 1:
+            raise ConfigError("kalman_block and kalman_force_atoms must be >= 1")
+        if not (math.isfinite(self.kalman_force_weight) and self.kalman_force_weight > 0):
+            raise ConfigError(f"kalman_force_weight must be a number > 0, got {self.kalman_force_weight}")
+        if not (0 < self.kalman_lambda <= 1 and 0 < self.kalman_nue <= 1):
+            raise ConfigError("kalman_lambda and kalman_nue must lie in (0, 1]")
         if self.grad_sync not in ("bucketed", "per-parameter"):
             raise ConfigError(f"grad_sync must be 'bucketed' or 'per-parameter', got {self.grad_sync!r}")
         if self.max_time != "":

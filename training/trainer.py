@@ -4,7 +4,9 @@ Adam on ``loss = p_e dE^2 / N^k + p_f mean(dF^2) + p_v mean(dW^2) / N^k`` (``k``
 as in DeePMD-kit; :class:`~nnpot.potentials.config.LossConfig`) with DeePMD-kit's
 exponential learning-rate decay and prefactor schedule (Wang et al., Comput. Phys. Commun. 228,
 178 (2018)). The decay runs over ``num_steps`` or over the wall-clock budget ``max_time``,
-whichever is nearer, so a time-limited run still ends at ``stop_lr``.
+whichever is nearer, so a time-limited run still ends at ``stop_lr``. ``weight_decay`` makes
+it AdamW; ``optimizer: lkf`` replaces Adam by the layer-wise Kalman filter of
+:mod:`nnpot.training.kalman`.
 
 Outputs in the run folder: ``model.nnp`` (final), ``best.nnp`` (best validation score),
 ``checkpoints/``, ``config.yaml`` (resolved), ``valid.jsonl`` (one line per validation) and
@@ -42,6 +44,7 @@ from nnpot.training.auto_config import resolve_model_config
 from nnpot.training.bias import energy_bias_shift
 from nnpot.training.config import TrainConfig
 from nnpot.training.distributed import BucketedAllReduce, average_gradients, init_distributed
+from nnpot.training.kalman import LayerwiseKalman
 from nnpot.training.metrics import error_metrics
 from nnpot.training.plots import plot_learning_curve
 
@@ -132,7 +135,7 @@ class Trainer:
         self.neighbor_cache = NeighborCache()  # training frames keep their neighbor lists
         self.model = EnergyModel(self.config.model).to(self.device)
         self.bucketed = BucketedAllReduce(self.model.parameters(), self.dist) if config.grad_sync == "bucketed" else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.start_lr)
+        self.optimizer = self._make_optimizer()
         self.ema = None
         self.state = {"step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "best": math.inf, "stale": 0,
                       "valid_t": 0.0, "save_t": 0.0, "valid_s_per_frame": 0.0}
@@ -146,6 +149,16 @@ class Trainer:
             self._initialise()
 
     # --- set-up ---------------------------------------------------------------------------
+
+    def _make_optimizer(self) -> torch.optim.Optimizer | LayerwiseKalman:
+        c = self.config
+        if c.optimizer == "lkf":
+            if self.dist.world > 1:
+                raise TrainingError("optimizer: lkf runs in one process; use adam for data-parallel training")
+            return LayerwiseKalman(self.model.parameters(), c.kalman_block, c.kalman_lambda, c.kalman_nue)
+        if c.weight_decay > 0:
+            return torch.optim.AdamW(self.model.parameters(), lr=c.start_lr, weight_decay=c.weight_decay)
+        return torch.optim.Adam(self.model.parameters(), lr=c.start_lr)
 
     def _load_data(self) -> None:
         c = self.config
@@ -381,8 +394,52 @@ class Trainer:
             )
         return loss, parts
 
+    def _kalman_step(self, indices: list[int]) -> dict:
+        """One step of the Kalman filter: an update on the frames' energies per atom, then one per
+        group of 6 atoms' forces (``kalman_force_atoms`` random atoms), each on the weights the
+        previous one left. Each measurement is sign-flipped so that its error is positive, and
+        the force measurements are scaled by ``kalman_force_weight``: their noise is the
+        filter's ``lambda`` over its square."""
+        kf, model = self.optimizer, self.model
+        frames = [self.train_ds[i] for i in indices]
+        tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
+        n = tensor([f.n_atoms for f in frames])
+        e_ref = tensor([f.energy for f in frames])
+        f_ref = tensor(np.concatenate([f.forces for f in frames]))
+
+        def forward() -> dict:
+            batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype,
+                               tight=True, cache=self.neighbor_cache, keys=indices)
+            return derivatives(model, batch, create_graph=True)
+
+        def update(pred: torch.Tensor, ref: torch.Tensor, weight: float = 1.0) -> None:
+            sign = weight * torch.sign(ref - pred.detach())
+            error = float((sign * (ref - pred.detach())).mean())
+            if not math.isfinite(error):
+                raise TrainingError(f"the error became {error} at step {self.state['step']} on training frame(s) "
+                                    f"{indices} of {self.train_ds.path}; check those frames (nnpot data info)")
+            (sign * pred).mean().backward()
+            kf.step(error)
+
+        kf.zero_grad()
+        out = forward()
+        parts = {"rmse_e": float((((out["energy"].detach() - e_ref) / n) ** 2).mean().sqrt()),
+                 "rmse_f": float(((out["forces"].detach() - f_ref) ** 2).mean().sqrt())}
+        update(out["energy"] / n, e_ref / n)
+        picked = torch.randperm(len(f_ref))[: self.config.kalman_force_atoms]
+        for group in picked.split(6):
+            kf.zero_grad()
+            update(forward()["forces"][group], f_ref[group], self.config.kalman_force_weight)
+        kf.zero_grad()
+        return {"loss": parts["rmse_e"] ** 2 + parts["rmse_f"] ** 2, "lr": 0.0, **parts}
+
     def step(self) -> dict:
         c = self.config
+        if c.optimizer == "lkf":
+            out = self._kalman_step(self._next_frames())
+            self._update_ema()
+            self.state["step"] += 1
+            return out
         lr = learning_rate(c, self._progress())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -399,14 +456,18 @@ class Trainer:
         if c.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()
-        if self.ema is not None:
-            decay = ema_decay(c.ema_decay, self.state["step"])
-            with torch.no_grad():
-                for k, v in self.model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        self.ema[k].mul_(decay).add_(v, alpha=1 - decay)
+        self._update_ema()
         self.state["step"] += 1
         return {"loss": float(loss.detach()), "lr": lr, **parts}
+
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = ema_decay(self.config.ema_decay, self.state["step"])
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                if v.dtype.is_floating_point:
+                    self.ema[k].mul_(decay).add_(v, alpha=1 - decay)
 
     @torch.no_grad()
     def refit_energy_bias(self, final: bool = False) -> np.ndarray:
