@@ -61,8 +61,9 @@ def test_warmup_rises_linearly_then_cosine_decays_to_the_floor():
         _config(10, ["warmup=1.5"]).validate()
 
 
-@pytest.mark.parametrize("extra", [(), ("ema_decay=0.9",), ("lr_schedule=cosine", "warmup=0.25"), ("weight_decay=0.1",)],
-                         ids=["plain", "ema", "cosine-warmup", "adamw"])
+@pytest.mark.parametrize("extra", [(), ("ema_decay=0.9",), ("lr_schedule=cosine", "warmup=0.25"), ("weight_decay=0.1",),
+                                   ("optimizer=lkf", "kalman_block=256", "kalman_force_atoms=12")],
+                         ids=["plain", "ema", "cosine-warmup", "adamw", "kalman"])
 def test_interrupted_run_resumes_to_identical_losses(tmp_path, extra):
     full = Trainer(_config(8, extra), tmp_path / "full", progress=False)
     full.run()
