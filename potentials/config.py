@@ -27,7 +27,8 @@ class FittingConfig:
     #: eV; the fitting nets' outputs are multiplied by it, so they work at unit size whatever
     #: the energy scale of the data (MACE's ``rms_forces_scaling``)
     scale: float = 1.0
-    #: training sets ``scale`` to the RMS of the training force components (eV/A times 1 A)
+    #: training sets ``scale`` to the RMS of the training force components (eV/A times 1 A),
+    #: then this back to false, so a model file (and fine-tuning from it) keeps that scale
     scale_from_data: bool = False
 
 

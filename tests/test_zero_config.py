@@ -140,3 +140,22 @@ def test_change_bias_pins_a_shifted_model_on_new_data_and_keeps_its_forces(small
     assert "--force" in capsys.readouterr().err
     assert main(["change-bias", str(src), "-d", str(MOLECULE), "-o", str(tmp_path / "c.nnp")]) == 2
     assert "element(s) C" in capsys.readouterr().err and not (tmp_path / "c.nnp").exists()
+
+
+def test_fitting_scale_from_data_is_the_rms_training_force_and_then_fixed(tmp_path):
+    """``fitting.scale_from_data``: the scale becomes the RMS of the training force components
+    (every frame of a small set), and the flag is cleared so that fine-tuning keeps it."""
+    from nnpot.potentials.config import ModelConfig
+    from nnpot.training.auto_config import resolve_model_config
+
+    frames = emt_alloy_frames(["Cu", "Al"], 6, seed=3)
+    write_h5(frames, tmp_path / "a.h5")
+    write_h5(emt_alloy_frames(["Cu", "Al"], 6, seed=4), tmp_path / "b.h5")
+    config = ModelConfig()
+    config.fitting.scale_from_data = True
+    resolved, report = resolve_model_config(config, [H5Dataset(tmp_path / "a.h5")])
+    rms = math.sqrt(np.mean(np.concatenate([f.forces.ravel() for f in frames]) ** 2))
+    assert resolved.fitting.scale == pytest.approx(rms, rel=1e-12) == report["fitting_scale"]
+    assert not resolved.fitting.scale_from_data and config.fitting.scale == 1.0
+    again, _ = resolve_model_config(resolved, [H5Dataset(tmp_path / "b.h5")])
+    assert again.fitting.scale == resolved.fitting.scale

@@ -77,6 +77,7 @@ def resolve_model_config(config: ModelConfig, train: Sequence, valid: Sequence =
         frames = _sample_frames(list(train), sample, seed)
         forces = np.concatenate([np.asarray(f.forces, dtype=float).ravel() for f in frames])
         config.fitting.scale = float(np.sqrt(np.mean(forces ** 2))) or 1.0
+        config.fitting.scale_from_data = False  # fixed now: fine-tuning keeps the scale its weights have
         report["fitting_scale"] = config.fitting.scale
     report["type_map"], report["sel"] = list(config.type_map), list(config.descriptor.sel)
     return config.validate(), report
