@@ -21,7 +21,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -358,19 +358,28 @@ class Trainer:
             per_rank.append(picked)
         return per_rank[self.dist.rank]
 
+    def _training_frames(self, indices: list[int]) -> tuple[list, Callable[[], dict], tuple[torch.Tensor, ...]]:
+        """The training frames ``indices``, a function that evaluates the model on them with the
+        graph kept (energies, forces, virials) and their atom counts, energies and forces."""
+        model = self.model
+        frames = [self.train_ds[i] for i in indices]
+        tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
+
+        def forward() -> dict:
+            batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype,
+                               tight=True, cache=self.neighbor_cache, keys=indices)
+            return derivatives(model, batch, create_graph=True)
+
+        refs = (tensor([f.n_atoms for f in frames]), tensor([f.energy for f in frames]),
+                tensor(np.concatenate([f.forces for f in frames])))
+        return frames, forward, refs
+
     def loss(self, indices: list[int], lr: float) -> tuple[torch.Tensor, dict]:
         """The loss of the frames ``indices`` and its parts, with the prefactors at learning rate
         ``lr`` (the decayed rate, before any warm-up factor: :func:`decay_ratio` times start_lr)."""
         c, lc = self.config, self.config.loss
-        frames = [self.train_ds[i] for i in indices]
-        model = self.model
-        batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype,
-                           tight=True, cache=self.neighbor_cache, keys=indices)
-        out = derivatives(model, batch, create_graph=True)
-        tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
-        n = tensor([f.n_atoms for f in frames])
-        e_ref = tensor([f.energy for f in frames])
-        f_ref = tensor(np.concatenate([f.forces for f in frames]))
+        frames, forward, (n, e_ref, f_ref) = self._training_frames(indices)
+        out = forward()
         norm_exp = lc.energy_norm_exp
         de = out["energy"] - e_ref
         l_e = (de ** 2 / n ** norm_exp).mean()
@@ -382,7 +391,7 @@ class Trainer:
         pv = prefactor(lc.start_pref_v, lc.limit_pref_v, lr, c.start_lr)
         with_virial = [k for k, f in enumerate(frames) if f.virial is not None]
         if pv > 0 and with_virial:
-            v_ref = tensor(np.stack([frames[k].virial for k in with_virial]))
+            v_ref = torch.as_tensor(np.stack([frames[k].virial for k in with_virial]), dtype=n.dtype, device=n.device)
             dw = out["virial"][with_virial] - v_ref
             n_v = n[with_virial, None, None]
             loss = loss + pv * (dw ** 2 / n_v ** norm_exp).mean()
@@ -400,17 +409,8 @@ class Trainer:
         previous one left. Each measurement is sign-flipped so that its error is positive, and
         the force measurements are scaled by ``kalman_force_weight``: their noise is the
         filter's ``lambda`` over its square."""
-        kf, model = self.optimizer, self.model
-        frames = [self.train_ds[i] for i in indices]
-        tensor = lambda x: torch.as_tensor(np.asarray(x), dtype=model.dtype, device=self.device)  # noqa: E731
-        n = tensor([f.n_atoms for f in frames])
-        e_ref = tensor([f.energy for f in frames])
-        f_ref = tensor(np.concatenate([f.forces for f in frames]))
-
-        def forward() -> dict:
-            batch = make_batch(frames, model.type_map, model.cutoff, model.sel, device=self.device, dtype=model.dtype,
-                               tight=True, cache=self.neighbor_cache, keys=indices)
-            return derivatives(model, batch, create_graph=True)
+        kf = self.optimizer
+        _, forward, (n, e_ref, f_ref) = self._training_frames(indices)
 
         def update(pred: torch.Tensor, ref: torch.Tensor, weight: float = 1.0) -> None:
             sign = weight * torch.sign(ref - pred.detach())
