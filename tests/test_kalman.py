@@ -78,3 +78,10 @@ def test_bad_optimizer_settings_are_named():
         _config(2, ["optimizer=lkf", "kalman_lambda=1.5"]).validate()
     with pytest.raises(ConfigError, match="weight_decay"):
         _config(2, ["weight_decay=-1"]).validate()
+
+
+def test_a_covariance_too_large_for_memory_is_refused_before_it_is_allocated():
+    p = torch.nn.Parameter(torch.zeros(1000, dtype=torch.float64))
+    with pytest.raises(MemoryError, match="needs 0.0 GiB for 1,000 weights in blocks of 500.*lower kalman_block"):
+        LayerwiseKalman([p], block=500, max_bytes=4_000_000 - 1)  # two 500^2 blocks of 8 bytes: 4 MB
+    assert len(LayerwiseKalman([p], block=500, max_bytes=4_000_000).P) == 2

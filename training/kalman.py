@@ -28,14 +28,19 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["LayerwiseKalman"]
+__all__ = ["LayerwiseKalman", "covariance_bytes"]
+
+
+def covariance_bytes(blocks: list[list[tuple[int, int, int]]], element_size: int) -> int:
+    """Memory of the block-diagonal covariance: the square of each block's size."""
+    return sum(sum(b - a for _, a, b in blk) ** 2 for blk in blocks) * element_size
 
 
 class LayerwiseKalman:
     """The filter over ``params`` (their ``.grad`` is ``H`` at each :meth:`step`)."""
 
     def __init__(self, params: Iterable[torch.nn.Parameter], block: int = 1024, lam: float = 0.98,
-                 nue: float = 0.9987) -> None:
+                 nue: float = 0.9987, max_bytes: int | None = None) -> None:
         if block < 1 or not 0 < lam <= 1 or not 0 < nue <= 1:
             raise ValueError("kalman: block >= 1, 0 < lambda <= 1 and 0 < nue <= 1")
         self.params = [p for p in params if p.requires_grad and p.numel()]
@@ -60,6 +65,11 @@ class LayerwiseKalman:
         if current:
             self.blocks.append(current)
         ref = self.params[0]
+        need = covariance_bytes(self.blocks, ref.element_size())
+        if max_bytes is not None and need > max_bytes:
+            raise MemoryError(f"the Kalman filter's covariance needs {need / 2**30:.1f} GiB for "
+                              f"{sum(p.numel() for p in self.params):,} weights in blocks of {block}, more than the "
+                              f"{max_bytes / 2**30:.1f} GiB allowed; lower kalman_block or train a smaller model")
         self.P = [torch.eye(sum(b - a for _, a, b in blk), dtype=ref.dtype, device=ref.device) for blk in self.blocks]
 
     def _flat(self, blk: list[tuple[int, int, int]], grads: bool) -> torch.Tensor:
@@ -91,7 +101,7 @@ class LayerwiseKalman:
         self.lam = self.nue * self.lam + 1.0 - self.nue
 
     def state_dict(self) -> dict:
-        return {"lam": self.lam, "nue": self.nue, "P": [P.clone() for P in self.P]}
+        return {"lam": self.lam, "nue": self.nue, "P": list(self.P)}  # saved at once: no copy
 
     def load_state_dict(self, state: dict) -> None:
         shapes = [tuple(P.shape) for P in self.P]

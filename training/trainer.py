@@ -19,6 +19,7 @@ import copy
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -155,7 +156,12 @@ class Trainer:
         if c.optimizer == "lkf":
             if self.dist.world > 1:
                 raise TrainingError("optimizer: lkf runs in one process; use adam for data-parallel training")
-            return LayerwiseKalman(self.model.parameters(), c.kalman_block, c.kalman_lambda, c.kalman_nue)
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            try:  # half the free memory at most: the checkpoint writes it out again
+                return LayerwiseKalman(self.model.parameters(), c.kalman_block, c.kalman_lambda, c.kalman_nue,
+                                       max_bytes=available // 2)
+            except MemoryError as exc:
+                raise TrainingError(f"optimizer: lkf: {exc}") from None
         if c.weight_decay > 0:
             return torch.optim.AdamW(self.model.parameters(), lr=c.start_lr, weight_decay=c.weight_decay)
         return torch.optim.Adam(self.model.parameters(), lr=c.start_lr)
