@@ -12,10 +12,13 @@ RMSE (meV/atom), steps, and the learning curve against time.
   epoch (every few epochs below 200 training frames) and stopped at the budget; its score is its last validation (the held-out frames) and
   its best is reported beside it. Two sizes: ``mace_small`` (32 channels, L=0, the CPU size) and
   ``mace`` (64 channels, L=1, correlation 3, two layers: the recipe of the issue).
-* DeePMD-kit 3.2 se_e2_a with ``--dp-python`` (see ``bench_train_budget.py``).
+* ``deepmd``: DeePMD-kit 3.2 se_e2_a (its water example's sizes, the data's type map and sel)
+  through ``deepmd_job.py``, in its own venv (``--dp-python``, default ``.peers/dp``, as
+  ``../shared/peers/README.md`` builds it): it times its first
+  steps inside the budget and trains for the steps that fit in the rest.
 
     python benchmarks/bench_accuracy.py --dataset molecule_C3H3O4 --budget 30m \\
-        --models ace se_e2_a mace --mace-python /work/peers/mace/bin/python
+        --models ace64_l3 mace deepmd se_e2_a --mace-python /work/peers/mace/bin/python
 
 Writes ``benchmarks/results/accuracy_<dataset>_<budget>.json`` and a learning-curve PNG beside it.
 """
@@ -35,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_train_budget import DP_PYTHON  # noqa: E402
 from bench_training_ab import dataset_path, final_metrics, run_pairs, train_command  # noqa: E402
 
 from nnpot.data import H5Dataset, write_h5  # noqa: E402
@@ -182,6 +186,13 @@ def mace_metrics(work: Path, name: str, started: float) -> dict:
             "best_force_rmse_meV_A": best[1], "curve": [(t, f) for t, f, _, _ in curve]}
 
 
+def deepmd_metrics(out: Path) -> dict:
+    """The RMSEs, steps and curve ``deepmd_job.py`` wrote."""
+    m = json.loads((out / "metrics.json").read_text())
+    return {"force_rmse_meV_A": 1000 * m["force_rmse"], "energy_rmse_meV_atom": 1000 * m["energy_rmse_per_atom"],
+            "steps": m["steps"], "curve": m["curve"], "sel": m["sel"]}
+
+
 def plot(rows: dict, png: Path, title: str) -> None:
     import matplotlib
 
@@ -208,6 +219,7 @@ def main() -> None:
                     help="presets, MACE sizes, or NAME=PRESET:KEY=VALUE;KEY=VALUE for a variant of a preset")
     ap.add_argument("--rcut", type=float, default=5.0, help="cutoff of every model, Angstrom")
     ap.add_argument("--mace-python", default="/work/peers/mace/bin/python")
+    ap.add_argument("--dp-python", default=DP_PYTHON, help="a Python with deepmd-kit 3.2 (for the deepmd job)")
     ap.add_argument("--frames", type=int, default=0, help="train on the first N training frames only (0: all)")
     ap.add_argument("--work", default="runs/accuracy")
     ap.add_argument("--tag", default="", help="suffix of the result file's name")
@@ -239,8 +251,12 @@ def main() -> None:
             os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # e3nn 0.4.4 under torch >= 2.6 (peers README)
             jobs.append((name, mace_command(args.mace_python, name, work, seconds, fitted_e0s(train), args.rcut,
                                             len(H5Dataset(train)))))
+        elif name == "deepmd":
+            jobs.append((name, [sys.executable, str(ROOT / "benchmarks" / "deepmd_job.py"), "--train", str(train),
+                                "--valid", str(valid), "--out", str(work / name), "--budget", args.budget,
+                                "--rcut", str(args.rcut), "--dp-python", args.dp_python]))
         else:
-            raise SystemExit(f"unknown model {spec!r}; choose from {sorted(PRESETS) + sorted(MACE)}, "
+            raise SystemExit(f"unknown model {spec!r}; choose from {sorted(PRESETS) + sorted(MACE) + ['deepmd']}, "
                              "or NAME=PRESET:KEY=VALUE,... for a variant of an nnpot preset")
     t0 = time.time()
     runs = run_pairs(jobs, work)
@@ -250,7 +266,8 @@ def main() -> None:
     for name, cmd in jobs:
         row = {"command": " ".join(cmd), **runs[name]}
         try:
-            row.update(mace_metrics(work, name, t0) if name in MACE else final_metrics(work / name))
+            row.update(mace_metrics(work, name, t0) if name in MACE else deepmd_metrics(work / name)
+                       if name == "deepmd" else final_metrics(work / name))
         except (OSError, ValueError, KeyError) as exc:
             row["error"] = str(exc)
         rows[name] = row

@@ -39,25 +39,39 @@ from bench_eval import MODEL_VARIANTS  # noqa: E402
 from bench_vs_deepmd import dp_config, dp_train_step, run  # noqa: E402
 
 
-def run_deepmd(args, work: Path, seconds: float) -> dict:
-    """DeePMD-kit trained for the steps it manages in ``seconds`` (timed over its first 140 steps),
-    then tested on the validation frames."""
+#: DeePMD-kit's own venv, as ``../shared/peers/README.md`` builds it
+DP_PYTHON = str(ROOT / ".peers" / "dp" / "bin" / "python")
+
+
+def run_deepmd(dp_python: str, train: Path, valid: Path, dpw: Path, seconds: float, type_map: list[str],
+               sel: list[int], *, precision: str = "float64", threads: int = 1, rcut: float = 6.0,
+               timing_in_budget: bool = False, valid_frames: int = 0) -> dict:
+    """DeePMD-kit trained in ``dpw`` on the frames of ``train`` for the steps it manages in
+    ``seconds`` (timed over its first 140 steps, inside the budget when ``timing_in_budget``), the
+    learning rate decaying from 1e-3 to 1e-5 over them, then tested on every frame of ``valid``. With
+    ``valid_frames`` it also validates on that many held-out frames 20 times along the way: the
+    learning curve, ``(seconds, force RMSE meV/A)``."""
     import os
 
     from nnpot.data import H5Dataset, write_deepmd
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), DP_INTRA_OP_PARALLELISM_THREADS=str(args.threads),
+    started = time.perf_counter()
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), DP_INTRA_OP_PARALLELISM_THREADS=str(threads),
                DP_INTER_OP_PARALLELISM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    dp_cmd = [args.dp_python, "-m", "deepmd"]
-    dpw = work / "deepmd"
-    dpw.mkdir(exist_ok=True)
-    write_deepmd(H5Dataset(work / "train.h5"), dpw / "dpdata", type_map=args.type_map, force=True)
-    write_deepmd(H5Dataset(work / "valid.h5"), dpw / "dpvalid", type_map=args.type_map, force=True)
-    step = dp_train_step(dp_cmd, dpw, env, 140, args.precision, type_map=args.type_map, sel=args.sel)
-    steps = int(seconds / step)
-    cfg = dp_config(args.precision, type_map=args.type_map, sel=args.sel)
-    cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((dpw / "dpdata").iterdir()) if p.is_dir()]
-    cfg["training"].update(numb_steps=steps, disp_freq=max(1, steps // 20), save_freq=steps)
+    dp_cmd = [dp_python, "-m", "deepmd"]
+    dpw.mkdir(parents=True, exist_ok=True)
+    write_deepmd(H5Dataset(train), dpw / "dpdata", type_map=type_map, force=True)
+    write_deepmd(H5Dataset(valid), dpw / "dpvalid", type_map=type_map, force=True)
+    step = dp_train_step(dp_cmd, dpw, env, 140, precision, type_map=type_map, sel=sel, rcut=rcut)
+    left = seconds - (time.perf_counter() - started if timing_in_budget else 0.0)
+    steps = max(20, int(left / step))
+    cfg = dp_config(precision, type_map=type_map, sel=sel, rcut=rcut)
+    training = cfg["training"]
+    training["training_data"]["systems"] = [str(p) for p in sorted((dpw / "dpdata").iterdir()) if p.is_dir()]
+    training.update(numb_steps=steps, disp_freq=max(1, steps // 20), save_freq=steps)
+    if valid_frames:
+        training["validation_data"] = {"systems": [str(p) for p in sorted((dpw / "dpvalid").iterdir()) if p.is_dir()],
+                                       "batch_size": 1, "numb_btch": valid_frames}
     cfg["learning_rate"].update(decay_steps=max(1, steps // 100), stop_lr=1e-5)
     (dpw / "input.json").write_text(json.dumps(cfg, indent=1))
     t0 = time.perf_counter()
@@ -68,8 +82,20 @@ def run_deepmd(args, work: Path, seconds: float) -> dict:
                  env, stderr=True)
     e = re.findall(r"Energy RMSE/Natoms\s*:\s*([0-9.eE+-]+)", out)
     f = re.findall(r"Force\s+RMSE\s*:\s*([0-9.eE+-]+)", out)
-    return {"energy_rmse_per_atom": float(e[-1]), "force_rmse": float(f[-1]), "steps": steps, "step_s": step,
-            "wall_s": wall}
+    result = {"energy_rmse_per_atom": float(e[-1]), "force_rmse": float(f[-1]), "steps": steps, "step_s": step,
+              "wall_s": wall}
+    if valid_frames:
+        result["curve"] = lcurve(dpw / "lcurve.out", (t0 - started) if timing_in_budget else 0.0, wall / steps)
+    return result
+
+
+def lcurve(path: Path, offset_s: float, step_s: float) -> list[tuple[float, float]]:
+    """``(seconds, validation force RMSE in meV/A)`` from DeePMD-kit's lcurve.out, the time of a
+    step taken as ``offset_s + step * step_s``."""
+    lines = path.read_text().splitlines()
+    names = lines[0].lstrip("#").split()
+    rows = [dict(zip(names, map(float, x.split()))) for x in lines[1:] if x.strip() and not x.startswith("#")]
+    return [(round(offset_s + r["step"] * step_s, 1), 1000 * r["rmse_f_val"]) for r in rows if r["step"] > 0]
 
 
 def valid_energy_swing(log: Path) -> dict[str, float]:
@@ -87,14 +113,20 @@ def data_settings(dataset: str) -> tuple[list[str], list[int]]:
     """Type map and sel of both codes: DeePMD-kit's water example, or from the data."""
     if dataset == "water":
         return ["O", "H"], [46, 92]
+    return frame_settings(bundled_dataset(dataset), 6.0)
+
+
+def frame_settings(path: Path, rcut: float) -> tuple[list[str], list[int]]:
+    """Type map (by atomic number) and sel of the frames of ``path``: nnpot's ``sel: auto`` rule
+    (largest count within ``rcut`` + 10%, even)."""
     from ase.data import atomic_numbers
 
     from nnpot.data import H5Dataset
     from nnpot.training.auto_config import dataset_elements, neighbor_counts
 
-    ds = H5Dataset(bundled_dataset(dataset))
+    ds = H5Dataset(path)
     type_map = dataset_elements([ds])
-    counts = neighbor_counts(list(ds), 6.0, elements=[atomic_numbers[e] for e in type_map])
+    counts = neighbor_counts(list(ds), rcut, elements=[atomic_numbers[e] for e in type_map])
     return type_map, [counts["suggested_sel"][e] for e in type_map]
 
 
@@ -110,7 +142,7 @@ def main() -> None:
     p.add_argument("--dataset", default="water", help="a bundled dataset: water or molecule_C3H3O4")
     p.add_argument("--precision", default="float64", choices=["float64", "float32"])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--dp-python", default=str(ROOT / ".peers" / "dp" / "bin" / "python"))
+    p.add_argument("--dp-python", default=DP_PYTHON)
     p.add_argument("--skip-deepmd", action="store_true")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="extra nnpot config override for every nnpot run (e.g. loss.energy_norm_exp=2)")
@@ -132,7 +164,9 @@ def main() -> None:
 
     def deepmd() -> None:
         try:
-            dp_result.update(run_deepmd(args, work, seconds))
+            dp_result.update(run_deepmd(args.dp_python, work / "train.h5", work / "valid.h5", work / "deepmd",
+                                        seconds, args.type_map, args.sel,
+                                        precision=args.precision, threads=args.threads))
         except SystemExit as err:  # a thread would swallow it silently
             dp_result["error"] = str(err)
 

@@ -104,8 +104,10 @@ def run(cmd, cwd, env, stderr=False):
     return time.perf_counter() - t0, proc.stdout + (proc.stderr if stderr else "")
 
 
-def dp_config(precision: str, type_map: list[str] | None = None, sel: list[int] | None = None) -> dict:
+def dp_config(precision: str, type_map: list[str] | None = None, sel: list[int] | None = None,
+              rcut: float = 6.0) -> dict:
     cfg = json.loads(json.dumps(DP_INPUT))
+    cfg["model"]["descriptor"]["rcut"] = rcut
     if type_map is not None:
         cfg["model"]["type_map"], cfg["model"]["descriptor"]["sel"] = list(type_map), list(sel)
     cfg["model"]["descriptor"]["precision"] = precision
@@ -114,12 +116,12 @@ def dp_config(precision: str, type_map: list[str] | None = None, sel: list[int] 
 
 
 def dp_train_step(dp_cmd: list[str], work: Path, env, steps: int, precision: str, every: int = 20,
-                  type_map: list[str] | None = None, sel: list[int] | None = None) -> float:
+                  type_map: list[str] | None = None, sel: list[int] | None = None, rcut: float = 6.0) -> float:
     """Seconds per training step from DeePMD-kit's own log ("Batch N: total wall time = T s" per
     ``every`` batches), leaving out the first interval (start-up, statistics)."""
     import re
 
-    cfg = dp_config(precision, type_map, sel)
+    cfg = dp_config(precision, type_map, sel, rcut)
     cfg["training"]["training_data"]["systems"] = [str(p) for p in sorted((work / "dpdata").iterdir()) if p.is_dir()]
     cfg["training"]["numb_steps"] = steps
     cfg["training"]["disp_freq"] = every
