@@ -59,6 +59,7 @@ def run_deepmd(dp_python: str, train: Path, valid: Path, dpw: Path, seconds: flo
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), DP_INTRA_OP_PARALLELISM_THREADS=str(threads),
                DP_INTER_OP_PARALLELISM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     dp_cmd = [dp_python, "-m", "deepmd"]
+    dpw = dpw.resolve()  # DeePMD-kit runs inside it
     dpw.mkdir(parents=True, exist_ok=True)
     write_deepmd(H5Dataset(train), dpw / "dpdata", type_map=type_map, force=True)
     write_deepmd(H5Dataset(valid), dpw / "dpvalid", type_map=type_map, force=True)
