@@ -266,8 +266,12 @@ def main() -> None:
     for name, cmd in jobs:
         row = {"command": " ".join(cmd), **runs[name]}
         try:
-            row.update(mace_metrics(work, name, t0) if name in MACE else deepmd_metrics(work / name)
-                       if name == "deepmd" else final_metrics(work / name))
+            if name in MACE:
+                row.update(mace_metrics(work, name, t0))
+            elif name == "deepmd":
+                row.update(deepmd_metrics(work / name))
+            else:
+                row.update(final_metrics(work / name))
         except (OSError, ValueError, KeyError) as exc:
             row["error"] = str(exc)
         rows[name] = row

@@ -18,7 +18,7 @@ import yaml
 
 from nnpot.errors import ConfigError
 
-__all__ = ["load_config", "from_dict", "parse_override", "set_dotted", "read_yaml"]
+__all__ = ["load_config", "load_tree", "from_dict", "parse_override", "set_dotted", "read_yaml"]
 
 
 def read_yaml(stream: Any, where: str) -> Any:
@@ -46,6 +46,12 @@ def load_config(cls: type, path: str | None = None, overrides: Iterable[str] = (
     """``cls`` from ``base`` (a tree of values), the YAML/JSON file ``path``, the dotted keys of
     ``extra`` (command-line options; None values are skipped) and ``KEY=VALUE`` ``overrides``,
     in that order, each later one winning. Returns the dataclass, type-checked."""
+    return from_dict(cls, load_tree(path, overrides, extra, base))
+
+
+def load_tree(path: str | None = None, overrides: Iterable[str] = (), extra: dict[str, Any] | None = None,
+              base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The merged tree of values :func:`load_config` builds its dataclass from."""
     tree: dict = dict(base or {})
     if path:
         try:
@@ -62,7 +68,7 @@ def load_config(cls: type, path: str | None = None, overrides: Iterable[str] = (
             set_dotted(tree, key, value)
     for item in overrides:
         set_dotted(tree, *parse_override(item))
-    return from_dict(cls, tree)
+    return tree
 
 
 def set_dotted(tree: dict, key: str, value: Any) -> None:

@@ -9,7 +9,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nnpot.configio import load_config
+from nnpot.configio import from_dict, load_tree
 from nnpot.errors import ConfigError
 from nnpot.potentials.config import ModelConfig
 
@@ -192,6 +192,7 @@ def load_train_config(path: str | None = None, overrides: list[str] | None = Non
     """Read a YAML/JSON config, apply ``key=value`` overrides (dotted keys), validate types
     (:func:`nnpot.configio.load_config`). Keys left unset take the training recipe of the
     model's descriptor (:data:`DESCRIPTOR_RECIPES`), then the class defaults."""
-    config = load_config(TrainConfig, path, overrides or (), extra)
+    tree = load_tree(path, overrides or (), extra)
+    config = from_dict(TrainConfig, tree)
     recipe = DESCRIPTOR_RECIPES.get(config.model.descriptor.type)
-    return load_config(TrainConfig, path, overrides or (), extra, base=recipe) if recipe else config
+    return from_dict(TrainConfig, {**recipe, **tree}) if recipe else config
