@@ -109,16 +109,27 @@ class ProductBasis(nn.Module):
         super().__init__()
         self.lmax, self.lout = lmax, lout
         self.paths = product_paths(lmax, lout, correlation)
-        self.cg = {}
+        # only what reaches an output is computed: the last order's L > lout couplings, and the
+        # intermediates that only they use, feed nothing
+        needed = [{i for i, (*_, L) in enumerate(level) if L <= lout} for level in self.paths]
+        for nu in range(len(self.paths) - 1, 0, -1):
+            needed[nu - 1] |= {self.paths[nu][i][0] for i in needed[nu]}
+        # the couplings of one (parent, l) pair share one contraction: their Clebsch-Gordan
+        # blocks stacked along the output axis, split after it
+        self.groups: list[list[tuple[int, int, list[int], list[int]]]] = [[]]  # per order >= 2: (parent, l, paths, sizes)
         for nu, level in enumerate(self.paths[1:], start=1):
-            for p, l, L in level:
+            by_pair: dict[tuple[int, int], list[int]] = {}
+            for i in sorted(needed[nu]):
+                by_pair.setdefault(level[i][:2], []).append(i)
+            row = []
+            for (p, l), members in by_pair.items():
                 L_prev = self.paths[nu - 1][p][2]
-                key = f"{L_prev}_{l}_{L}"
-                if key not in self.cg:
-                    # e3nn's real basis; scaled so that products of unit-size inputs stay O(1)
-                    w = o3.wigner_3j(L_prev, l, L, dtype=torch.float64).to(dtype) * math.sqrt(2 * L + 1)
-                    self.register_buffer(f"cg_{key}", w, persistent=False)
-                    self.cg[key] = f"cg_{key}"
+                # e3nn's real basis; scaled so that products of unit-size inputs stay O(1)
+                blocks = [o3.wigner_3j(L_prev, l, level[i][2], dtype=torch.float64) * math.sqrt(2 * level[i][2] + 1)
+                          for i in members]
+                self.register_buffer(f"cg_{nu}_{p}_{l}", torch.cat(blocks, dim=-1).to(dtype), persistent=False)
+                row.append((p, l, members, [b.shape[-1] for b in blocks]))
+            self.groups.append(row)
         # one weight per (center element, output path, channel); paths of an L are summed
         self.slots = [(nu, i, L) for nu, level in enumerate(self.paths) for i, (_, _, L) in enumerate(level)
                       if L <= lout]
@@ -127,14 +138,13 @@ class ProductBasis(nn.Module):
         self.weights = nn.Parameter(torch.randn(n_types, len(self.slots), channels, dtype=dtype) * scale[None, :, None])
 
     def forward(self, A: Features, center_types: torch.Tensor) -> Features:
-        values = [[A[l] for _, l, _ in self.paths[0]]]
-        for nu, level in enumerate(self.paths[1:], start=1):
-            prev = values[-1]
-            row = []
-            for p, l, L in level:
-                L_prev = self.paths[nu - 1][p][2]
-                cg = getattr(self, self.cg[f"{L_prev}_{l}_{L}"])
-                row.append(torch.einsum("ncm,nck,mkq->ncq", prev[p], A[l], cg))
+        values: list[dict[int, torch.Tensor]] = [{i: A[l] for i, (_, l, _) in enumerate(self.paths[0])}]
+        for nu in range(1, len(self.paths)):
+            prev, row = values[-1], {}
+            for p, l, members, sizes in self.groups[nu]:
+                cg = getattr(self, f"cg_{nu}_{p}_{l}")
+                joint = torch.einsum("ncm,nck,mkq->ncq", prev[p], A[l], cg)
+                row.update(zip(members, joint.split(sizes, dim=-1)))
             values.append(row)
         w = self.weights[center_types]  # [n, slots, C]
         out: Features = {}
@@ -234,8 +244,9 @@ class AceDescriptor(Descriptor):
                        capacity: tuple[int, ...]) -> Features:
         C = self.channels
         slot_types = slot_type_index(capacity, envelope)
-        R = self.radials[0](basis) * envelope * self.embedding[slot_types].repeat(1, self.lmax + 1)  # [n, K, C (lmax+1)]
-        return {l: torch.einsum("nkc,nkm->ncm", R[..., l * C:(l + 1) * C], Y[l]) * self.norm for l in Y}
+        R = self.radials[0](basis) * self.embedding[slot_types].repeat(1, self.lmax + 1)  # [n, K, C (lmax+1)]
+        # the envelope goes on the (2l+1)-wide harmonics, not on the C (lmax+1)-wide radials
+        return {l: torch.einsum("nkc,nkm->ncm", R[..., l * C:(l + 1) * C], Y[l] * envelope) * self.norm for l in Y}
 
     def _message_density(self, t: int, h: Features, index: torch.Tensor, basis: torch.Tensor, envelope: torch.Tensor,
                          Y: Features) -> Features:
