@@ -183,9 +183,12 @@ def test_the_example_recipe_loads(tmp_path):
 def test_ace_takes_its_training_recipe_where_the_config_is_silent(tmp_path):
     from nnpot.training.config import DESCRIPTOR_RECIPES, TrainConfig, load_train_config
 
-    recipe = DESCRIPTOR_RECIPES["ace"]
+    recipe = {k: v for k, v in DESCRIPTOR_RECIPES["ace"].items() if k != "model"}
     ace = load_train_config(None, ["model.descriptor.type=ace"], {"data": "x.h5"})
     assert {k: getattr(ace, k) for k in recipe} == recipe
+    assert ace.model.dtype == "float32"  # a nested key of the recipe
+    assert load_train_config(None, ["model.descriptor.type=ace", "model.dtype=float64"],
+                             {"data": "x.h5"}).model.dtype == "float64"
     # a key set on the command line or in the file wins over the recipe
     mine = load_train_config(None, ["model.descriptor.type=ace", "batch_size=1", "ema_decay=0"], {"data": "x.h5"})
     assert mine.batch_size == 1 and mine.ema_decay == 0.0 and mine.lr_schedule == "cosine"
@@ -193,6 +196,8 @@ def test_ace_takes_its_training_recipe_where_the_config_is_silent(tmp_path):
     path.write_text("model:\n  descriptor:\n    type: ace\nlr_schedule: exp\nwarmup: 0.0\n")
     from_file = load_train_config(str(path), [], {"data": "x.h5"})
     assert from_file.lr_schedule == "exp" and from_file.warmup == 0.0 and from_file.batch_size == 4
+    assert from_file.model.dtype == "float32" and from_file.model.descriptor.type == "ace"
     # se_e2_a keeps DeePMD-kit's recipe, the class defaults
     se = load_train_config(None, [], {"data": "x.h5"})
     assert {k: getattr(se, k) for k in recipe} == {k: getattr(TrainConfig(), k) for k in recipe}
+    assert se.model.dtype == "float64"
