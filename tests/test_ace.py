@@ -10,7 +10,7 @@ from ase import units
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from nnpot import NNPotCalculator, load_model, save_model
-from nnpot.potentials import EnergyModel, ModelConfig, available_descriptors
+from nnpot.potentials import EnergyModel, ModelConfig, available_descriptors, make_batch
 from nnpot.potentials import testing as T
 from nnpot.potentials.descriptors.ace import AceConfig, ProductBasis, product_paths
 
@@ -48,7 +48,7 @@ def test_smooth_cutoff_supercell_and_batch(ace_model, water, water_atoms):
 
 def test_energy_does_not_depend_on_the_slot_count(ace_model, water_atoms):
     """Empty neighbor slots are neutral: a list with twice the slots gives the same energy."""
-    from nnpot.potentials import derivatives, make_batch
+    from nnpot.potentials import derivatives
 
     m = ace_model
     a = derivatives(m, make_batch([water_atoms], m.type_map, m.cutoff, m.sel, dtype=m.dtype))
@@ -96,6 +96,42 @@ def test_product_basis_is_equivariant():
     torch.testing.assert_close(rotated[0], out[0], rtol=0, atol=1e-8)
     torch.testing.assert_close(rotated[1], torch.einsum("mk,nck->ncm", D[1], out[1]), rtol=0, atol=1e-8)
     assert (out[1].abs() > 1e-3).any()  # not trivially zero
+
+
+def test_a_last_layer_computes_its_invariants_alone():
+    """``keep=0`` skips the L > 0 outputs (and the couplings only they need) but gives the same
+    invariants from the same parameters."""
+    torch.manual_seed(2)
+    full = ProductBasis(3, 1, 3, channels=3, n_types=2, dtype=torch.float64)
+    lean = ProductBasis(3, 1, 3, channels=3, n_types=2, dtype=torch.float64, keep=0)
+    lean.load_state_dict(full.state_dict())
+    A = {l: torch.randn(5, 3, 2 * l + 1, dtype=torch.float64) for l in range(4)}
+    types = torch.tensor([0, 1, 1, 0, 1])
+    out, kept = full(A, types), lean(A, types)
+    assert set(kept) == {0} and sum(len(g) for g in lean.groups) < sum(len(g) for g in full.groups)
+    torch.testing.assert_close(kept[0], out[0], rtol=1e-13, atol=1e-14)
+
+
+def test_message_density_is_the_sum_over_paths(water, water_atoms):
+    """The grouped convolution equals ``sum_k R_p(r_ik) CG_p (h_k (x) Y(r_ik))`` written out path
+    by path, with the Clebsch-Gordan coefficients of e3nn."""
+    from e3nn import o3
+
+    model = EnergyModel(ace_config(1))
+    d = model.descriptor
+    batch = make_batch([water_atoms], model.type_map, model.cutoff, model.sel, dtype=model.dtype)
+    rij, mask, index = batch.edge_vectors(), batch.neighbors.mask, batch.neighbors.index
+    basis, envelope, Y = d._edges(rij, mask)
+    torch.manual_seed(3)
+    h = {l: torch.randn(rij.shape[0], d.channels, 2 * l + 1, dtype=torch.float64) for l in range(d.lout + 1)}
+    got = d._message_density(1, h, index, basis, envelope, Y)
+    C, R = d.channels, d.radials[1](basis) * envelope
+    hk = {l: v[index.clamp(min=0)] for l, v in h.items()}
+    for L in range(d.lmax + 1):
+        want = sum(torch.einsum("nkc,nkcm,nkq,mqM->ncM", R[..., p * C:(p + 1) * C], hk[lh], Y[ly],
+                                o3.wigner_3j(lh, ly, L, dtype=torch.float64) * (2 * L + 1) ** 0.5)
+                   for p, (lh, ly, L_) in enumerate(d.conv_paths[0]) if L_ == L) * d.norm
+        torch.testing.assert_close(got[L], want, rtol=1e-12, atol=1e-12)
 
 
 def test_parameters_grow_linearly_with_elements():

@@ -105,13 +105,18 @@ class ProductBasis(nn.Module):
     """Per-channel products of a density ``A`` (``l -> [n, C, 2l+1]``) up to ``correlation``
     factors, weighted per center element and path, summed per output ``L <= lout``."""
 
-    def __init__(self, lmax: int, lout: int, correlation: int, channels: int, n_types: int, dtype: torch.dtype):
+    def __init__(self, lmax: int, lout: int, correlation: int, channels: int, n_types: int, dtype: torch.dtype,
+                 keep: int | None = None):
+        """``keep`` (default ``lout``): the largest output ``L`` computed. A last layer, whose
+        ``L > 0`` outputs nobody reads, passes 0; the weights still cover every ``L <= lout``, so
+        the parameters and model files do not depend on it."""
         super().__init__()
         self.lmax, self.lout = lmax, lout
+        keep = lout if keep is None else min(int(keep), lout)
         self.paths = product_paths(lmax, lout, correlation)
-        # only what reaches an output is computed: the last order's L > lout couplings, and the
-        # intermediates that only they use, feed nothing
-        needed = [{i for i, (*_, L) in enumerate(level) if L <= lout} for level in self.paths]
+        # only what reaches a kept output is computed: the last order's L > keep couplings, and
+        # the intermediates that only they use, feed nothing
+        needed = [{i for i, (*_, L) in enumerate(level) if L <= keep} for level in self.paths]
         for nu in range(len(self.paths) - 1, 0, -1):
             needed[nu - 1] |= {self.paths[nu][i][0] for i in needed[nu]}
         # the couplings of one (parent, l) pair share one contraction: their Clebsch-Gordan
@@ -136,6 +141,8 @@ class ProductBasis(nn.Module):
         n_per_L = [sum(1 for *_, L in self.slots if L == out) for out in range(lout + 1)]
         scale = torch.tensor([1.0 / math.sqrt(n_per_L[L]) for *_, L in self.slots], dtype=dtype)
         self.weights = nn.Parameter(torch.randn(n_types, len(self.slots), channels, dtype=dtype) * scale[None, :, None])
+        self.kept = [(s, nu, i, L) for s, (nu, i, L) in enumerate(self.slots) if L <= keep]
+        self.register_buffer("kept_slots", torch.tensor([s for s, *_ in self.kept], dtype=torch.long), persistent=False)
 
     def forward(self, A: Features, center_types: torch.Tensor) -> Features:
         values: list[dict[int, torch.Tensor]] = [{i: A[l] for i, (_, l, _) in enumerate(self.paths[0])}]
@@ -146,10 +153,10 @@ class ProductBasis(nn.Module):
                 joint = torch.einsum("ncm,nck,mkq->ncq", prev[p], A[l], cg)
                 row.update(zip(members, joint.split(sizes, dim=-1)))
             values.append(row)
-        w = self.weights[center_types]  # [n, slots, C]
+        w = self.weights[:, self.kept_slots][center_types]  # [n, kept slots, C]
         out: Features = {}
-        for s, (nu, i, L) in enumerate(self.slots):
-            term = w[:, s, :, None] * values[nu][i]
+        for k, (_, nu, i, L) in enumerate(self.kept):
+            term = w[:, k, :, None] * values[nu][i]
             out[L] = term if L not in out else out[L] + term
         return out
 
@@ -163,7 +170,7 @@ class ChannelLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(len(self.ls), c_out, c_in, dtype=dtype) / math.sqrt(c_in))
 
     def forward(self, x: Features) -> Features:
-        return {l: torch.einsum("dc,ncm->ndm", self.weight[i], x[l]) for i, l in enumerate(self.ls)}
+        return {l: torch.einsum("dc,ncm->ndm", self.weight[i], x[l]) for i, l in enumerate(self.ls) if l in x}
 
 
 class ElementLinear(nn.Module):
@@ -177,8 +184,9 @@ class ElementLinear(nn.Module):
                                    / math.sqrt(channels))
 
     def forward(self, x: Features, center_types: torch.Tensor) -> Features:
-        w = self.weight[center_types]  # [n, ls, C, C]
-        return {l: torch.einsum("ndc,ncm->ndm", w[:, i], x[l]) for i, l in enumerate(self.ls)}
+        # gathered per l, and only for the l present: [n, C, C] each
+        return {l: torch.einsum("ndc,ncm->ndm", self.weight[:, i][center_types], x[l])
+                for i, l in enumerate(self.ls) if l in x}
 
 
 @register_descriptor("ace", AceConfig)
@@ -199,14 +207,35 @@ class AceDescriptor(Descriptor):
         sizes = [C * (self.lmax + 1)] + [C * len(p) for p in self.conv_paths]
         self.radials = nn.ModuleList(MLP([int(c.num_basis), *c.radial_neuron, s], act="silu", init="torch", dtype=dtype)
                                      for s in sizes)
-        for lh, ly, L in {p for paths in self.conv_paths for p in paths}:
-            self.register_buffer(f"cg_{lh}_{ly}_{L}", o3.wigner_3j(lh, ly, L, dtype=torch.float64).to(dtype) * math.sqrt(2 * L + 1),
-                                 persistent=False)
+        if n_layers > 1:
+            self._register_convolution(self.conv_paths[0], dtype)
         self.mix = nn.ModuleList(ChannelLinear(ls, C, C, dtype) for _ in range(n_layers))
-        self.products = nn.ModuleList(ProductBasis(self.lmax, self.lout, int(c.correlation), C, n_types, dtype)
-                                      for _ in range(n_layers))
+        # the last layer's L > 0 outputs feed nothing (only its invariants leave the descriptor)
+        self.products = nn.ModuleList(ProductBasis(self.lmax, self.lout, int(c.correlation), C, n_types, dtype,
+                                                   keep=self.lout if t < n_layers - 1 else 0)
+                                      for t in range(n_layers))
         self.out = nn.ModuleList(ChannelLinear(range(self.lout + 1), C, C, dtype) for _ in range(n_layers))
         self.skip = nn.ModuleList(ElementLinear(range(self.lout + 1), C, n_types, dtype) for _ in range(n_layers - 1))
+
+    def _register_convolution(self, paths: list[tuple[int, int, int]], dtype: torch.dtype) -> None:
+        """The message's Clebsch-Gordan couplings, grouped by the neighbor feature's l: for each
+        ``lh`` a block ``[2lh+1, (lmax+1)^2, J]`` that couples it with all harmonics at once into
+        its paths' outputs side by side (``J``: their summed ``2L+1``), and where each path's
+        columns start."""
+        n_sh = (self.lmax + 1) ** 2
+        self.conv_groups: list[tuple[int, list[tuple[int, int, int]]]] = []  # (lh, [(path, L, first column)])
+        for lh in range(self.lout + 1):
+            members = [(p, ly, L) for p, (l, ly, L) in enumerate(paths) if l == lh]
+            if not members:
+                continue
+            cg = torch.zeros(2 * lh + 1, n_sh, sum(2 * L + 1 for *_, L in members), dtype=torch.float64)
+            columns, j = [], 0
+            for p, ly, L in members:
+                cg[:, ly * ly:(ly + 1) ** 2, j:j + 2 * L + 1] = o3.wigner_3j(lh, ly, L, dtype=torch.float64) * math.sqrt(2 * L + 1)
+                columns.append((p, L, j))
+                j += 2 * L + 1
+            self.register_buffer(f"conv_cg_{lh}", cg.to(dtype), persistent=False)
+            self.conv_groups.append((lh, columns))
 
     @property
     def dim_out(self) -> int:
@@ -251,15 +280,20 @@ class AceDescriptor(Descriptor):
     def _message_density(self, t: int, h: Features, index: torch.Tensor, basis: torch.Tensor, envelope: torch.Tensor,
                          Y: Features) -> Features:
         """``sum_k R^t(r_ik) (h_k (x) Y(r_ik))`` per output l, channel-wise (layer ``t`` >= 1)."""
+        n, K, _ = basis.shape
         C = self.channels
         R = self.radials[t](basis) * envelope  # [n, K, C paths]; zero in empty slots
         idx = index.clamp(min=0)
-        hk = {l: v[idx] for l, v in h.items()}  # [n, K, C, 2l+1]
+        Y_all = torch.cat([Y[l] for l in range(self.lmax + 1)], dim=-1)  # [n, K, (lmax+1)^2]
         out: Features = {}
-        for p, (lh, ly, L) in enumerate(self.conv_paths[t - 1]):
-            cg = getattr(self, f"cg_{lh}_{ly}_{L}")
-            term = torch.einsum("nkc,nkcm,nkq,mqM->ncM", R[..., p * C:(p + 1) * C], hk[lh], Y[ly], cg)
-            out[L] = term if L not in out else out[L] + term
+        for lh, columns in self.conv_groups:
+            # Y (x) CG for all paths of this lh at once: [n, K (2lh+1), J]
+            coupled = torch.einsum("nkq,mqj->nkmj", Y_all, getattr(self, f"conv_cg_{lh}")).reshape(n, K * (2 * lh + 1), -1)
+            hk = h[lh][idx]  # [n, K, C, 2lh+1]
+            for p, L, j in columns:  # the sum over neighbors and m is one batched matmul per path
+                weighted = (R[..., p * C:(p + 1) * C, None] * hk).transpose(1, 2).reshape(n, C, -1)
+                term = torch.matmul(weighted, coupled[..., j:j + 2 * L + 1])
+                out[L] = term if L not in out else out[L] + term
         return {l: v * self.norm for l, v in out.items()}
 
     def _layer(self, t: int, A: Features, center_types: torch.Tensor) -> Features:
@@ -274,7 +308,7 @@ class AceDescriptor(Descriptor):
             if index is None:
                 raise ValueError("an ace descriptor with message layers needs the neighbor indices")
             new = self._layer(t, self._message_density(t, h, index, basis, envelope, Y), center_types)
-            skip = self.skip[t - 1](h, center_types)
+            skip = self.skip[t - 1]({l: h[l] for l in new}, center_types)
             h = {l: new[l] + skip[l] for l in new}
             invariants.append(h[0][..., 0])
         return torch.cat(invariants, dim=-1)
