@@ -1,8 +1,9 @@
 """What a model costs inside LAMMPS: ``examples/lammps/in.water`` (1,536 water atoms, NVT then
 NPT) through ``nnpot lammps`` on 1 and 2 MPI ranks, one thread each, timed by LAMMPS's own
-``Loop time`` (setup excluded). With no ``--model``, the ace descriptor (64 channels, rcut 5 A,
-strictly local: the variant LAMMPS runs) and se_e2_a's default water model are built with random
-weights and statistics from the bundled water (speed does not depend on the weights).
+``Loop time`` (setup excluded). With no ``--model``, the ace descriptor (64 channels, rcut 5 A)
+strictly local and with one message-passing layer (whose ghost shell is 10 A: the cost of the
+extra ghost work), and se_e2_a's default water model are built with random weights and
+statistics from the bundled water (speed does not depend on the weights).
 
     python benchmarks/bench_lammps_model.py --steps 20
 
@@ -12,6 +13,7 @@ Prints us/atom-step per model and rank count; writes ``benchmarks/results/lammps
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -31,23 +33,33 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "lammps"
 BIN = Path(sys.executable).parent
 _LOOP = re.compile(r"Loop time of ([\d.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms")
+_ATOMS = re.compile(r"\((\d+) local and (\d+) ghost atoms\)")
 
 
 def random_models(work: Path) -> dict[str, Path]:
-    """ace (local) and se_e2_a water models with random weights and fitted statistics."""
+    """ace (local and one message layer) and se_e2_a water models with random weights and fitted
+    statistics."""
     water = H5Dataset(bundled_dataset("water"))
     frames = [water[i] for i in range(0, len(water), 40)]
     ace = ModelConfig(type_map=["O", "H"])
     ace.descriptor = AceConfig(rcut=5.0, sel=[40, 80], channels=64)
     ace.fitting.neuron = [64, 64]
+    ace_mp1 = copy.deepcopy(ace)
+    ace_mp1.descriptor.message_layers = 1
     se = ModelConfig(type_map=["O", "H"])
     se.descriptor.sel = [48, 96]
     paths = {}
-    for name, cfg in (("ace", ace), ("se_e2_a", se)):
+    for name, cfg in (("ace", ace), ("ace_mp1", ace_mp1), ("se_e2_a", se)):
         model = EnergyModel(cfg)
         apply_stats(model, frames, np.array([f.energy for f in frames]))
         paths[name] = save_model(model, work / f"{name}.nnp")
     return paths
+
+
+def rank0_atoms(stderr: str) -> dict:
+    """Rank 0's mean local and ghost atoms, from ``nnpot lammps``'s summary line."""
+    m = _ATOMS.search(stderr)
+    return {"local": int(m.group(1)), "ghosts": int(m.group(2))} if m else {}
 
 
 def loop_time(log: Path) -> dict:
@@ -76,7 +88,7 @@ def main() -> None:
         subprocess.run([sys.executable, "make_water_data.py"], cwd=EXAMPLE, check=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     rows = []
-    print(f"{'model':10s} {'ranks':>5s} {'us/atom-step':>13s}")
+    print(f"{'model':10s} {'ranks':>5s} {'us/atom-step':>13s} {'local':>8s} {'ghosts':>8s}  (rank 0, mean)")
     for name, path in models.items():
         for ranks in args.ranks:
             run = work / f"{name}_{ranks}"
@@ -92,9 +104,9 @@ def main() -> None:
             if proc.returncode != 0:
                 print(f"{name:10s} {ranks:5d} failed: {proc.stderr.strip()[-300:]}")
                 continue
-            row = {"model": name, "ranks": ranks, **loop_time(run / "log.lammps")}
+            row = {"model": name, "ranks": ranks, **loop_time(run / "log.lammps"), **rank0_atoms(proc.stderr)}
             rows.append(row)
-            print(f"{name:10s} {ranks:5d} {row['us_per_atom_step']:13.1f}")
+            print(f"{name:10s} {ranks:5d} {row['us_per_atom_step']:13.1f} {row.get('local', 0):8.0f} {row.get('ghosts', 0):8.0f}")
     out = ROOT / "benchmarks" / "results" / "lammps_models.json"
     out.write_text(json.dumps({"benchmark": "lammps_models", "date": time.strftime("%Y-%m-%d"),
                                "machine": f"{os.cpu_count()} CPU cores, one thread per rank", "rows": rows}, indent=1))

@@ -12,6 +12,9 @@ cell           [B, 3, 3]       Angstrom, rows are cell vectors
 pbc            [B, 3]          periodic directions
 neighbors      PaddedNeighbors indices into the concatenated atoms, shifts in cells; rows for
                                the first ``n_centers`` atoms (all but ghost atoms)
+counted        int             optional: only the first ``counted`` centers' energies count;
+                               the others are ghost atoms that a message-passing model
+                               evaluates for their features (domain decomposition)
 groups         per chunk, [T]  optional: the atoms of each type in each chunk (known
                                beforehand, so evaluation never waits on the device)
 key            hashable        optional: identifies a batch that recurs (training frames),
@@ -81,6 +84,7 @@ class AtomsBatch:
     neighbors: PaddedNeighbors
     groups: list[list[torch.Tensor]] | None = None
     key: Hashable | None = None
+    counted: int | None = None
 
     @property
     def n_frames(self) -> int:

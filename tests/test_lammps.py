@@ -215,17 +215,18 @@ def test_units_must_be_metal(small_water):
     lmp.close()
 
 
-def test_message_passing_models_are_refused(small_water, water):
+def test_message_passing_models_get_the_ghost_shell_of_their_receptive_field(small_water, water):
+    """An e3nn model with a message layer on 2 ranks equals the calculator: the ghosts inside
+    twice the cutoff send their features, and their energies are not counted twice."""
     from tests.conftest import e3nn_config, fitted
 
-    from nnpot.lammps import attach
-
     tmp, atoms, _ = small_water
-    model = fitted(EnergyModel(e3nn_config(layers=0, message_layers=1)), water)
-    lmp = lammps_with(write_data(atoms, tmp / "w.data"))
-    with pytest.raises(ConfigError, match="passes messages"):
-        attach(lmp, model, ["O", "H"])
-    lmp.close()
+    model = save_model(fitted(EnergyModel(e3nn_config(layers=0, message_layers=1)), water), tmp / "e3nn_mp.nnp")
+    run = run_case(tmp, write_data(atoms, tmp / "w.data"), model, 2, "2 1 1")
+    energy, forces, virial = reference(model, run, numbers=atoms.numbers)
+    assert abs(float(run["energy"]) - energy) < TOL * max(1, abs(energy) / 1e5)
+    assert np.abs(run["forces"] - forces).max() < TOL
+    assert np.abs(run["virial"] - virial).max() / atoms.get_volume() < TOL
 
 
 def test_neighbor_overflow_stops_the_run(small_water, small_model):

@@ -5,7 +5,10 @@ LAMMPS keeps the atoms, the integrators, the fixes and the domain decomposition;
 called once per step on each process. Each process evaluates the energies of its own
 atoms only, with LAMMPS's ghost atoms (a shell of ``rcut`` + skin, from ``pair_style zero
 rcut``) as their neighbors, through the one :class:`~nnpot.potentials.evaluator.Evaluator`
-with ``ghosts=``. No process computes an energy twice. The forces on ghost atoms go back to
+with ``ghosts=``. No process computes an energy twice. A message-passing model (ace with
+``message_layers``) gets a ghost shell of its receptive field, ``rcut (1 + message_layers)``:
+the ghosts inside it are evaluated too, for the features they send, but their energies are
+not counted. The forces on ghost atoms go back to
 their owners by atom tag (:class:`~nnpot.lammps.ghosts.GhostForces`); the energy is summed
 over processes, and so is the virial of each process's own atoms' energies. Forces, energy and virial are then exactly those of
 the model on the whole periodic system, for any number of processes and any processor grid.
@@ -93,11 +96,6 @@ class LammpsCoupling:
             self.comm = None
         self.device = pick_device(device, self.comm)
         self.model = prepare_model(model, self.device, dtype, tabulate)
-        if not self.model.is_local:
-            raise ConfigError(
-                f"the model passes messages (receptive field {self.model.receptive_field:g} A, cutoff "
-                f"{self.model.cutoff:g} A): each process would need the energies of ghost atoms too; the LAMMPS "
-                "coupling runs local models (se_e2_a, or e3nn with message_layers: 0)")
         self.elements = [str(e) for e in elements]
         self.numbers_of_type = _numbers_of_types(self.elements, self.model.type_map)
         self.fix_id = fix_id
@@ -118,7 +116,7 @@ class LammpsCoupling:
 
     def install(self) -> LammpsCoupling:
         """Issue the LAMMPS commands of the coupling and register the callback: ``pair_style zero
-        rcut`` (so that ghost atoms reach the cutoff plus LAMMPS's skin), ``fix external``
+        rcut`` (so that ghost atoms reach the model's receptive field plus LAMMPS's skin), ``fix external``
         with its energy and virial counted, and a ``fix halt`` that stops the run when the
         model fails on some process."""
         lmp, fid = self.lmp, self.fix_id
@@ -129,7 +127,7 @@ class LammpsCoupling:
             raise ConfigError(f"LAMMPS has {n_types} atom types but {len(self.elements)} elements were given "
                               f"({' '.join(self.elements)}); give one element per type, in type order")
         lmp.commands_list([
-            f"pair_style zero {self.model.cutoff:.10g} nocoeff",
+            f"pair_style zero {self.model.receptive_field:.10g} nocoeff",
             "pair_coeff * *",
             f"fix {fid} all external pf/callback 1 1",
             f"fix_modify {fid} energy yes virial yes",
@@ -227,7 +225,7 @@ class LammpsCoupling:
             lo = (np.asarray(self.lmp.extract_global("sublo")) - boxlo) / np.diag(h)
             hi = (np.asarray(self.lmp.extract_global("subhi")) - boxlo) / np.diag(h)
         spacing = 1.0 / np.linalg.norm(inv, axis=0)  # distance between planes of constant fraction
-        rcut = self.model.cutoff
+        rcut = self.model.receptive_field  # the cutoff, times 1 + message layers
         for d in range(3):
             for side, beyond in (("upper", (frac[:, d] - hi[d]) * spacing[d]),
                                  ("lower", (lo[d] - frac[:, d]) * spacing[d])):
@@ -239,7 +237,7 @@ class LammpsCoupling:
                 if reach > ghost.max() + 1e-9:
                     raise ShellError(
                         f"LAMMPS's ghost atoms reach only {ghost.max():.3f} A beyond the {side} {'xyz'[d]} face of "
-                        f"process {self.rank}'s subdomain, but the model's cutoff is {rcut:g} A: the communication "
+                        f"process {self.rank}'s subdomain, but the model's receptive field is {rcut:g} A: the communication "
                         "cutoff is too small (keep nnpot's `pair_style zero`, or raise `comm_modify cutoff` to at "
                         f"least {rcut:g} plus the neighbor skin)")
 
