@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "lammps"
 BIN = Path(sys.executable).parent
 _LOOP = re.compile(r"Loop time of ([\d.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms")
-_ATOMS = re.compile(r"\((\d+) local and (\d+) ghost atoms\)")
+_ATOMS = re.compile(r"\((\d+) local and (\d+) ghost atoms, (\d+) of them evaluated")
 
 
 def random_models(work: Path) -> dict[str, Path]:
@@ -59,7 +59,7 @@ def random_models(work: Path) -> dict[str, Path]:
 def rank0_atoms(stderr: str) -> dict:
     """Rank 0's mean local and ghost atoms, from ``nnpot lammps``'s summary line."""
     m = _ATOMS.search(stderr)
-    return {"local": int(m.group(1)), "ghosts": int(m.group(2))} if m else {}
+    return {"local": int(m.group(1)), "ghosts": int(m.group(2)), "senders": int(m.group(3))} if m else {}
 
 
 def loop_time(log: Path) -> dict:
@@ -88,7 +88,7 @@ def main() -> None:
         subprocess.run([sys.executable, "make_water_data.py"], cwd=EXAMPLE, check=True)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     rows = []
-    print(f"{'model':10s} {'ranks':>5s} {'us/atom-step':>13s} {'local':>8s} {'ghosts':>8s}  (rank 0, mean)")
+    print(f"{'model':10s} {'ranks':>5s} {'us/atom-step':>13s} {'local':>8s} {'ghosts':>8s} {'senders':>8s}  (rank 0, mean)")
     for name, path in models.items():
         for ranks in args.ranks:
             run = work / f"{name}_{ranks}"
@@ -106,7 +106,8 @@ def main() -> None:
                 continue
             row = {"model": name, "ranks": ranks, **loop_time(run / "log.lammps"), **rank0_atoms(proc.stderr)}
             rows.append(row)
-            print(f"{name:10s} {ranks:5d} {row['us_per_atom_step']:13.1f} {row.get('local', 0):8.0f} {row.get('ghosts', 0):8.0f}")
+            print(f"{name:10s} {ranks:5d} {row['us_per_atom_step']:13.1f} {row.get('local', 0):8.0f} "
+                  f"{row.get('ghosts', 0):8.0f} {row.get('senders', 0):8.0f}")
     out = ROOT / "benchmarks" / "results" / "lammps_models.json"
     out.write_text(json.dumps({"benchmark": "lammps_models", "date": time.strftime("%Y-%m-%d"),
                                "machine": f"{os.cpu_count()} CPU cores, one thread per rank", "rows": rows}, indent=1))

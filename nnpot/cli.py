@@ -412,7 +412,8 @@ def _lammps(args) -> int:
     if rank == 0 and not args.quiet:
         s = coupling.summary()
         print(f"nnpot: {s['calls']} evaluations, {s['rebuilds']} neighbor-list rebuilds, {s['model_s']:.1f} s in the "
-              f"model on rank 0 ({s['mean_local']:.0f} local and {s['mean_ghosts']:.0f} ghost atoms)", file=sys.stderr)
+              f"model on rank 0 ({s['mean_local']:.0f} local and {s['mean_ghosts']:.0f} ghost atoms, "
+              f"{s['mean_senders']:.0f} of them evaluated for messages)", file=sys.stderr)
     return 0
 
 

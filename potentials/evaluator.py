@@ -132,14 +132,16 @@ class Evaluator:
             atoms: neighbors of the others, with no energy of their own here (domain
             decomposition: another process owns them, :mod:`nnpot.lammps`). Results then hold
             the energy and virial of the other atoms' energies and the forces on every atom,
-            ghosts included. A message-passing model evaluates the ghosts too, for their
-            features (the ghost shell must then reach its receptive field), and counts only
+            ghosts included. A message-passing model evaluates ghosts too, for the features
+            they send (the ghost shell must then reach its receptive field), and counts only
             the owned atoms' energies.
+        senders: of the ghosts, how many (the first) a message-passing model evaluates: those
+            whose features reach an owned atom (default all of them; 0 for a local model).
     """
 
     def __init__(self, model: torch.nn.Module, structures: Sequence, skin: float = 1.0,
                  chunk_size: int | None = None, margin: float = 0.1, compile: bool = False,
-                 min_distance: float = 0.0, ghosts: int = 0):
+                 min_distance: float = 0.0, ghosts: int = 0, senders: int | None = None):
         self.model = model
         self.chunk_size = chunk_size if model.is_local else None  # message passing sees the whole system
         device = model.device
@@ -147,9 +149,12 @@ class Evaluator:
         numbers = np.concatenate([np.asarray(s.numbers) for s in structures])
         if ghosts and (len(structures) != 1 or any(np.any(s.pbc) for s in structures)):
             raise ValueError("ghost atoms need one non-periodic structure")
-        # a local model needs no rows for ghosts; a message-passing one needs their features
-        self.n_centers = len(numbers) - int(ghosts) if model.is_local else len(numbers)
-        self.counted = len(numbers) - int(ghosts) if ghosts and not model.is_local else None
+        # a local model needs no rows for ghosts; a message-passing one needs the senders' features
+        senders = 0 if model.is_local else int(ghosts) if senders is None else int(senders)
+        if not 0 <= senders <= int(ghosts):
+            raise ValueError(f"senders must lie in 0..{int(ghosts)}, not {senders}")
+        self.n_centers = len(numbers) - int(ghosts) + senders
+        self.counted = len(numbers) - int(ghosts) if senders else None
         self.types = torch.as_tensor(types_from_numbers(numbers, model.type_map), device=device)
         self.frame = torch.repeat_interleave(torch.arange(len(self.sizes), device=device),
                                              torch.as_tensor(self.sizes, device=device))

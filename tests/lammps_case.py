@@ -103,7 +103,7 @@ def main() -> None:
     except Exception as exc:  # a LAMMPS error: keep nnpot's own message when it stopped the run
         out["error"] = nnp.error or str(exc)
     s = nnp.summary()
-    out.update(mean_local=s["mean_local"], mean_ghosts=s["mean_ghosts"])
+    out.update(mean_local=s["mean_local"], mean_ghosts=s["mean_ghosts"], mean_senders=s["mean_senders"])
     if lmp.extract_setting("world_rank") == 0:
         np.savez(args.out, **out)
     lmp.close()

@@ -227,6 +227,7 @@ def test_message_passing_models_get_the_ghost_shell_of_their_receptive_field(sma
     assert abs(float(run["energy"]) - energy) < TOL * max(1, abs(energy) / 1e5)
     assert np.abs(run["forces"] - forces).max() < TOL
     assert np.abs(run["virial"] - virial).max() / atoms.get_volume() < TOL
+    assert 0 < run["mean_senders"] < run["mean_ghosts"]  # only the ghosts near owned atoms are evaluated
 
 
 def test_neighbor_overflow_stops_the_run(small_water, small_model):

@@ -6,9 +6,11 @@ called once per step on each process. Each process evaluates the energies of its
 atoms only, with LAMMPS's ghost atoms (a shell of ``rcut`` + skin, from ``pair_style zero
 rcut``) as their neighbors, through the one :class:`~nnpot.potentials.evaluator.Evaluator`
 with ``ghosts=``. No process computes an energy twice. A message-passing model (ace with
-``message_layers``) gets a ghost shell of its receptive field, ``rcut (1 + message_layers)``:
-the ghosts inside it are evaluated too, for the features they send, but their energies are
-not counted. The forces on ghost atoms go back to
+``message_layers``) gets a ghost shell of its receptive field, ``rcut (1 + message_layers)``,
+and the ghosts whose features reach an owned atom are evaluated too, their energies not
+counted. With one layer those are the ghosts within ``rcut`` (plus :data:`SENDER_MARGIN` for
+the motion between LAMMPS's list rebuilds) of an owned atom, listed first at each rebuild;
+each step checks that no other ghost came within ``rcut``. The forces on ghost atoms go back to
 their owners by atom tag (:class:`~nnpot.lammps.ghosts.GhostForces`); the energy is summed
 over processes, and so is the virial of each process's own atoms' energies. Forces, energy and virial are then exactly those of
 the model on the whole periodic system, for any number of processes and any processor grid.
@@ -39,6 +41,10 @@ from nnpot.potentials.calculator import prepare_model
 from nnpot.potentials.evaluator import Evaluator, resolve_device
 
 __all__ = ["LammpsCoupling", "attach", "pick_device"]
+
+#: Angstrom beyond ``rcut`` within which a ghost counts as a sender at a rebuild: LAMMPS's
+#: default skin in metal units, so two atoms cannot close it between rebuilds
+SENDER_MARGIN = 2.0
 
 
 @dataclass
@@ -106,7 +112,9 @@ class LammpsCoupling:
         self.tags: np.ndarray | None = None
         self.error: str | None = None
         self.cell = torch.zeros(1, 3, 3, dtype=self.model.dtype, device=self.device)
-        self.stats = {"calls": 0, "rebuilds": 0, "model_s": 0.0, "exchange_s": 0.0, "local": 0, "ghosts": 0}
+        self.stats = {"calls": 0, "rebuilds": 0, "model_s": 0.0, "exchange_s": 0.0, "local": 0, "ghosts": 0,
+                      "senders": 0}
+        self.order: np.ndarray | None = None
 
     @property
     def rank(self) -> int:
@@ -196,20 +204,57 @@ class LammpsCoupling:
         rebuilt = self.evaluator is None or self.tags is None or not np.array_equal(tags, self.tags)
         if rebuilt:  # LAMMPS rebuilt its lists: new ghosts, new order
             types = np.asarray(lmp.numpy.extract_atom("type", nelem=nall))
-            self.evaluator = Evaluator(self.model, [_Cluster(self.numbers_of_type[types])], skin=1.0,
+            self.order, senders = self._senders_first(np.asarray(x), nlocal)
+            self.evaluator = Evaluator(self.model, [_Cluster(self.numbers_of_type[types][self.order])], skin=1.0,
                                        chunk_size=self.chunk_size, min_distance=self.min_distance,
-                                       ghosts=nall - nlocal)
+                                       ghosts=nall - nlocal, senders=senders)
             self.tags = tags
             self._check_shell(np.asarray(x), nlocal)
             self.stats["rebuilds"] += 1
         self.stats["local"] += nlocal
         self.stats["ghosts"] += nall - nlocal
-        positions = torch.as_tensor(np.asarray(x), device=self.device).to(self.model.dtype)
+        self.stats["senders"] += self.evaluator.n_centers - nlocal
+        positions = torch.as_tensor(np.asarray(x)[self.order], device=self.device).to(self.model.dtype)
         out = self.evaluator(positions, self.cell)
+        self._check_senders(positions, nlocal)
         host = {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
+        forces = np.empty_like(host["forces"])
+        forces[self.order] = host["forces"]  # back to LAMMPS's order
         self.stats["model_s"] += time.perf_counter() - t0
         energy = math.fsum(host["atom_energy"])  # the order of summation does not show at 1e-10 eV
-        return (energy, host["virial"][0], host["forces"], host["atom_energy"], tags), rebuilt
+        return (energy, host["virial"][0], forces, host["atom_energy"], tags), rebuilt
+
+    def _senders_first(self, x: np.ndarray, nlocal: int) -> tuple[np.ndarray, int | None]:
+        """The order the evaluator sees the atoms in (owned atoms, then the ghosts that send
+        messages, then the rest) and how many ghosts send. A local model: LAMMPS's own order,
+        no senders; more than one message layer: every ghost sends."""
+        order = np.arange(len(x))
+        if self.model.is_local or self.model.receptive_field > 2 * self.model.cutoff + 1e-9 or len(x) == nlocal:
+            return order, None
+        from scipy.spatial import cKDTree  # scipy comes with ase
+
+        reach = self.model.cutoff + SENDER_MARGIN
+        distance, _ = cKDTree(x[:nlocal]).query(x[nlocal:], distance_upper_bound=reach)
+        near = distance < reach
+        ghosts = order[nlocal:]
+        return np.concatenate([order[:nlocal], ghosts[near], ghosts[~near]]), int(near.sum())
+
+    def _check_senders(self, positions: torch.Tensor, nlocal: int) -> None:
+        """Raise :class:`ShellError` when a ghost that is not evaluated came within ``rcut`` of
+        an owned atom since the last rebuild (its features would be missing)."""
+        n_centers = self.evaluator.n_centers
+        if self.model.is_local or n_centers == len(positions):
+            return
+        index = self.evaluator.nlist.neighbors.index[:nlocal]
+        beyond = index >= n_centers
+        if bool(beyond.any()):
+            rows = torch.nonzero(beyond, as_tuple=True)[0]
+            gap = (positions[index[beyond]] - positions[rows]).norm(dim=-1).min()
+            if float(gap) < self.model.cutoff:
+                raise ShellError(
+                    f"a ghost atom came {float(gap):.3f} A from an owned atom of process {self.rank} without being "
+                    f"evaluated for its messages: atoms moved more than {SENDER_MARGIN:g} A between LAMMPS's "
+                    "neighbor-list rebuilds (keep `neigh_modify check yes`, or rebuild more often)")
 
     def _check_shell(self, x: np.ndarray, nlocal: int) -> None:
         """Raise :class:`ShellError` when LAMMPS's ghost atoms stop short of the model's cutoff
@@ -251,11 +296,12 @@ class LammpsCoupling:
     # --- reporting ----------------------------------------------------------------------------
 
     def summary(self) -> dict[str, float]:
-        """Calls, rebuilds, mean local and ghost atoms per call, seconds in the model and in the
-        ghost-force exchange, on this process."""
+        """Calls, rebuilds, mean local, ghost and sender atoms (ghosts evaluated for their
+        messages) per call, seconds in the model and in the ghost-force exchange, on this process."""
         s = dict(self.stats)
         n = max(s["calls"], 1)
-        s["mean_local"], s["mean_ghosts"] = s.pop("local") / n, s.pop("ghosts") / n
+        s["mean_local"], s["mean_ghosts"], s["mean_senders"] = (s.pop("local") / n, s.pop("ghosts") / n,
+                                                                s.pop("senders") / n)
         return s
 
 

@@ -129,8 +129,17 @@ class Descriptor(nn.Module):
         (an :class:`~nnpot.potentials.batch.AtomsBatch`; ``whole``: the chunk is the whole
         batch). Non-local descriptors get the neighbor indices here; a descriptor may also
         precompute work (se_e2_a's embedding plan). Nothing here may wait on the device when
-        ``batch.groups`` is set (CUDA-graph capture)."""
-        return {} if self.is_local else {"index": batch.neighbors.index[centers]}
+        ``batch.groups`` is set (CUDA-graph capture).
+
+        Under domain decomposition (``batch.counted``) some neighbors of the ghosts that send
+        messages have no row and so no features: their index is -1 here. Only the senders'
+        own messages, which no counted energy reads, lose them."""
+        if self.is_local:
+            return {}
+        index = batch.neighbors.index[centers]
+        if batch.counted is not None:
+            index = torch.where(index < batch.n_centers, index, torch.full_like(index, -1))
+        return {"index": index}
 
     def fit_statistics(self, structures: Sequence, type_map: Sequence[str]) -> None:
         """Set input normalisation from training structures (default: none needed)."""
