@@ -184,9 +184,13 @@ class ElementLinear(nn.Module):
                                    / math.sqrt(channels))
 
     def forward(self, x: Features, center_types: torch.Tensor) -> Features:
-        # gathered per l, and only for the l present: [n, C, C] each
-        return {l: torch.einsum("ndc,ncm->ndm", self.weight[:, i][center_types], x[l])
-                for i, l in enumerate(self.ls) if l in x}
+        # one dense map per element, kept where the element matches: no [n, C, C] gather
+        out: Features = {}
+        for i, l in enumerate(self.ls):
+            if l in x:
+                mapped = torch.einsum("tdc,ncm->tndm", self.weight[:, i], x[l])  # [types, n, C, 2l+1]
+                out[l] = mapped.gather(0, center_types.view(1, -1, 1, 1).expand(1, *mapped.shape[1:]))[0]
+        return out
 
 
 @register_descriptor("ace", AceConfig)
@@ -220,10 +224,10 @@ class AceDescriptor(Descriptor):
     def _register_convolution(self, paths: list[tuple[int, int, int]], dtype: torch.dtype) -> None:
         """The message's Clebsch-Gordan couplings, grouped by the neighbor feature's l: for each
         ``lh`` a block ``[2lh+1, (lmax+1)^2, J]`` that couples it with all harmonics at once into
-        its paths' outputs side by side (``J``: their summed ``2L+1``), and where each path's
-        columns start."""
+        its paths' outputs side by side (``J``: their summed ``2L+1``), in the order of
+        ``conv_groups``."""
         n_sh = (self.lmax + 1) ** 2
-        self.conv_groups: list[tuple[int, list[tuple[int, int, int]]]] = []  # (lh, [(path, L, first column)])
+        self.conv_groups: list[tuple[int, list[tuple[int, int]]]] = []  # (lh, [(path, L)] in column order)
         for lh in range(self.lout + 1):
             members = [(p, ly, L) for p, (l, ly, L) in enumerate(paths) if l == lh]
             if not members:
@@ -232,7 +236,7 @@ class AceDescriptor(Descriptor):
             columns, j = [], 0
             for p, ly, L in members:
                 cg[:, ly * ly:(ly + 1) ** 2, j:j + 2 * L + 1] = o3.wigner_3j(lh, ly, L, dtype=torch.float64) * math.sqrt(2 * L + 1)
-                columns.append((p, L, j))
+                columns.append((p, L))
                 j += 2 * L + 1
             self.register_buffer(f"conv_cg_{lh}", cg.to(dtype), persistent=False)
             self.conv_groups.append((lh, columns))
@@ -274,25 +278,28 @@ class AceDescriptor(Descriptor):
         C = self.channels
         slot_types = slot_type_index(capacity, envelope)
         R = self.radials[0](basis) * self.embedding[slot_types].repeat(1, self.lmax + 1)  # [n, K, C (lmax+1)]
+        # split, not sliced: a slice's gradient is a zero-filled copy of all of R, per l
+        R_l = R.split(C, dim=-1)
         # the envelope goes on the (2l+1)-wide harmonics, not on the C (lmax+1)-wide radials
-        return {l: torch.einsum("nkc,nkm->ncm", R[..., l * C:(l + 1) * C], Y[l] * envelope) * self.norm for l in Y}
+        return {l: torch.einsum("nkc,nkm->ncm", R_l[l], Y[l] * envelope) * self.norm for l in Y}
 
     def _message_density(self, t: int, h: Features, index: torch.Tensor, basis: torch.Tensor, envelope: torch.Tensor,
                          Y: Features) -> Features:
         """``sum_k R^t(r_ik) (h_k (x) Y(r_ik))`` per output l, channel-wise (layer ``t`` >= 1)."""
         n, K, _ = basis.shape
         C = self.channels
-        R = self.radials[t](basis) * envelope  # [n, K, C paths]; zero in empty slots
+        R = (self.radials[t](basis) * envelope).split(C, dim=-1)  # per path [n, K, C]; zero in empty slots
         idx = index.clamp(min=0)
         Y_all = torch.cat([Y[l] for l in range(self.lmax + 1)], dim=-1)  # [n, K, (lmax+1)^2]
         out: Features = {}
         for lh, columns in self.conv_groups:
             # Y (x) CG for all paths of this lh at once: [n, K (2lh+1), J]
             coupled = torch.einsum("nkq,mqj->nkmj", Y_all, getattr(self, f"conv_cg_{lh}")).reshape(n, K * (2 * lh + 1), -1)
+            per_path = coupled.split([2 * L + 1 for _, L in columns], dim=-1)
             hk = h[lh][idx]  # [n, K, C, 2lh+1]
-            for p, L, j in columns:  # the sum over neighbors and m is one batched matmul per path
-                weighted = (R[..., p * C:(p + 1) * C, None] * hk).transpose(1, 2).reshape(n, C, -1)
-                term = torch.matmul(weighted, coupled[..., j:j + 2 * L + 1])
+            for (p, L), coupled_p in zip(columns, per_path):  # one batched matmul per path sums k and m
+                weighted = (R[p][..., None] * hk).transpose(1, 2).reshape(n, C, -1)
+                term = torch.matmul(weighted, coupled_p)
                 out[L] = term if L not in out else out[L] + term
         return {l: v * self.norm for l, v in out.items()}
 
