@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from ase.data import atomic_numbers
+from scipy.spatial import cKDTree  # scipy comes with ase
 
 from nnpot.errors import ConfigError, NNPotError, UnknownElementError
 from nnpot.lammps.ghosts import GhostForces
@@ -231,8 +232,6 @@ class LammpsCoupling:
         order = np.arange(len(x))
         if self.model.is_local or self.model.receptive_field > 2 * self.model.cutoff + 1e-9 or len(x) == nlocal:
             return order, None
-        from scipy.spatial import cKDTree  # scipy comes with ase
-
         reach = self.model.cutoff + SENDER_MARGIN
         distance, _ = cKDTree(x[:nlocal]).query(x[nlocal:], distance_upper_bound=reach)
         near = distance < reach
