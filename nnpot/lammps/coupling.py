@@ -206,7 +206,8 @@ class LammpsCoupling:
         if rebuilt:  # LAMMPS rebuilt its lists: new ghosts, new order
             types = np.asarray(lmp.numpy.extract_atom("type", nelem=nall))
             self.order, senders = self._senders_first(np.asarray(x), nlocal)
-            self.evaluator = Evaluator(self.model, [_Cluster(self.numbers_of_type[types][self.order])], skin=1.0,
+            numbers = self.numbers_of_type[types]
+            self.evaluator = Evaluator(self.model, [_Cluster(numbers if self.order is None else numbers[self.order])], skin=1.0,
                                        chunk_size=self.chunk_size, min_distance=self.min_distance,
                                        ghosts=nall - nlocal, senders=senders)
             self.tags = tags
@@ -215,23 +216,26 @@ class LammpsCoupling:
         self.stats["local"] += nlocal
         self.stats["ghosts"] += nall - nlocal
         self.stats["senders"] += self.evaluator.n_centers - nlocal
-        positions = torch.as_tensor(np.asarray(x)[self.order], device=self.device).to(self.model.dtype)
+        x = np.asarray(x) if self.order is None else np.asarray(x)[self.order]
+        positions = torch.as_tensor(x, device=self.device).to(self.model.dtype)
         out = self.evaluator(positions, self.cell)
         self._check_senders(positions, nlocal)
         host = {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
-        forces = np.empty_like(host["forces"])
-        forces[self.order] = host["forces"]  # back to LAMMPS's order
+        forces = host["forces"]
+        if self.order is not None:  # back to LAMMPS's order
+            forces = np.empty_like(forces)
+            forces[self.order] = host["forces"]
         self.stats["model_s"] += time.perf_counter() - t0
         energy = math.fsum(host["atom_energy"])  # the order of summation does not show at 1e-10 eV
         return (energy, host["virial"][0], forces, host["atom_energy"], tags), rebuilt
 
-    def _senders_first(self, x: np.ndarray, nlocal: int) -> tuple[np.ndarray, int | None]:
+    def _senders_first(self, x: np.ndarray, nlocal: int) -> tuple[np.ndarray | None, int | None]:
         """The order the evaluator sees the atoms in (owned atoms, then the ghosts that send
-        messages, then the rest) and how many ghosts send. A local model: LAMMPS's own order,
-        no senders; more than one message layer: every ghost sends."""
-        order = np.arange(len(x))
+        messages, then the rest; None: LAMMPS's own) and how many ghosts send. A local model:
+        LAMMPS's order, no senders; more than one message layer: every ghost sends."""
         if self.model.is_local or self.model.receptive_field > 2 * self.model.cutoff + 1e-9 or len(x) == nlocal:
-            return order, None
+            return None, None
+        order = np.arange(len(x))
         reach = self.model.cutoff + SENDER_MARGIN
         distance, _ = cKDTree(x[:nlocal]).query(x[nlocal:], distance_upper_bound=reach)
         near = distance < reach
