@@ -230,6 +230,48 @@ def test_message_passing_models_get_the_ghost_shell_of_their_receptive_field(sma
     assert 0 < run["mean_senders"] < run["mean_ghosts"]  # only the ghosts near owned atoms are evaluated
 
 
+def test_a_ghost_that_sent_no_message_stops_a_run_when_it_comes_within_the_cutoff(small_water, water):
+    """One rank, a one-layer message model, no rebuild after an atom jumps into the outer ghost
+    shell (`set` then `run 1 pre no`, `neigh_modify check no`): a ghost that was too far to be
+    evaluated at the rebuild is now a neighbor of an owned atom, and the run stops with a
+    ShellError instead of computing a force without that ghost's message."""
+    from ase.geometry import get_distances
+
+    from nnpot.lammps import attach
+    from nnpot.errors import NNPotError
+    from nnpot.lammps.coupling import SENDER_MARGIN
+    from tests.conftest import e3nn_config, fitted
+
+    tmp, atoms, _ = small_water
+    model = fitted(EnergyModel(e3nn_config(layers=0, message_layers=1)), water)
+    path = save_model(model, tmp / "e3nn_mp_shell.nnp")
+    box = atoms.copy()
+    box.wrap()
+    rc, length, pos = model.cutoff, box.cell[0, 0], box.positions
+    assert np.allclose(box.cell, np.diag(box.cell.diagonal()))  # an orthorhombic box: images shift along x
+    # ghosts shifted by one box length along x, out of reach of every owned atom at the rebuild
+    ghosts = pos[1:] + [length, 0, 0]
+    far = get_distances(ghosts, pos)[1].min(axis=1) > rc + SENDER_MARGIN + 0.2
+    far &= ghosts[:, 0] < length + 2 * rc - 0.5  # inside LAMMPS's ghost shell
+    # a site for atom 1 (tag 1) beyond the +x face: clear of every atom and image, within rcut
+    # of such a ghost
+    grid = np.stack(np.meshgrid(np.arange(length + 1, length + rc + SENDER_MARGIN, 0.25),
+                                np.arange(0, length, 0.5), np.arange(0, length, 0.5), indexing="ij"), -1).reshape(-1, 3)
+    clear = get_distances(grid, pos[1:], cell=box.cell, pbc=True)[1].min(axis=1) > 1.2
+    reach = get_distances(grid, ghosts[far])[1].min(axis=1) < rc - 0.3
+    site = grid[clear & reach][0]
+    lmp = lammps_with(write_data(box, tmp / "w_shell.data"))
+    nnp = attach(lmp, path, ["O", "H"], device="cpu")
+    lmp.commands_list(["neigh_modify every 1000 delay 0 check no", "run 0"])
+    nnp.check()  # the rebuild's step is fine
+    lmp.command("set atom 1 x {:.6f} y {:.6f} z {:.6f}".format(*site))
+    with pytest.raises(Exception, match="halt"):
+        lmp.command("run 1 pre no")
+    with pytest.raises(NNPotError, match="without being evaluated for its messages"):
+        nnp.check()
+    lmp.close()
+
+
 def test_neighbor_overflow_stops_the_run(small_water, small_model):
     import copy
 
