@@ -288,17 +288,20 @@ class AceDescriptor(Descriptor):
         """``sum_k R^t(r_ik) (h_k (x) Y(r_ik))`` per output l, channel-wise (layer ``t`` >= 1)."""
         n, K, _ = basis.shape
         C = self.channels
-        R = (self.radials[t](basis) * envelope).split(C, dim=-1)  # per path [n, K, C]; zero in empty slots
-        idx = index.clamp(min=0)
+        # per path [n, C, K], zero in empty slots: channels before slots, so that a path's weighted
+        # features [n, C, K, 2lh+1] are laid out as the matmul below reads them (no copy per path)
+        R = (self.radials[t](basis) * envelope).view(n, K, -1, C).permute(0, 2, 3, 1).contiguous().unbind(1)
+        idx = index.clamp(min=0).reshape(-1)
         Y_all = torch.cat([Y[l] for l in range(self.lmax + 1)], dim=-1)  # [n, K, (lmax+1)^2]
         out: Features = {}
         for lh, columns in self.conv_groups:
             # Y (x) CG for all paths of this lh at once: [n, K (2lh+1), J]
             coupled = torch.einsum("nkq,mqj->nkmj", Y_all, getattr(self, f"conv_cg_{lh}")).reshape(n, K * (2 * lh + 1), -1)
             per_path = coupled.split([2 * L + 1 for _, L in columns], dim=-1)
-            hk = h[lh][idx]  # [n, K, C, 2lh+1]
+            # the neighbors' features [n, C, K, 2lh+1]; index_select's gradient is an index_add
+            hk = h[lh].index_select(0, idx).view(n, K, C, -1).transpose(1, 2).contiguous()
             for (p, L), coupled_p in zip(columns, per_path):  # one batched matmul per path sums k and m
-                weighted = (R[p][..., None] * hk).transpose(1, 2).reshape(n, C, -1)
+                weighted = (R[p][..., None] * hk).view(n, C, -1)
                 term = torch.matmul(weighted, coupled_p)
                 out[L] = term if L not in out else out[L] + term
         return {l: v * self.norm for l, v in out.items()}
