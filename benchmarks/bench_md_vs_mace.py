@@ -70,9 +70,11 @@ print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t)}))
 '''
 
 
-def ace_model(dtype: torch.dtype, channels: int, message_layers: int = 0, lmax: int = 2) -> EnergyModel:
+def ace_model(dtype: torch.dtype, channels: int, message_layers: int = 0, lmax: int = 2,
+              hidden_lmax: int = 1) -> EnergyModel:
     cfg = ModelConfig(type_map=["O", "H"], dtype="float64")
-    cfg.descriptor = AceConfig(rcut=5.0, sel=[40, 80], channels=channels, message_layers=message_layers, lmax=lmax)
+    cfg.descriptor = AceConfig(rcut=5.0, sel=[40, 80], channels=channels, message_layers=message_layers, lmax=lmax,
+                               hidden_lmax=hidden_lmax)
     cfg.fitting.neuron = [64, 64]
     model = EnergyModel(cfg)
     water = H5Dataset(bundled_dataset("water"))
@@ -111,7 +113,7 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--channels", type=int, nargs="+", default=[32, 64],
-                    help="ace sizes (l = 2; the first also with a message layer); ace64_l3 and ace64_l3_mp1 always run")
+                    help="ace sizes (l = 2; the first also with a message layer); ace64_l3, ace64_l3_mp1 and ace64_l3_mp1s always run")
     ap.add_argument("--mace-python", default="/work/peers/mace/bin/python")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -128,9 +130,10 @@ def main() -> None:
             row = {"atoms": len(atoms), "dtype": dt, "mace_steps_per_s": mace}
             runs = [(f"ace{c}", ace_model(dtype, c), steps * 4) for c in args.channels]
             runs.append((f"ace{args.channels[0]}_mp1", ace_model(dtype, args.channels[0], 1), steps * 2))
-            # the models of the accuracy table (bench_accuracy.py's ace64_l3 and ace64_l3_mp1)
+            # the models of the accuracy table (bench_accuracy.py's ace64_l3, ace64_l3_mp1 and ace64_l3_mp1s)
             runs.append(("ace64_l3", ace_model(dtype, 64, 0, 3), steps * 2))
             runs.append(("ace64_l3_mp1", ace_model(dtype, 64, 1, 3), steps))
+            runs.append(("ace64_l3_mp1s", ace_model(dtype, 64, 1, 3, hidden_lmax=0), steps))  # scalar messages
             print(f"{len(atoms):6d} {dt:8s} {'MACE':14s} " + (f"{mace:9.2f}" if isinstance(mace, float) else mace))
             for name, model, k in runs:
                 rate = nnpot_steps_per_s(model, atoms, k)

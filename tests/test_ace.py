@@ -17,16 +17,19 @@ from nnpot.potentials.descriptors.ace import AceConfig, ProductBasis, product_pa
 from tests.conftest import fitted
 
 
-def ace_config(message_layers: int = 0, dtype: str = "float64", type_map=("O", "H"), sel=(46, 92)) -> ModelConfig:
+def ace_config(message_layers: int = 0, dtype: str = "float64", type_map=("O", "H"), sel=(46, 92),
+               hidden_lmax: int = 1) -> ModelConfig:
     cfg = ModelConfig(type_map=list(type_map), dtype=dtype)
-    cfg.descriptor = AceConfig(sel=list(sel), channels=4, radial_neuron=[8], message_layers=message_layers)
+    cfg.descriptor = AceConfig(sel=list(sel), channels=4, radial_neuron=[8], message_layers=message_layers,
+                               hidden_lmax=hidden_lmax)
     cfg.fitting.neuron = [16, 16]
     return cfg
 
 
-@pytest.fixture(scope="module", params=[0, 1], ids=["local", "message"])
+@pytest.fixture(scope="module", params=[(0, 1), (1, 1), (1, 0)], ids=["local", "message", "scalar_message"])
 def ace_model(request, water):
-    return fitted(EnergyModel(ace_config(request.param)), water)
+    message_layers, hidden_lmax = request.param
+    return fitted(EnergyModel(ace_config(message_layers, hidden_lmax=hidden_lmax)), water)
 
 
 def test_registered_and_listed():
