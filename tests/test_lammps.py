@@ -237,8 +237,8 @@ def test_a_ghost_that_sent_no_message_stops_a_run_when_it_comes_within_the_cutof
     ShellError instead of computing a force without that ghost's message."""
     from ase.geometry import get_distances
 
-    from nnpot.lammps import attach
     from nnpot.errors import NNPotError
+    from nnpot.lammps import attach
     from nnpot.lammps.coupling import SENDER_MARGIN
     from tests.conftest import e3nn_config, fitted
 
