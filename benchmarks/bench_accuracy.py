@@ -75,6 +75,9 @@ PRESETS = {
     # faster in MD at 1,536 water atoms (bench_md_vs_mace.py)
     "ace64_l3_mp1s_f32": [*_ACE64, "model.descriptor.lmax=3", "model.dtype=float32", "model.descriptor.message_layers=1",
                           "model.descriptor.hidden_lmax=0"],
+    # L <= 1 messages with their harmonics capped at l = 2 (7 message paths instead of 10)
+    "ace64_l3_mp1m2_f32": [*_ACE64, "model.descriptor.lmax=3", "model.dtype=float32",
+                           "model.descriptor.message_layers=1", "model.descriptor.message_lmax=2"],
 }
 MACE = {
     "mace_small": ["--hidden_irreps", "32x0e", "--num_interactions", "2", "--correlation", "3"],

@@ -71,10 +71,10 @@ print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t)}))
 
 
 def ace_model(dtype: torch.dtype, channels: int, message_layers: int = 0, lmax: int = 2,
-              hidden_lmax: int = 1) -> EnergyModel:
+              hidden_lmax: int = 1, message_lmax: int | None = None) -> EnergyModel:
     cfg = ModelConfig(type_map=["O", "H"], dtype="float64")
     cfg.descriptor = AceConfig(rcut=5.0, sel=[40, 80], channels=channels, message_layers=message_layers, lmax=lmax,
-                               hidden_lmax=hidden_lmax)
+                               hidden_lmax=hidden_lmax, message_lmax=message_lmax)
     cfg.fitting.neuron = [64, 64]
     model = EnergyModel(cfg)
     water = H5Dataset(bundled_dataset("water"))
@@ -113,7 +113,10 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--channels", type=int, nargs="+", default=[32, 64],
-                    help="ace sizes (l = 2; the first also with a message layer); ace64_l3, ace64_l3_mp1 and ace64_l3_mp1s always run")
+                    help="ace sizes (l = 2; the first also with a message layer); the ace64_l3 models of the accuracy "
+                         "table always run")
+    ap.add_argument("--only", nargs="+", default=None, help="run only these nnpot rows (MACE always runs)")
+    ap.add_argument("--tag", default="", help="suffix of the result file (md_vs_mace_cpu<_tag>.json)")
     ap.add_argument("--mace-python", default="/work/peers/mace/bin/python")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -134,6 +137,10 @@ def main() -> None:
             runs.append(("ace64_l3", ace_model(dtype, 64, 0, 3), steps * 2))
             runs.append(("ace64_l3_mp1", ace_model(dtype, 64, 1, 3), steps))
             runs.append(("ace64_l3_mp1s", ace_model(dtype, 64, 1, 3, hidden_lmax=0), steps))  # scalar messages
+            # L <= 1 messages with harmonics capped at l = 2 and l = 1 (bench_accuracy.py's ace64_l3_mp1m2_f32, ...m1)
+            runs.append(("ace64_l3_mp1m2", ace_model(dtype, 64, 1, 3, message_lmax=2), steps))
+            runs.append(("ace64_l3_mp1m1", ace_model(dtype, 64, 1, 3, message_lmax=1), steps))
+            runs = [r for r in runs if args.only is None or r[0] in args.only]
             print(f"{len(atoms):6d} {dt:8s} {'MACE':14s} " + (f"{mace:9.2f}" if isinstance(mace, float) else mace))
             for name, model, k in runs:
                 rate = nnpot_steps_per_s(model, atoms, k)
@@ -141,7 +148,7 @@ def main() -> None:
                 row[f"{name}_steps_per_s"], row[f"{name}_over_mace"] = rate, ratio
                 print(f"{len(atoms):6d} {dt:8s} {name:14s} {rate:9.2f} {ratio:7.2f}")
             rows.append(row)
-    write_result("md_vs_mace_cpu", rows, threads=args.threads)
+    write_result("md_vs_mace_cpu" + (f"_{args.tag}" if args.tag else ""), rows, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -18,18 +18,19 @@ from tests.conftest import fitted
 
 
 def ace_config(message_layers: int = 0, dtype: str = "float64", type_map=("O", "H"), sel=(46, 92),
-               hidden_lmax: int = 1) -> ModelConfig:
+               hidden_lmax: int = 1, lmax: int = 2, message_lmax: int | None = None) -> ModelConfig:
     cfg = ModelConfig(type_map=list(type_map), dtype=dtype)
     cfg.descriptor = AceConfig(sel=list(sel), channels=4, radial_neuron=[8], message_layers=message_layers,
-                               hidden_lmax=hidden_lmax)
+                               hidden_lmax=hidden_lmax, lmax=lmax, message_lmax=message_lmax)
     cfg.fitting.neuron = [16, 16]
     return cfg
 
 
-@pytest.fixture(scope="module", params=[(0, 1), (1, 1), (1, 0)], ids=["local", "message", "scalar_message"])
+@pytest.fixture(scope="module", params=[(0, 1, None), (1, 1, None), (1, 0, None), (1, 1, 1)],
+                ids=["local", "message", "scalar_message", "capped_message"])
 def ace_model(request, water):
-    message_layers, hidden_lmax = request.param
-    return fitted(EnergyModel(ace_config(message_layers, hidden_lmax=hidden_lmax)), water)
+    message_layers, hidden_lmax, message_lmax = request.param
+    return fitted(EnergyModel(ace_config(message_layers, hidden_lmax=hidden_lmax, message_lmax=message_lmax)), water)
 
 
 def test_registered_and_listed():
@@ -115,12 +116,36 @@ def test_a_last_layer_computes_its_invariants_alone():
     torch.testing.assert_close(kept[0], out[0], rtol=1e-13, atol=1e-14)
 
 
-def test_message_density_is_the_sum_over_paths(water, water_atoms):
+def test_dropping_empty_slots_is_exact(ace_model, water_atoms):
+    """On the CPU the descriptor works on the live slots only (:func:`_live_slots`). A list with
+    a 1 A skin and twice the slots, cut that way, gives the energy, forces and virial of the
+    plain padded list evaluated slot by slot."""
+    from nnpot.potentials import derivatives
+    from nnpot.potentials.descriptors.ace import _live_slots
+
+    m, d = ace_model, ace_model.descriptor
+    wide = make_batch([water_atoms], m.type_map, m.cutoff + 1.0, [2 * s for s in m.sel], dtype=m.dtype)
+    rij, mask = wide.edge_vectors(), wide.neighbors.mask
+    _, live, types, _ = _live_slots(rij, mask, torch.zeros(rij.shape[1], dtype=torch.long), None, m.cutoff)
+    assert live.shape[1] < mask.shape[1] / 2 and int(live.sum()) == int((mask & (rij.norm(dim=-1) < m.cutoff)).sum())
+    try:
+        d.drop_empty_slots = False
+        want = derivatives(m, make_batch([water_atoms], m.type_map, m.cutoff, m.sel, dtype=m.dtype))
+    finally:
+        d.drop_empty_slots = True
+    got = derivatives(m, wide)
+    for key in ("energy", "forces", "virial"):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("lmax, message_lmax", [(2, None), (3, 2)])
+def test_message_density_is_the_sum_over_paths(water, water_atoms, lmax, message_lmax):
     """The grouped convolution equals ``sum_k R_p(r_ik) CG_p (h_k (x) Y(r_ik))`` written out path
-    by path, with the Clebsch-Gordan coefficients of e3nn."""
+    by path, with the Clebsch-Gordan coefficients of e3nn; a ``message_lmax`` below ``lmax``
+    keeps the harmonics and outputs up to it only."""
     from e3nn import o3
 
-    model = EnergyModel(ace_config(1))
+    model = EnergyModel(ace_config(1, lmax=lmax, message_lmax=message_lmax))
     d = model.descriptor
     batch = make_batch([water_atoms], model.type_map, model.cutoff, model.sel, dtype=model.dtype)
     rij, mask, index = batch.edge_vectors(), batch.neighbors.mask, batch.neighbors.index
@@ -130,7 +155,8 @@ def test_message_density_is_the_sum_over_paths(water, water_atoms):
     got = d._message_density(1, h, index, basis, envelope, Y)
     C, R = d.channels, d.radials[1](basis) * envelope
     hk = {l: v[index.clamp(min=0)] for l, v in h.items()}
-    for L in range(d.lmax + 1):
+    assert sorted(got) == list(range(d.message_lmax + 1))
+    for L in range(d.message_lmax + 1):
         want = sum(torch.einsum("nkc,nkcm,nkq,mqM->ncM", R[..., p * C:(p + 1) * C], hk[lh], Y[ly],
                                 o3.wigner_3j(lh, ly, L, dtype=torch.float64) * (2 * L + 1) ** 0.5)
                    for p, (lh, ly, L_) in enumerate(d.conv_paths[0]) if L_ == L) * d.norm
@@ -186,6 +212,9 @@ def test_bad_settings_are_named():
 
     with pytest.raises(ConfigError, match="ace needs"):
         from_dict(ModelConfig, {"type_map": ["O", "H"], "descriptor": {"type": "ace", "correlation": 9,
+                                                                       "sel": [4, 4]}}).validate()
+    with pytest.raises(ConfigError, match="hidden_lmax <= message_lmax <= lmax"):
+        from_dict(ModelConfig, {"type_map": ["O", "H"], "descriptor": {"type": "ace", "message_lmax": 3,
                                                                        "sel": [4, 4]}}).validate()
 
 

@@ -23,7 +23,9 @@ For a center atom i of element z_i with neighbors k inside ``rcut``:
   (:attr:`AceDescriptor.receptive_field`); with none the model is strictly local and runs in
   LAMMPS on any number of ranks. ``hidden_lmax: 0`` passes scalar messages (only invariants
   leave a layer): 4 message paths instead of 10 at ``lmax`` 3, 2.4x faster MD, a few percent
-  higher errors (benchmarks/README.md);
+  higher errors (benchmarks/README.md); ``message_lmax`` (default ``lmax``) caps the harmonics
+  of the message and the ``l`` of the layers after the first: at ``lmax`` 3, ``message_lmax``
+  2 leaves 7 message paths whose L = 1 inputs fill 12 output components instead of 24;
 * the output is the invariant channels of every layer, ``[n, channels (1 + message_layers)]``,
   which nnpot's per-element fitting nets turn into atomic energies; the per-element reference
   energies come from the closed-form bias fit of training.
@@ -73,6 +75,8 @@ class AceConfig(DescriptorConfig):
     num_basis: int = 8  #: Bessel radial functions
     radial_neuron: list[int] = field(default_factory=lambda: [64, 64])  #: radial MLP widths
     message_layers: int = 0  #: message-passing layers, each adding rcut to the receptive field
+    #: largest l of the message's harmonics and of the layers after the first (None: ``lmax``)
+    message_lmax: int | None = None
 
     def validate(self, n_types: int) -> None:
         super().validate(n_types)
@@ -80,6 +84,9 @@ class AceConfig(DescriptorConfig):
                 and 0 < self.num_basis <= 64 and 0 <= self.message_layers <= 4):
             raise ConfigError("descriptor: ace needs 0 <= hidden_lmax <= lmax <= 4, 0 < channels <= 512, "
                               "1 <= correlation <= 4, 0 < num_basis <= 64 and 0 <= message_layers <= 4")
+        if self.message_lmax is not None and not self.hidden_lmax <= self.message_lmax <= self.lmax:
+            raise ConfigError(f"descriptor: ace needs hidden_lmax <= message_lmax <= lmax, got message_lmax "
+                              f"{self.message_lmax} with hidden_lmax {self.hidden_lmax} and lmax {self.lmax}")
         _check_widths("descriptor.radial_neuron", self.radial_neuron)
 
 
@@ -195,6 +202,25 @@ class ElementLinear(nn.Module):
         return out
 
 
+def _live_slots(rij: torch.Tensor, mask: torch.Tensor, slot_types: torch.Tensor, index: torch.Tensor | None,
+                rcut: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The edges without the slots that contribute nothing: per atom, its neighbors inside
+    ``rcut`` moved to the front (in slot order), then every atom cut to the most that any atom
+    has. Exact, since an empty slot or one beyond ``rcut`` has a zero envelope, value and
+    derivatives. The per-type blocks of the layout are padded to each type's largest count and
+    the MD list holds the skin, so on water at 5 A this keeps about half the slots. The slot
+    count depends on the positions, which a CUDA graph or a trace cannot follow: CPU only.
+    Returns ``rij``, ``mask``, the slot types (now ``[n, K']``) and ``index``."""
+    live = mask & (rij.detach().square().sum(dim=-1) < rcut * rcut)
+    if live.numel() == 0:
+        return rij, mask, slot_types, index
+    keep = max(1, int(live.sum(dim=1).max()))
+    order = torch.sort(live.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :keep]
+    rij = rij.gather(1, order[..., None].expand(-1, -1, 3))
+    slot_types = slot_types.expand_as(live).gather(1, order)
+    return rij, live.gather(1, order), slot_types, None if index is None else index.gather(1, order)
+
+
 @register_descriptor("ace", AceConfig)
 class AceDescriptor(Descriptor):
     """Maps neighbor vectors to per-atom invariants ``[n, channels (1 + message_layers)]``."""
@@ -203,32 +229,36 @@ class AceDescriptor(Descriptor):
         super().__init__(config, n_types, dtype)
         c = config
         self.lmax, self.lout, self.channels = int(c.lmax), int(c.hidden_lmax), int(c.channels)
-        C, ls = self.channels, range(int(c.lmax) + 1)
+        self.message_lmax = self.lmax if c.message_lmax is None else int(c.message_lmax)
+        C, ml = self.channels, self.message_lmax
         self.irreps_sh = o3.Irreps.spherical_harmonics(self.lmax)
         self.embedding = nn.Parameter(torch.randn(n_types, C, dtype=dtype))
         self.register_buffer("avg_neighbors", torch.tensor(max(1.0, sum(self.sel) / 2), dtype=dtype))
         n_layers = 1 + int(c.message_layers)
-        self.conv_paths = [[(lh, ly, L) for lh in range(self.lout + 1) for ly in ls for L in _natural(lh, ly, self.lmax)]
-                           for _ in range(n_layers - 1)]
+        self.conv_paths = [[(lh, ly, L) for lh in range(self.lout + 1) for ly in range(ml + 1)
+                            for L in _natural(lh, ly, ml)] for _ in range(n_layers - 1)]
         sizes = [C * (self.lmax + 1)] + [C * len(p) for p in self.conv_paths]
         self.radials = nn.ModuleList(MLP([int(c.num_basis), *c.radial_neuron, s], act="silu", init="torch", dtype=dtype)
                                      for s in sizes)
         if n_layers > 1:
             self._register_convolution(self.conv_paths[0], dtype)
-        self.mix = nn.ModuleList(ChannelLinear(ls, C, C, dtype) for _ in range(n_layers))
+        layer_lmax = [self.lmax] + [ml] * (n_layers - 1)  # the message's harmonics stop at message_lmax
+        self.mix = nn.ModuleList(ChannelLinear(range(l + 1), C, C, dtype) for l in layer_lmax)
         # the last layer's L > 0 outputs feed nothing (only its invariants leave the descriptor)
-        self.products = nn.ModuleList(ProductBasis(self.lmax, self.lout, int(c.correlation), C, n_types, dtype,
+        self.products = nn.ModuleList(ProductBasis(layer_lmax[t], self.lout, int(c.correlation), C, n_types, dtype,
                                                    keep=self.lout if t < n_layers - 1 else 0)
                                       for t in range(n_layers))
         self.out = nn.ModuleList(ChannelLinear(range(self.lout + 1), C, C, dtype) for _ in range(n_layers))
         self.skip = nn.ModuleList(ElementLinear(range(self.lout + 1), C, n_types, dtype) for _ in range(n_layers - 1))
+        #: on the CPU, work only on the slots that hold a neighbor inside rcut (see :func:`_live_slots`)
+        self.drop_empty_slots = True
 
     def _register_convolution(self, paths: list[tuple[int, int, int]], dtype: torch.dtype) -> None:
         """The message's Clebsch-Gordan couplings, grouped by the neighbor feature's l: for each
         ``lh`` a block ``[2lh+1, (lmax+1)^2, J]`` that couples it with all harmonics at once into
         its paths' outputs side by side (``J``: their summed ``2L+1``), in the order of
         ``conv_groups``."""
-        n_sh = (self.lmax + 1) ** 2
+        n_sh = (self.message_lmax + 1) ** 2
         self.conv_groups: list[tuple[int, list[tuple[int, int]]]] = []  # (lh, [(path, L)] in column order)
         for lh in range(self.lout + 1):
             members = [(p, ly, L) for p, (l, ly, L) in enumerate(paths) if l == lh]
@@ -276,10 +306,10 @@ class AceDescriptor(Descriptor):
         return basis, envelope[..., None], {l: Y[..., l * l:(l + 1) ** 2] for l in range(self.lmax + 1)}
 
     def _first_density(self, basis: torch.Tensor, envelope: torch.Tensor, Y: Features,
-                       capacity: tuple[int, ...]) -> Features:
+                       slot_types: torch.Tensor) -> Features:
         C = self.channels
-        slot_types = slot_type_index(capacity, envelope)
-        R = self.radials[0](basis) * self.embedding[slot_types].repeat(1, self.lmax + 1)  # [n, K, C (lmax+1)]
+        embedded = self.embedding[slot_types]  # [K, C], or [n, K, C] once empty slots are dropped
+        R = self.radials[0](basis) * torch.cat([embedded] * (self.lmax + 1), dim=-1)  # [n, K, C (lmax+1)]
         # split, not sliced: a slice's gradient is a zero-filled copy of all of R, per l
         R_l = R.split(C, dim=-1)
         # the envelope goes on the (2l+1)-wide harmonics, not on the C (lmax+1)-wide radials
@@ -294,7 +324,7 @@ class AceDescriptor(Descriptor):
         # features [n, C, K, 2lh+1] are laid out as the matmul below reads them (no copy per path)
         R = (self.radials[t](basis) * envelope).view(n, K, -1, C).permute(0, 2, 3, 1).contiguous().unbind(1)
         idx = index.clamp(min=0).reshape(-1)
-        Y_all = torch.cat([Y[l] for l in range(self.lmax + 1)], dim=-1)  # [n, K, (lmax+1)^2]
+        Y_all = torch.cat([Y[l] for l in range(self.message_lmax + 1)], dim=-1)  # [n, K, (message_lmax+1)^2]
         out: Features = {}
         for lh, columns in self.conv_groups:
             # Y (x) CG for all paths of this lh at once: [n, K (2lh+1), J]
@@ -313,8 +343,12 @@ class AceDescriptor(Descriptor):
 
     def forward(self, rij: torch.Tensor, mask: torch.Tensor, center_types: torch.Tensor,
                 capacity: tuple[int, ...], index: torch.Tensor | None = None) -> torch.Tensor:
+        slot_types = slot_type_index(capacity, mask)
+        if (self.drop_empty_slots and rij.device.type == "cpu" and not torch.jit.is_tracing()
+                and not torch.compiler.is_compiling()):
+            rij, mask, slot_types, index = _live_slots(rij, mask, slot_types, index, self.rcut)
         basis, envelope, Y = self._edges(rij, mask)
-        h = self._layer(0, self._first_density(basis, envelope, Y, capacity), center_types)
+        h = self._layer(0, self._first_density(basis, envelope, Y, slot_types), center_types)
         invariants = [h[0][..., 0]]
         for t in range(1, 1 + int(self.config.message_layers)):
             if index is None:
