@@ -208,13 +208,15 @@ def _live_slots(rij: torch.Tensor, mask: torch.Tensor, slot_types: torch.Tensor,
     ``rcut`` moved to the front (in slot order), then every atom cut to the most that any atom
     has. Exact, since an empty slot or one beyond ``rcut`` has a zero envelope, value and
     derivatives. The per-type blocks of the layout are padded to each type's largest count and
-    the MD list holds the skin, so on water at 5 A this keeps about half the slots. The slot
-    count depends on the positions, which a CUDA graph or a trace cannot follow: CPU only.
+    the MD list holds the skin, so much of the layout is empty (``bench_live_slots.py``). The
+    slot count depends on the positions, which a CUDA graph or a trace cannot follow: CPU only.
     Returns ``rij``, ``mask``, the slot types (now ``[n, K']``) and ``index``."""
     live = mask & (rij.detach().square().sum(dim=-1) < rcut * rcut)
     if live.numel() == 0:
         return rij, mask, slot_types, index
     keep = max(1, int(live.sum(dim=1).max()))
+    if keep == live.shape[1]:  # a full layout (tight training batches of dense frames): nothing to gain
+        return rij, live, slot_types, index
     order = torch.sort(live.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :keep]
     rij = rij.gather(1, order[..., None].expand(-1, -1, 3))
     slot_types = slot_types.expand_as(live).gather(1, order)
