@@ -131,7 +131,8 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
         try:
             out = type(default)(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected a {type(default).__name__}, got {value!r}") from None
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise ConfigError(f"{name}: expected {kind}, got {value!r}") from None
         if isinstance(default, int) and isinstance(value, float) and value != int(value):
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
         return out

@@ -214,7 +214,7 @@ def test_finetuning_takes_dp_gens_gentler_start_when_set(copper_data, tmp_path):
     # YAML reads 1e-4 as a string; an unset-by-default number still comes out a float, or an error
     assert load_config(ExploreConfig, None, ["finetune_start_lr=1e-4"]).finetune_start_lr == 1e-4
     assert load_config(ExploreConfig, None, ["finetune_start_lr=null"]).finetune_start_lr is None
-    with pytest.raises(ConfigError, match="finetune_start_lr: expected a float"):
+    with pytest.raises(ConfigError, match="finetune_start_lr: expected a number"):
         load_config(ExploreConfig, None, ["finetune_start_lr=abc"])
 
 

@@ -36,7 +36,7 @@ def test_schedule_and_durations():
 def test_unknown_key_and_wrong_type_are_named():
     with pytest.raises(ConfigError, match="unknown key 'model.fitting.neurons'; allowed keys: activation, neuron"):
         load_train_config(None, ["model.fitting.neurons=[2]"], {"data": "x.h5"})
-    with pytest.raises(ConfigError, match="batch_size: expected a int, got 'many'"):
+    with pytest.raises(ConfigError, match="batch_size: expected an integer, got 'many'"):
         load_train_config(None, ["batch_size=many"], {"data": "x.h5"})
 
 
