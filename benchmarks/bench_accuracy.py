@@ -252,9 +252,13 @@ def main() -> None:
     ap.add_argument("--work", default="runs/accuracy")
     ap.add_argument("--tag", default="", help="suffix of the result file's name")
     args = ap.parse_args()
+    from nnpot.errors import ConfigError
     from nnpot.training.config import parse_duration
 
-    seconds = parse_duration(args.budget)
+    try:
+        seconds = parse_duration(args.budget)
+    except ConfigError as exc:
+        raise SystemExit(f"--budget: {exc}") from None
     tag = f"{args.dataset}_{args.budget}" + (f"_{args.frames}frames" if args.frames else "")
     work = Path(args.work) / tag
     work.mkdir(parents=True, exist_ok=True)
