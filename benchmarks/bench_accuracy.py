@@ -221,7 +221,16 @@ def still_improving(curve: list) -> dict:
             "best_at_min": round(best_t / 60, 1)}
 
 
+def subset_curve(name: str) -> bool:
+    """Whether ``name``'s learning curve scores a validation subset before its last point: nnpot
+    validates a fixed subset of the held-out frames during the run and all of them at the end;
+    MACE and DeePMD-kit score every held-out frame at every point."""
+    return name not in MACE and name != "deepmd"
+
+
 def plot(rows: dict, png: Path, title: str) -> None:
+    """The learning curves against wall time; an nnpot curve is dashed over its validation subset
+    and its final score on every held-out frame is a separate marker of the same colour."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,13 +238,21 @@ def plot(rows: dict, png: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, row in rows.items():
-        if row.get("curve"):
-            t, f = zip(*row["curve"])
-            ax.plot(np.array(t) / 60, f, marker=".", label=name)
+        curve = row.get("curve")
+        if not curve:
+            continue
+        t, f = (np.array(v, dtype=float) for v in zip(*curve))
+        if subset_curve(name) and len(t) > 1:
+            line, = ax.plot(t[:-1] / 60, f[:-1], ls="--", marker=".", label=f"{name} (validation subset)")
+            ax.plot(t[-1:] / 60, f[-1:], ls="none", marker="*", ms=12, color=line.get_color(),
+                    label=f"{name}, all held-out frames")
+        else:
+            ax.plot(t / 60, f, marker=".", label=name)
     ax.set(xlabel="wall time (min)", ylabel="held-out force RMSE (meV/A)", yscale="log", title=title)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -251,7 +268,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=0, help="train on the first N training frames only (0: all)")
     ap.add_argument("--work", default="runs/accuracy")
     ap.add_argument("--tag", default="", help="suffix of the result file's name")
+    ap.add_argument("--replot", metavar="RESULT_JSON", help="only redraw the PNG beside a result file of this benchmark")
     args = ap.parse_args()
+    if args.replot:
+        replot(Path(args.replot))
+        return
     from nnpot.errors import ConfigError
     from nnpot.training.config import parse_duration
 
@@ -309,7 +330,7 @@ def main() -> None:
             row["error"] = str(exc)
         curve = row.get("curve", [])
         # nnpot's last point scores every held-out frame, the ones before it a fixed subset
-        row.update(still_improving(curve if name in MACE or name == "deepmd" else curve[:-1]))
+        row.update(still_improving(curve[:-1] if subset_curve(name) else curve))
         rows[name] = row
         if "force_rmse_meV_A" in row:
             print(f"{name:12s} {row['force_rmse_meV_A']:17.1f} {row.get('best_force_rmse_meV_A', float('nan')):7.1f} "
@@ -324,6 +345,17 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=1))
     plot(rows, out.with_suffix(".png"), f"{args.dataset}: {args.budget} each")
     print(f"wrote {out}")
+
+
+def replot(result: Path) -> None:
+    """Redraw the learning-curve PNG beside ``result``, an ``accuracy_*.json`` of this benchmark."""
+    try:
+        data = json.loads(result.read_text())
+        rows, title = data["models"], f"{data['dataset']}: {data['budget']} each"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"--replot: {result} is not a readable result of bench_accuracy.py ({exc})") from None
+    plot(rows, result.with_suffix(".png"), title)
+    print(f"wrote {result.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
