@@ -43,9 +43,11 @@ def main() -> None:
     names = [parse_model(spec)[0] for spec in args.models]  # a variant NAME=PRESET:... is scored as NAME
     rows = []
     for n, budget in zip(args.frames, budgets):
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"), "--dataset", args.dataset,
-                        "--budget", budget, "--frames", str(n), "--models", *args.models, "--work", args.work,
-                        "--tag", args.tag], check=True)
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"), "--dataset",
+                               args.dataset, "--budget", budget, "--frames", str(n), "--models", *args.models,
+                               "--work", args.work, "--tag", args.tag])
+        if done.returncode:
+            raise SystemExit(f"bench_accuracy.py stopped at {n} frames (exit status {done.returncode}); see above")
         result = json.loads((ROOT / "benchmarks" / "results" /
                              f"accuracy_{args.dataset}_{budget}_{n}frames{suffix}.json").read_text())
         row = {"frames": n, "budget": budget}
