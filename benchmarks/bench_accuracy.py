@@ -286,6 +286,10 @@ def main() -> None:
     source = generated_dataset(args.dataset, Path(args.work)) if args.dataset in GENERATED else dataset_path(args.dataset)
     train, valid = split(source, work)
     if args.frames:
+        available = len(H5Dataset(train))
+        if not 0 < args.frames <= available:
+            raise SystemExit(f"--frames {args.frames}: the training split has {available} frames; give 1 to "
+                             f"{available}, or 0 for all")
         sub = work / f"train_{args.frames}.h5"
         if not sub.exists():
             write_h5([H5Dataset(train)[i] for i in range(args.frames)], sub)
